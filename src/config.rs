@@ -1,0 +1,905 @@
+//! The configuration document: tenants, their origin, identity providers, policy and
+//! session settings. Secrets never appear in it; it names Worker secrets instead.
+//!
+//! [`Config::load`] parses and validates the whole document once per isolate. Every problem
+//! is reported with the path of the field and what is wrong, all at once, e.g.
+//! `tenants[1].providers[0].issuer: not an https URL`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::KeyWithId;
+use crate::secret::{Secret, Secrets};
+
+/// One problem in the configuration document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found in one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The document
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    pub tenants: Vec<Tenant>,
+}
+
+/// A reference to a Worker secret holding key material, with the id stored alongside
+/// whatever the key protects (cookies, sealed tokens, assertions), so keys rotate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    pub id: String,
+    /// Name of the Worker secret.
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Path prefix of the gateway's own routes.
+    pub prefix: String,
+    /// `iss` of the signed assertion sent to origins.
+    pub issuer: String,
+    /// Session and pending-login cookie MAC keys; the first signs, all verify.
+    pub cookie_keys: Vec<KeyRef>,
+    /// Keys that seal tokens at rest (AES-256-GCM); the first seals. Defaults to the
+    /// cookie keys (with a separate derived key) when empty.
+    pub encryption_keys: Vec<KeyRef>,
+    /// ES256 or Ed25519 keys (PKCS#8, PEM or base64 DER) that sign the origin assertion;
+    /// the first signs, all are published. Empty: no assertion header.
+    pub assertion_keys: Vec<KeyRef>,
+    /// Timeout for calls to identity providers.
+    pub fetch_timeout_ms: u64,
+    /// Seconds an isolate may reuse a session it read from KV (the revocation delay).
+    pub session_cache_ttl: u64,
+    /// Upper bound of in-isolate cached sessions.
+    pub session_cache_size: usize,
+    /// Seconds before a session's last-seen time is written again.
+    pub last_seen_interval: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            prefix: "/_portcullis".into(),
+            issuer: "portcullis".into(),
+            cookie_keys: Vec::new(),
+            encryption_keys: Vec::new(),
+            assertion_keys: Vec::new(),
+            fetch_timeout_ms: 5000,
+            session_cache_ttl: 10,
+            session_cache_size: 10_000,
+            last_seen_interval: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Stable id; the `aud` of the origin assertion and part of every KV key.
+    pub id: String,
+    /// Display name (login page, TOTP issuer).
+    #[serde(default)]
+    pub name: String,
+    /// Hosts served (`example.com`, or `host:port`); a host without a port matches any port.
+    pub hosts: Vec<String>,
+    /// Where authenticated requests go (http or https URL, optionally with a base path).
+    pub origin: String,
+    #[serde(default)]
+    pub logo_url: Option<String>,
+    #[serde(default)]
+    pub accent_color: Option<String>,
+    /// With exactly one provider, go straight to it instead of showing the login page.
+    #[serde(default)]
+    pub auto_redirect: bool,
+    #[serde(default)]
+    pub public_paths: Vec<PathRule>,
+    #[serde(default)]
+    pub session: SessionSettings,
+    #[serde(default)]
+    pub headers: HeaderSettings,
+    #[serde(default)]
+    pub groups: GroupSettings,
+    /// Access rules per path, first match wins; no match: any signed-in user.
+    #[serde(default)]
+    pub policy: Vec<AccessRule>,
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatch {
+    #[default]
+    Exact,
+    Prefix,
+    Glob,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRule {
+    pub path: String,
+    #[serde(default, rename = "match")]
+    pub kind: PathMatch,
+    /// Methods this rule covers; empty means all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    pub path: String,
+    #[serde(default, rename = "match")]
+    pub kind: PathMatch,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    #[serde(default)]
+    pub allow_roles: Vec<String>,
+    #[serde(default)]
+    pub allow_emails: Vec<String>,
+    #[serde(default)]
+    pub allow_email_domains: Vec<String>,
+}
+
+impl AccessRule {
+    pub fn as_path_rule(&self) -> PathRule {
+        PathRule { path: self.path.clone(), kind: self.kind, methods: self.methods.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// Seconds without a request before the session ends.
+    pub idle_timeout: u64,
+    /// Seconds after sign-in when the session ends regardless of activity.
+    pub absolute_timeout: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle_timeout: 3600, absolute_timeout: 8 * 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeaderPreset {
+    #[default]
+    Portcullis,
+    /// `X-Auth-Request-*`, as oauth2-proxy sends them.
+    Oauth2Proxy,
+}
+
+/// Names of the identity headers sent to the origin. Unset fields come from the preset;
+/// an empty string turns a header off.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderSettings {
+    pub preset: HeaderPreset,
+    pub user_id: Option<String>,
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub groups: Option<String>,
+    pub roles: Option<String>,
+    pub amr: Option<String>,
+    pub assertion: Option<String>,
+}
+
+/// The identity header names after applying the preset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub user_id: Option<String>,
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub groups: Option<String>,
+    pub roles: Option<String>,
+    pub amr: Option<String>,
+    pub assertion: Option<String>,
+}
+
+impl HeaderNames {
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.user_id,
+            &self.user,
+            &self.email,
+            &self.name,
+            &self.preferred_username,
+            &self.groups,
+            &self.roles,
+            &self.amr,
+            &self.assertion,
+        ]
+        .into_iter()
+        .filter_map(|h| h.as_deref())
+    }
+}
+
+impl HeaderSettings {
+    pub fn names(&self) -> HeaderNames {
+        fn pick(v: &Option<String>, preset: Option<&str>) -> Option<String> {
+            match v {
+                Some(s) if s.is_empty() => None,
+                Some(s) => Some(s.clone()),
+                None => preset.map(str::to_owned),
+            }
+        }
+        let p = match self.preset {
+            HeaderPreset::Portcullis => [
+                Some("X-Portcullis-User"),
+                None,
+                Some("X-Portcullis-Email"),
+                Some("X-Portcullis-Name"),
+                Some("X-Portcullis-Preferred-Username"),
+                Some("X-Portcullis-Groups"),
+                Some("X-Portcullis-Roles"),
+                Some("X-Portcullis-Amr"),
+            ],
+            HeaderPreset::Oauth2Proxy => [
+                None,
+                Some("X-Auth-Request-User"),
+                Some("X-Auth-Request-Email"),
+                None,
+                Some("X-Auth-Request-Preferred-Username"),
+                Some("X-Auth-Request-Groups"),
+                None,
+                None,
+            ],
+        };
+        HeaderNames {
+            user_id: pick(&self.user_id, p[0]),
+            user: pick(&self.user, p[1]),
+            email: pick(&self.email, p[2]),
+            name: pick(&self.name, p[3]),
+            preferred_username: pick(&self.preferred_username, p[4]),
+            groups: pick(&self.groups, p[5]),
+            roles: pick(&self.roles, p[6]),
+            amr: pick(&self.amr, p[7]),
+            assertion: pick(&self.assertion, Some("X-Portcullis-Assertion")),
+        }
+    }
+}
+
+/// Group mapping shared by every provider of a tenant.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSettings {
+    /// Groups every signed-in user gets.
+    pub default: Vec<String>,
+    /// External (IdP) group -> internal groups.
+    pub map: BTreeMap<String, Vec<String>>,
+    /// Only default and mapped groups count; unmapped IdP groups are dropped.
+    pub mirror: bool,
+    /// Role -> groups (external or internal) that grant it, e.g. `superuser`, `staff`.
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Refuse users to whom no mapped group applies ("no roles assigned").
+    pub require_mapped_group: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Provider {
+    Oidc(Box<OidcProvider>),
+}
+
+impl Provider {
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::Oidc(p) => &p.name,
+        }
+    }
+
+    pub fn button(&self) -> &Button {
+        match self {
+            Provider::Oidc(p) => &p.button,
+        }
+    }
+
+    pub fn as_oidc(&self) -> Option<&OidcProvider> {
+        match self {
+            Provider::Oidc(p) => Some(p),
+        }
+    }
+}
+
+/// How a provider's button looks on the login page.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Button {
+    pub label: String,
+    /// Icon URL (https, or a path on the tenant's own host).
+    pub icon: Option<String>,
+    pub background: Option<String>,
+    pub color: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// Used in URLs; unique within the tenant.
+    pub name: String,
+    #[serde(flatten)]
+    pub button: Button,
+    /// The issuer, or its discovery URL (`…/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// Worker secret holding the client secret (not needed with `token_auth: none`).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub token_auth: TokenAuth,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Extra authorization request parameters, e.g. `prompt=consent`.
+    #[serde(default)]
+    pub extra_params: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub pkce: bool,
+    /// Regexes (whole-value match) of audiences trusted besides the client id.
+    #[serde(default)]
+    pub trusted_audiences: Vec<String>,
+    /// Allowed clock difference in seconds for `exp`, `nbf`, `iat`.
+    #[serde(default = "default_skew")]
+    pub clock_skew: u64,
+    /// Oldest acceptable `iat`, in seconds before now.
+    #[serde(default = "default_iat_window")]
+    pub iat_window: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub discovery_ttl: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub jwks_ttl: u64,
+    #[serde(default)]
+    pub claims: ClaimMap,
+    /// Refuse sign-in when `email_verified` is not true.
+    #[serde(default)]
+    pub require_verified_email: bool,
+    /// When non-empty, only these email domains may sign in.
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+    /// Accept HS256/384/512 ID tokens keyed with the client secret (confidential clients).
+    #[serde(default)]
+    pub allow_hmac_id_tokens: bool,
+    /// Refresh tokens to keep the session alive (and detect revocation at the IdP).
+    #[serde(default = "yes")]
+    pub refresh: bool,
+    /// RP-initiated logout at the IdP's `end_session_endpoint` after local logout.
+    #[serde(default = "yes")]
+    pub rp_logout: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_iat_window() -> u64 {
+    600
+}
+fn default_cache_ttl() -> u64 {
+    3600
+}
+
+/// Which claims hold which piece of identity. Paths may be dotted (`realm_access.roles`) or
+/// whole namespaced keys (`https://example.com/groups`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMap {
+    pub user: String,
+    pub email: String,
+    pub name: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub preferred_username: String,
+    pub groups: String,
+    /// Field holding the group name when the groups claim is a list of objects.
+    pub group_name_field: String,
+}
+
+impl Default for ClaimMap {
+    fn default() -> Self {
+        Self {
+            user: "sub".into(),
+            email: "email".into(),
+            name: "name".into(),
+            given_name: "given_name".into(),
+            family_name: "family_name".into(),
+            preferred_username: "preferred_username".into(),
+            groups: "groups".into(),
+            group_name_field: "name".into(),
+        }
+    }
+}
+
+pub const DISCOVERY_SUFFIX: &str = "/.well-known/openid-configuration";
+
+impl OidcProvider {
+    /// The issuer identifier (the configured value without the discovery suffix).
+    pub fn issuer_id(&self) -> &str {
+        self.issuer.strip_suffix(DISCOVERY_SUFFIX).unwrap_or(&self.issuer)
+    }
+
+    pub fn discovery_url(&self) -> String {
+        format!("{}{}", self.issuer_id().trim_end_matches('/'), DISCOVERY_SUFFIX)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+/// The validated configuration together with the secrets it names.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub cookie_keys: Vec<KeyWithId>,
+    pub encryption_keys: Vec<KeyWithId>,
+    pub assertion_keys: Vec<KeyWithId>,
+    pub secrets: Secrets,
+}
+
+struct Check {
+    errors: Vec<ConfigError>,
+}
+
+impl Check {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { path: path.into(), message: message.into() });
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host == "127.0.0.1" || host == "[::1]" || host.ends_with(".localhost")
+}
+
+/// An issuer/endpoint must be https, except on loopback where local peers speak http.
+fn check_idp_url(c: &mut Check, path: &str, value: &str) {
+    match url::Url::parse(value) {
+        Err(e) => c.err(path, format!("not a URL ({e})")),
+        Ok(u) => {
+            let host = u.host_str().unwrap_or_default();
+            if u.scheme() != "https" && !(u.scheme() == "http" && is_loopback(host)) {
+                c.err(path, "not an https URL");
+            }
+            if u.query().is_some() || u.fragment().is_some() {
+                c.err(path, "must not have a query or fragment");
+            }
+        }
+    }
+}
+
+fn check_secret(c: &mut Check, secrets: &dyn Fn(&str) -> Option<Secret>, path: &str, name: &str, out: &mut Secrets) {
+    match secrets(name) {
+        Some(s) if !s.is_empty() => out.insert(name, s),
+        _ => c.err(path, format!("Worker secret {name} is not set")),
+    }
+}
+
+fn check_keys(
+    c: &mut Check,
+    secrets: &dyn Fn(&str) -> Option<Secret>,
+    path: &str,
+    keys: &[KeyRef],
+    min_len: usize,
+) -> Vec<KeyWithId> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if !is_name(&k.id) && !k.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            c.err(format!("{p}.id"), "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+        }
+        if !seen.insert(k.id.clone()) {
+            c.err(format!("{p}.id"), format!("duplicate key id {}", k.id));
+        }
+        match secrets(&k.secret) {
+            Some(s) if s.expose().len() >= min_len => out.push(KeyWithId { id: k.id.clone(), key: s }),
+            Some(_) => {
+                c.err(format!("{p}.secret"), format!("Worker secret {} is shorter than {min_len} bytes", k.secret))
+            }
+            None => c.err(format!("{p}.secret"), format!("Worker secret {} is not set", k.secret)),
+        }
+    }
+    out
+}
+
+fn check_path_rule(c: &mut Check, path: &str, rule: &PathRule) {
+    if !rule.path.starts_with('/') {
+        c.err(format!("{path}.path"), "must start with '/'");
+    }
+    for (i, m) in rule.methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            c.err(format!("{path}.methods[{i}]"), "must be an upper-case HTTP method");
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration document. `secrets` looks up Worker secrets by
+    /// name; every secret the document names must exist.
+    pub fn load(document: &str, secrets: &dyn Fn(&str) -> Option<Secret>) -> Result<Loaded, ConfigErrors> {
+        if document.trim().is_empty() {
+            return Err(ConfigErrors(vec![ConfigError {
+                path: "PORTCULLIS_CONFIG".into(),
+                message: "is empty: set it to the configuration document (JSON)".into(),
+            }]));
+        }
+        let de = &mut serde_json::Deserializer::from_str(document);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // serde_json appends " at line L column C"; keep it, it helps find the spot.
+            ConfigErrors(vec![ConfigError {
+                path: if path == "." { String::new() } else { path },
+                message: inner.to_string(),
+            }])
+        })?;
+        config.validate(secrets)
+    }
+
+    fn validate(self, secrets: &dyn Fn(&str) -> Option<Secret>) -> Result<Loaded, ConfigErrors> {
+        let mut c = Check { errors: Vec::new() };
+        let mut named = Secrets::new();
+        let g = &self.gateway;
+        if !g.prefix.starts_with('/') || g.prefix.ends_with('/') || g.prefix.len() < 2 {
+            c.err("gateway.prefix", "must start with '/' and not end with '/' (e.g. /_portcullis)");
+        }
+        if g.cookie_keys.is_empty() {
+            c.err("gateway.cookie_keys", "at least one key is required");
+        }
+        let cookie_keys = check_keys(&mut c, secrets, "gateway.cookie_keys", &g.cookie_keys, 32);
+        let mut encryption_keys = check_keys(&mut c, secrets, "gateway.encryption_keys", &g.encryption_keys, 32);
+        if encryption_keys.is_empty() {
+            encryption_keys = cookie_keys.clone();
+        }
+        let assertion_keys = check_keys(&mut c, secrets, "gateway.assertion_keys", &g.assertion_keys, 1);
+        for (i, k) in assertion_keys.iter().enumerate() {
+            if let Err(e) = crate::assertion::SigningKey::parse(&k.id, &k.key) {
+                c.err(format!("gateway.assertion_keys[{i}].secret"), e);
+            }
+        }
+        if g.fetch_timeout_ms == 0 || g.fetch_timeout_ms > 30_000 {
+            c.err("gateway.fetch_timeout_ms", "must be between 1 and 30000");
+        }
+        if g.session_cache_ttl > 300 {
+            c.err("gateway.session_cache_ttl", "must be at most 300 seconds (it is the revocation delay)");
+        }
+
+        if self.tenants.is_empty() {
+            c.err("tenants", "at least one tenant is required");
+        }
+        let mut hosts = BTreeMap::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for (ti, t) in self.tenants.iter().enumerate() {
+            let tp = format!("tenants[{ti}]");
+            if !is_name(&t.id) {
+                c.err(format!("{tp}.id"), "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+            }
+            if !ids.insert(t.id.clone()) {
+                c.err(format!("{tp}.id"), format!("duplicate tenant id {}", t.id));
+            }
+            if t.hosts.is_empty() {
+                c.err(format!("{tp}.hosts"), "at least one host is required");
+            }
+            for (hi, h) in t.hosts.iter().enumerate() {
+                let norm = h.to_ascii_lowercase();
+                if norm.is_empty() || norm.contains('/') || norm.contains(' ') {
+                    c.err(format!("{tp}.hosts[{hi}]"), "must be a host name, optionally with :port");
+                }
+                if let Some(prev) = hosts.insert(norm.clone(), ti) {
+                    c.err(format!("{tp}.hosts[{hi}]"), format!("host {norm} is already used by tenants[{prev}]"));
+                }
+            }
+            match url::Url::parse(&t.origin) {
+                Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+                    if u.query().is_some() || u.fragment().is_some() {
+                        c.err(format!("{tp}.origin"), "must not have a query or fragment");
+                    }
+                }
+                Ok(_) => c.err(format!("{tp}.origin"), "not an http(s) URL"),
+                Err(e) => c.err(format!("{tp}.origin"), format!("not a URL ({e})")),
+            }
+            if let Some(logo) = &t.logo_url {
+                let on_tenant_host = logo.starts_with('/') && !logo.starts_with("//");
+                if !on_tenant_host && !logo.starts_with("https://") {
+                    c.err(format!("{tp}.logo_url"), "must be a path on the tenant's host or an https URL");
+                }
+            }
+            if let Some(color) = &t.accent_color {
+                if !is_css_color(color) {
+                    c.err(format!("{tp}.accent_color"), "must be a hex colour like #1f6feb");
+                }
+            }
+            for (i, r) in t.public_paths.iter().enumerate() {
+                check_path_rule(&mut c, &format!("{tp}.public_paths[{i}]"), r);
+            }
+            for (i, r) in t.policy.iter().enumerate() {
+                check_path_rule(&mut c, &format!("{tp}.policy[{i}]"), &r.as_path_rule());
+            }
+            let s = &t.session;
+            if s.idle_timeout < 60 {
+                c.err(format!("{tp}.session.idle_timeout"), "must be at least 60 seconds");
+            }
+            if s.absolute_timeout < s.idle_timeout {
+                c.err(format!("{tp}.session.absolute_timeout"), "must be at least the idle timeout");
+            }
+            if s.absolute_timeout > 30 * 86400 {
+                c.err(format!("{tp}.session.absolute_timeout"), "must be at most 30 days");
+            }
+            let names = t.headers.names();
+            for n in names.all() {
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    c.err(format!("{tp}.headers"), format!("invalid header name {n:?}"));
+                }
+            }
+            let mut pnames = std::collections::BTreeSet::new();
+            for (pi, p) in t.providers.iter().enumerate() {
+                let pp = format!("{tp}.providers[{pi}]");
+                if !is_name(p.name()) {
+                    c.err(format!("{pp}.name"), "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+                }
+                if !pnames.insert(p.name().to_owned()) {
+                    c.err(format!("{pp}.name"), format!("duplicate provider name {}", p.name()));
+                }
+                if p.button().label.trim().is_empty() {
+                    c.err(format!("{pp}.label"), "is required (the login button's text)");
+                }
+                for (field, v) in [("background", &p.button().background), ("color", &p.button().color)] {
+                    if let Some(v) = v {
+                        if !is_css_color(v) {
+                            c.err(format!("{pp}.{field}"), "must be a hex colour like #1f6feb");
+                        }
+                    }
+                }
+                match p {
+                    Provider::Oidc(o) => validate_oidc(&mut c, &pp, o, secrets, &mut named),
+                }
+            }
+        }
+        if c.errors.is_empty() {
+            Ok(Loaded { config: self, cookie_keys, encryption_keys, assertion_keys, secrets: named })
+        } else {
+            Err(ConfigErrors(c.errors))
+        }
+    }
+
+    /// The tenant serving `host` (`name` or `name:port`): an exact entry first, then an
+    /// entry without a port matching the host name.
+    pub fn tenant_for_host(&self, host: &str) -> Option<&Tenant> {
+        let host = host.to_ascii_lowercase();
+        let bare = strip_port(&host);
+        self.tenants.iter().find(|t| t.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host))).or_else(|| {
+            self.tenants.iter().find(|t| t.hosts.iter().any(|h| !h.contains(':') && h.eq_ignore_ascii_case(bare)))
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+fn is_css_color(v: &str) -> bool {
+    let hex = v.strip_prefix('#').unwrap_or("");
+    matches!(hex.len(), 3 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn validate_oidc(
+    c: &mut Check,
+    pp: &str,
+    o: &OidcProvider,
+    secrets: &dyn Fn(&str) -> Option<Secret>,
+    named: &mut Secrets,
+) {
+    check_idp_url(c, &format!("{pp}.issuer"), &o.issuer);
+    if o.client_id.is_empty() {
+        c.err(format!("{pp}.client_id"), "is required");
+    }
+    match (&o.client_secret, o.token_auth) {
+        (None, TokenAuth::ClientSecretBasic | TokenAuth::ClientSecretPost) => {
+            c.err(format!("{pp}.client_secret"), "is required unless token_auth is \"none\"")
+        }
+        (Some(name), _) => check_secret(c, secrets, &format!("{pp}.client_secret"), name, named),
+        (None, TokenAuth::None) => {}
+    }
+    if o.token_auth == TokenAuth::None && !o.pkce {
+        c.err(format!("{pp}.pkce"), "a public client (token_auth none) must use PKCE");
+    }
+    if o.allow_hmac_id_tokens && o.client_secret.is_none() {
+        c.err(format!("{pp}.allow_hmac_id_tokens"), "needs a client secret");
+    }
+    if !o.scopes.iter().any(|s| s == "openid") {
+        c.err(format!("{pp}.scopes"), "must include \"openid\"");
+    }
+    for (k, _) in o.extra_params.iter() {
+        const RESERVED: &[&str] = &[
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+        ];
+        if RESERVED.contains(&k.as_str()) {
+            c.err(format!("{pp}.extra_params.{k}"), "is set by the gateway and cannot be overridden");
+        }
+    }
+    for (i, re) in o.trusted_audiences.iter().enumerate() {
+        if let Err(e) = regex_lite::Regex::new(&format!("^(?:{re})$")) {
+            c.err(format!("{pp}.trusted_audiences[{i}]"), format!("invalid regex: {e}"));
+        }
+    }
+    if o.clock_skew > 600 {
+        c.err(format!("{pp}.clock_skew"), "must be at most 600 seconds");
+    }
+    if o.iat_window == 0 {
+        c.err(format!("{pp}.iat_window"), "must be positive");
+    }
+    if o.discovery_ttl < 60 || o.jwks_ttl < 60 {
+        c.err(format!("{pp}.discovery_ttl"), "cache TTLs must be at least 60 seconds (the KV minimum)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(name: &str) -> Option<Secret> {
+        match name {
+            "COOKIE_KEY" => Some(Secret::new(vec![1u8; 32])),
+            "SHORT" => Some(Secret::new(vec![1u8; 8])),
+            "CLIENT_SECRET" => Some(Secret::new(b"s3cret".to_vec())),
+            _ => None,
+        }
+    }
+
+    fn doc(tenant_extra: &str, provider_extra: &str) -> String {
+        format!(
+            r#"{{"gateway":{{"cookie_keys":[{{"id":"k1","secret":"COOKIE_KEY"}}]}},
+            "tenants":[{{"id":"acme","name":"Acme","hosts":["acme.test"],"origin":"https://origin.acme.test"{tenant_extra},
+              "providers":[{{"type":"oidc","name":"corp","label":"Corp SSO","issuer":"https://idp.test","client_id":"c","client_secret":"CLIENT_SECRET"{provider_extra}}}]}}]}}"#
+        )
+    }
+
+    fn errors(d: &str) -> Vec<String> {
+        match Config::load(d, &secrets) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_document_loads_with_defaults() {
+        let l = Config::load(&doc("", ""), &secrets).unwrap();
+        let t = &l.config.tenants[0];
+        assert_eq!(l.config.gateway.prefix, "/_portcullis");
+        assert_eq!(t.session.idle_timeout, 3600);
+        assert_eq!(t.session.absolute_timeout, 28800);
+        let o = t.providers[0].as_oidc().unwrap();
+        assert_eq!(o.scopes, vec!["openid", "profile", "email"]);
+        assert!(o.pkce);
+        assert_eq!(o.clock_skew, 60);
+        assert_eq!(l.secrets.get("CLIENT_SECRET").unwrap().expose(), b"s3cret");
+        assert_eq!(l.encryption_keys[0].id, "k1");
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        assert_eq!(
+            errors(&doc("", "").replace("https://idp.test", "ftp://idp.test")),
+            vec!["tenants[0].providers[0].issuer: not an https URL"]
+        );
+        assert_eq!(
+            errors(&doc("", "").replace("CLIENT_SECRET", "MISSING")),
+            vec!["tenants[0].providers[0].client_secret: Worker secret MISSING is not set"]
+        );
+        assert_eq!(
+            errors(&doc("", "").replace("COOKIE_KEY", "SHORT")),
+            vec!["gateway.cookie_keys[0].secret: Worker secret SHORT is shorter than 32 bytes"]
+        );
+        assert!(errors(&doc("", r#","trusted_audiences":["(unclosed"]"#))[0]
+            .starts_with("tenants[0].providers[0].trusted_audiences[0]: invalid regex"));
+        let unknown = errors(&doc(r#","bogus":1"#, ""));
+        assert!(unknown[0].starts_with("tenants[0].bogus: unknown field `bogus`"), "{unknown:?}");
+        let wrong_type = errors(&doc(r#","session":{"idle_timeout":"soon"}"#, ""));
+        assert!(wrong_type[0].starts_with("tenants[0].session.idle_timeout: invalid type"), "{wrong_type:?}");
+    }
+
+    #[test]
+    fn several_errors_are_reported_at_once() {
+        let d = doc(r#","session":{"idle_timeout":10}"#, r#","scopes":["profile"]"#).replace("acme.test", "");
+        let e = errors(&d);
+        assert!(e.contains(&"tenants[0].hosts[0]: must be a host name, optionally with :port".to_string()), "{e:?}");
+        assert!(e.contains(&"tenants[0].session.idle_timeout: must be at least 60 seconds".to_string()));
+        assert!(e.contains(&"tenants[0].providers[0].scopes: must include \"openid\"".to_string()));
+    }
+
+    #[test]
+    fn empty_document_is_explained() {
+        assert_eq!(errors("  "), vec!["PORTCULLIS_CONFIG: is empty: set it to the configuration document (JSON)"]);
+    }
+
+    #[test]
+    fn tenants_are_selected_by_host() {
+        let d = doc("", "").replace(r#""hosts":["acme.test"]"#, r#""hosts":["acme.test","127.0.0.1:8787"]"#);
+        let l = Config::load(&d, &secrets).unwrap();
+        assert!(l.config.tenant_for_host("acme.test").is_some());
+        assert!(l.config.tenant_for_host("ACME.test:443").is_some());
+        assert!(l.config.tenant_for_host("127.0.0.1:8787").is_some());
+        assert!(l.config.tenant_for_host("127.0.0.1:9999").is_none());
+        assert!(l.config.tenant_for_host("evil.test").is_none());
+    }
+
+    #[test]
+    fn header_presets() {
+        let mut h = HeaderSettings::default();
+        assert_eq!(h.names().email.as_deref(), Some("X-Portcullis-Email"));
+        h.preset = HeaderPreset::Oauth2Proxy;
+        assert_eq!(h.names().user.as_deref(), Some("X-Auth-Request-User"));
+        assert_eq!(h.names().name, None);
+        h.email = Some(String::new());
+        assert_eq!(h.names().email, None);
+    }
+}

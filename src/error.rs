@@ -1,0 +1,147 @@
+//! Every refusal the gateway makes, and the one place that maps each to an HTTP status, a
+//! stable machine code (log lines, JSON errors) and a sentence a person can act on.
+
+use std::fmt;
+
+use crate::oidc::{IdTokenError, OidcError};
+use crate::ports::{FetchError, KvError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownHost(String),
+    ConfigInvalid,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest(String),
+    UnknownProvider(String),
+    Storage(KvError),
+    Oidc {
+        provider: String,
+        error: OidcError,
+    },
+    NoRoles,
+    Forbidden {
+        rule: usize,
+    },
+    OriginUnreachable(String),
+    Csrf,
+    /// A session needed the IdP (refresh) and it could not be reached.
+    IdpUnavailable(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::UnknownHost(h) => write!(f, "no tenant for host {h:?}"),
+            Refusal::ConfigInvalid => f.write_str("configuration invalid"),
+            Refusal::NotFound => f.write_str("no such gateway route"),
+            Refusal::MethodNotAllowed => f.write_str("method not allowed"),
+            Refusal::BadRequest(e) => write!(f, "bad request: {e}"),
+            Refusal::UnknownProvider(p) => write!(f, "unknown provider {p:?}"),
+            Refusal::Storage(e) => write!(f, "{e}"),
+            Refusal::Oidc { provider, error } => write!(f, "provider {provider}: {error}"),
+            Refusal::NoRoles => f.write_str("no mapped group or role for this user"),
+            Refusal::Forbidden { rule } => write!(f, "denied by policy rule {rule}"),
+            Refusal::OriginUnreachable(e) => write!(f, "origin unreachable: {e}"),
+            Refusal::Csrf => f.write_str("CSRF token missing or wrong"),
+            Refusal::IdpUnavailable(e) => write!(f, "identity provider unavailable: {e}"),
+        }
+    }
+}
+
+/// What to offer the person after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    None,
+    /// Start signing in again.
+    Login,
+    /// Load the same address again.
+    Reload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presentation {
+    pub status: u16,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub message: String,
+    pub retry: Retry,
+}
+
+fn p(status: u16, code: &'static str, title: &'static str, message: impl Into<String>, retry: Retry) -> Presentation {
+    Presentation { status, code, title, message: message.into(), retry }
+}
+
+impl Refusal {
+    pub fn present(&self) -> Presentation {
+        use Retry::*;
+        match self {
+            Refusal::UnknownHost(_) => p(404, "unknown_host", "Unknown site", "This address is not served by this gateway. Check the address you typed.", None),
+            Refusal::ConfigInvalid => p(500, "config_error", "Configuration error", "The sign-in gateway for this site is misconfigured. The site's operators have been told through the logs; please try again later.", None),
+            Refusal::NotFound => p(404, "not_found", "Page not found", "There is no such page on the sign-in gateway.", None),
+            Refusal::MethodNotAllowed => p(405, "method_not_allowed", "Not allowed", "This page does not accept that kind of request.", None),
+            Refusal::BadRequest(_) => p(400, "bad_request", "Bad request", "The request could not be understood.", None),
+            Refusal::UnknownProvider(_) => p(404, "unknown_provider", "Unknown sign-in method", "That sign-in method does not exist for this site. Choose one from the sign-in page.", Login),
+            Refusal::Storage(_) => p(503, "storage_unavailable", "Temporarily unavailable", "Sign-in is temporarily unavailable because the gateway cannot reach its storage. Please try again in a minute.", Reload),
+            Refusal::NoRoles => p(403, "no_roles", "No access assigned", "You signed in successfully, but your account has no roles assigned for this site. Ask your administrator to grant you access.", None),
+            Refusal::Forbidden { .. } => p(403, "forbidden", "Access denied", "Your account is not allowed to open this page. Ask your administrator if you need access.", None),
+            Refusal::OriginUnreachable(_) => p(502, "origin_unreachable", "Site unreachable", "You are signed in, but the site behind the gateway did not answer. Please try again in a moment.", Reload),
+            Refusal::Csrf => p(403, "csrf", "Request refused", "This form has expired or was not sent from this site. Go back, reload the page and try again.", None),
+            Refusal::IdpUnavailable(_) => p(503, "idp_unavailable", "Identity provider unavailable", "Your session needs to be renewed, but your identity provider cannot be reached. Please try again in a minute.", Reload),
+            Refusal::Oidc { provider, error } => present_oidc(provider, error),
+        }
+    }
+
+    /// The log event name for this refusal.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Refusal::Oidc { .. } | Refusal::NoRoles => "login_failure",
+            _ => "refusal",
+        }
+    }
+}
+
+fn present_oidc(provider: &str, e: &OidcError) -> Presentation {
+    use OidcError::*;
+    use Retry::*;
+    match e {
+        StateMissing | StateUnknown => p(400, "state_expired", "Sign-in expired", "This sign-in took too long or its link is no longer valid. Start again.", Login),
+        StateReplayed => p(400, "state_replayed", "Sign-in link already used", "This sign-in response was already used. If you opened it twice or went back, start again.", Login),
+        PendingCookieMissing | PendingCookieMismatch => p(400, "login_not_started_here", "Sign-in not started in this browser", "This sign-in response does not belong to a sign-in started in this browser (or cookies are blocked). Start again from this browser.", Login),
+        ProviderMismatch | IssuerParamMismatch { .. } => p(400, "idp_mixup", "Sign-in response from the wrong provider", "The sign-in response did not come from the identity provider the sign-in was sent to. Start again.", Login),
+        IdpError { error, description } => {
+            let detail = match description {
+                Some(d) if !d.is_empty() => format!("{error}: {d}"),
+                _ => error.clone(),
+            };
+            p(
+                if error == "access_denied" { 403 } else { 400 },
+                "idp_error",
+                "Sign-in refused by the identity provider",
+                format!("{provider} did not sign you in ({detail})."),
+                Login,
+            )
+        }
+        MissingCode => p(400, "bad_callback", "Incomplete sign-in response", "The identity provider's response was incomplete. Start again.", Login),
+        Downgrade(_) => p(500, "config_error", "Configuration error", "This sign-in method is misconfigured (its identity provider offers no secure token signature). The operators can see the details in the logs.", None),
+        Discovery(_) | Jwks(_) | TokenEndpointUnreachable(_) | Userinfo(_) => p(502, "idp_unavailable", "Identity provider unavailable", format!("{provider} could not be reached or gave an unusable answer. Please try again in a minute."), Login),
+        TokenEndpoint { status, .. } if *status >= 500 => p(502, "idp_unavailable", "Identity provider unavailable", format!("{provider} could not be reached or gave an unusable answer. Please try again in a minute."), Login),
+        TokenEndpoint { .. } | TokenResponse(_) => p(400, "code_rejected", "Sign-in could not be completed", format!("{provider} did not accept the sign-in code (it may have been used already). Start again."), Login),
+        IdToken(IdTokenError::Expired { .. } | IdTokenError::IatInFuture { .. } | IdTokenError::IatTooOld { .. } | IdTokenError::NotYetValid { .. }) => p(401, "token_time", "Sign-in could not be verified", "The identity provider's answer is outside its validity period; a clock may be wrong. Start again, and tell your administrator if this repeats.", Login),
+        IdToken(_) => p(401, "invalid_token", "Sign-in could not be verified", "The identity provider's answer failed verification, so you were not signed in. Start again, and tell your administrator if this repeats.", Login),
+        EmailUnverified => p(403, "email_unverified", "Email address not verified", "Your identity provider has not verified your email address. Verify it there, then sign in again.", Login),
+        EmailDomainNotAllowed(_) => p(403, "email_domain", "Account not allowed", "Accounts with your email domain cannot sign in to this site.", None),
+        MalformedClaim(c) => p(502, "bad_claims", "Unusable account data", format!("The identity provider sent a malformed {c} claim. Tell your administrator."), None),
+    }
+}
+
+impl From<KvError> for Refusal {
+    fn from(e: KvError) -> Self {
+        Refusal::Storage(e)
+    }
+}
+
+/// Whether a fetch failure is worth reporting as "unavailable" (vs a refusal by the IdP).
+pub fn is_transient(e: &FetchError) -> bool {
+    matches!(e, FetchError::Unreachable(_) | FetchError::Timeout)
+}

@@ -1,0 +1,1071 @@
+//! The gateway: routes a request, runs the sign-in flows and the session check, and decides
+//! what happens — answer directly, or forward to the origin with identity attached. It talks
+//! to the world only through [`Ports`]; the Worker shell executes forwards and stores logs.
+//!
+//! Phases for a protected request, in the manner of a proxy's filters:
+//! 1. request filter: tenant by host, gateway routes, public paths, session, policy;
+//! 2. upstream request: [`proxy::upstream_headers`] strips what the client must not send and
+//!    adds identity;
+//! 3. response filter: [`proxy::downstream_headers`] on the origin's answer.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use crate::assertion::{self, AssertionClaims, SigningKey};
+use crate::config::{Config, ConfigErrors, Loaded, OidcProvider, Provider, Tenant};
+use crate::crypto::{self, b64url};
+use crate::error::{Refusal, Retry};
+use crate::http::{Headers, Inbound, Outbound, Request, Response};
+use crate::oidc::{self, jwks::Jwk, OidcError, PreLogin, ProviderMetadata, UntrustedIdToken};
+use crate::pages::{self, Brand, ButtonView, ErrorView};
+use crate::policy;
+use crate::ports::{FetchError, Ports};
+use crate::proxy::{self, ClientInfo, IdentityHeaders};
+use crate::redirect::safe_return_path;
+use crate::secret::Secret;
+use crate::session::{self, MfaState, SessionId, SessionRecord, StoredTokens, PENDING_COOKIE, SESSION_COOKIE};
+
+/// Largest IdP response body read (discovery, JWKS, token, userinfo).
+pub const MAX_IDP_BODY: usize = 512 * 1024;
+/// Largest request body the gateway reads for its own routes.
+pub const MAX_FORM_BODY: usize = 64 * 1024;
+/// Minimum seconds between forced JWKS refetches for one provider.
+pub const JWKS_REFETCH_INTERVAL: u64 = 60;
+/// Refresh the access token when it expires within this many seconds.
+pub const REFRESH_MARGIN: u64 = 60;
+
+/// What the shell should do with a request.
+#[derive(Debug)]
+pub enum Action {
+    Respond(Response),
+    Forward(Forward),
+}
+
+/// A request to pass to the origin: the shell streams the original body along.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub url: String,
+    pub headers: Headers,
+    pub tenant: String,
+    /// Session handle for log lines (never the id).
+    pub session: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct ProviderState {
+    meta: Option<(ProviderMetadata, u64)>,
+    jwks: Option<(Rc<Vec<Jwk>>, u64)>,
+    last_forced_jwks: u64,
+}
+
+#[derive(Debug, Clone)]
+struct CachedSession {
+    record: SessionRecord,
+    cached_at_ms: u64,
+    assertion: Option<(String, u64)>,
+}
+
+/// One per isolate: the validated configuration and the in-isolate caches.
+#[derive(Debug)]
+pub struct Gateway {
+    loaded: Result<Loaded, ConfigErrors>,
+    signing_keys: Vec<SigningKey>,
+    providers: RefCell<HashMap<String, ProviderState>>,
+    sessions: RefCell<HashMap<String, CachedSession>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    NotDue,
+    Done,
+    Ended,
+}
+
+/// The outcome of reading the session cookie.
+#[derive(Debug)]
+enum Lookup {
+    NoSession { cause: Option<String> },
+    Expired(session::Expiry),
+    Active(SessionId, Box<SessionRecord>),
+}
+
+fn json_error(status: u16, code: &str, message: &str, reference: &str) -> Response {
+    let mut r = Response::json(status, &json!({ "error": code, "message": message, "reference": reference }));
+    r.headers.set("cache-control", "no-store");
+    r
+}
+
+fn reference_id(ports: Ports<'_>) -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    ports.random::<8>().iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect()
+}
+
+fn wants_json(req: &Request) -> bool {
+    !req.headers.get("accept").is_some_and(|a| a.contains("text/html"))
+}
+
+fn base_url(req: &Request) -> String {
+    format!("{}://{}", req.url.scheme(), req.host())
+}
+
+impl Gateway {
+    /// Loads and validates the configuration. An invalid one does not stop the isolate:
+    /// every request is then refused with a configuration error page.
+    pub fn new(document: &str, secrets: &dyn Fn(&str) -> Option<Secret>) -> Self {
+        let loaded = Config::load(document, secrets);
+        let signing_keys = match &loaded {
+            Ok(l) => l.assertion_keys.iter().filter_map(|k| SigningKey::parse(&k.id, &k.key).ok()).collect(),
+            Err(_) => Vec::new(),
+        };
+        Self { loaded, signing_keys, providers: RefCell::default(), sessions: RefCell::default() }
+    }
+
+    /// The configuration errors as a log line, if the document was refused.
+    pub fn startup_log(&self) -> Option<String> {
+        self.loaded.as_ref().err().map(|e| {
+            json!({
+                "level": "error",
+                "event": "config_invalid",
+                "errors": e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            })
+            .to_string()
+        })
+    }
+
+    pub fn config(&self) -> Option<&Loaded> {
+        self.loaded.as_ref().ok()
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.config().map(|l| l.config.gateway.prefix.as_str()).unwrap_or("/_portcullis")
+    }
+
+    pub fn fetch_timeout_ms(&self) -> u64 {
+        self.config().map(|l| l.config.gateway.fetch_timeout_ms).unwrap_or(5000)
+    }
+
+    /// Whether the path is one of the gateway's own routes (the shell reads their bodies).
+    pub fn is_gateway_route(&self, path: &str) -> bool {
+        let p = self.prefix();
+        path == p || path.starts_with(&format!("{p}/")) || path.starts_with("/.well-known/portcullis/")
+    }
+
+    fn log(&self, ports: Ports<'_>, mut event: Value) {
+        if let Value::Object(m) = &mut event {
+            m.insert("time".into(), json!(ports.now()));
+            m.entry("level").or_insert(json!("info"));
+        }
+        ports.rt.log(&event.to_string());
+    }
+
+    /// Renders a refusal (HTML page or JSON) and writes its log line.
+    fn refuse(&self, ports: Ports<'_>, req: &Request, tenant: Option<&Tenant>, refusal: &Refusal) -> Response {
+        let reference = reference_id(ports);
+        let pres = refusal.present();
+        let provider = match refusal {
+            Refusal::Oidc { provider, .. } => Some(provider.as_str()),
+            _ => None,
+        };
+        self.log(
+            ports,
+            json!({
+                "level": if pres.status >= 500 { "error" } else { "warn" },
+                "event": refusal.event(),
+                "code": pres.code,
+                "cause": refusal.to_string(),
+                "status": pres.status,
+                "reference": reference,
+                "tenant": tenant.map(|t| t.id.as_str()),
+                "provider": provider,
+                "method": req.method,
+                "path": req.url.path(),
+                "ip": req.client_ip,
+            }),
+        );
+        if wants_json(req) && !req.is_navigation() {
+            return json_error(pres.status, pres.code, &pres.message, &reference);
+        }
+        let prefix = self.prefix();
+        let login = format!("{prefix}/login");
+        let reload = req.url.path().to_owned();
+        let retry = match pres.retry {
+            Retry::None => None,
+            Retry::Login => Some((login.as_str(), "Sign in again")),
+            Retry::Reload => Some((reload.as_str(), "Try again")),
+        };
+        pages::error_page(
+            Brand { tenant, prefix },
+            &ErrorView { status: pres.status, title: pres.title, message: &pres.message, retry, reference: &reference },
+        )
+    }
+
+    /// The 502 page when the origin cannot be reached (the shell calls this).
+    pub fn origin_failed(&self, ports: Ports<'_>, req: &Request, cause: &str) -> Response {
+        let tenant = self.config().and_then(|l| l.config.tenant_for_host(&req.host()));
+        self.refuse(ports, req, tenant, &Refusal::OriginUnreachable(cause.to_owned()))
+    }
+
+    /// Entry point: everything a request can lead to.
+    pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Action {
+        let path = req.url.path().to_owned();
+        let prefix = self.prefix().to_owned();
+        if path == format!("{prefix}/health") {
+            return Action::Respond(self.health());
+        }
+        let Ok(loaded) = &self.loaded else {
+            return Action::Respond(self.refuse(ports, req, None, &Refusal::ConfigInvalid));
+        };
+        let host = req.host();
+        let Some(tenant) = loaded.config.tenant_for_host(&host) else {
+            return Action::Respond(self.refuse(ports, req, None, &Refusal::UnknownHost(host)));
+        };
+        if self.is_gateway_route(&path) {
+            let r = self.gateway_route(ports, req, tenant, &path[..]).await;
+            return Action::Respond(r.unwrap_or_else(|e| self.refuse(ports, req, Some(tenant), &e)));
+        }
+        match self.protected(ports, req, tenant).await {
+            Ok(action) => action,
+            Err(e) => Action::Respond(self.refuse(ports, req, Some(tenant), &e)),
+        }
+    }
+
+    fn health(&self) -> Response {
+        let (status, body) = match &self.loaded {
+            Ok(_) => (200, json!({ "status": "ok" })),
+            Err(_) => (503, json!({ "status": "config_invalid" })),
+        };
+        let mut r = Response::json(status, &body);
+        r.headers.set("cache-control", "no-store");
+        r
+    }
+
+    async fn gateway_route(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        path: &str,
+    ) -> Result<Response, Refusal> {
+        let prefix = self.prefix();
+        let method = req.method.as_str();
+        if path == "/.well-known/portcullis/jwks.json" {
+            if method != "GET" && method != "HEAD" {
+                return Err(Refusal::MethodNotAllowed);
+            }
+            let mut r = Response::json(200, &assertion::jwks(&self.signing_keys));
+            r.headers.set("cache-control", "public, max-age=300");
+            return Ok(r);
+        }
+        let route = path.strip_prefix(prefix).unwrap_or(path);
+        match (method, route) {
+            ("GET" | "HEAD", "/assets/style.css") => Ok(css(pages::STYLE_CSS.to_owned())),
+            ("GET" | "HEAD", "/assets/tenant.css") => Ok(css(pages::tenant_css(tenant))),
+            ("GET", "/login") => self.login_start(ports, req, tenant).await,
+            ("GET", "/oidc/callback") => self.oidc_callback(ports, req, tenant, None).await,
+            ("GET", r) if r.starts_with("/oidc/") && r.ends_with("/callback") => {
+                let name = &r["/oidc/".len()..r.len() - "/callback".len()];
+                self.oidc_callback(ports, req, tenant, Some(name)).await
+            }
+            ("GET", "/logout") => self.logout_confirm(ports, req, tenant).await,
+            ("POST", "/logout") => self.logout(ports, req, tenant).await,
+            ("GET", "/logged-out") => Ok(pages::logged_out_page(Brand { tenant: Some(tenant), prefix })),
+            ("GET", "/me") => self.me(ports, req, tenant).await,
+            ("OPTIONS", _) => {
+                // No CORS on gateway routes: answer without any Access-Control-* header.
+                let mut r = Response::new(204);
+                r.headers.set("allow", "GET, HEAD, POST");
+                Ok(r)
+            }
+            (_, "/login" | "/oidc/callback" | "/logout" | "/logged-out" | "/me") => Err(Refusal::MethodNotAllowed),
+            _ => Err(Refusal::NotFound),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Protected requests
+    // -----------------------------------------------------------------------------------
+
+    async fn protected(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Action, Refusal> {
+        let client = ClientInfo { ip: req.client_ip.as_deref(), proto: req.url.scheme(), host: &req.host() };
+        let url = proxy::upstream_url(&tenant.origin, req.url.path(), req.url.query());
+        if policy::is_public(tenant, &req.method, req.url.path()) {
+            let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
+            return Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }));
+        }
+        let (id, mut record) = match self.lookup_session(ports, req, tenant).await? {
+            Lookup::Active(id, record) => (id, *record),
+            Lookup::Expired(why) => return Ok(Action::Respond(self.unauthenticated(req, tenant, Some(why)))),
+            Lookup::NoSession { cause } => {
+                if let Some(cause) = cause {
+                    self.log(ports, json!({"level": "warn", "event": "session_refused", "tenant": tenant.id, "cause": cause, "ip": req.client_ip}));
+                }
+                return Ok(Action::Respond(self.unauthenticated(req, tenant, None)));
+            }
+        };
+        if record.mfa == MfaState::Pending {
+            return Ok(Action::Respond(self.unauthenticated(req, tenant, None)));
+        }
+        if self.maybe_refresh(ports, tenant, &id, &mut record).await? == Refresh::Ended {
+            return Ok(Action::Respond(self.unauthenticated(req, tenant, Some(session::Expiry::Absolute))));
+        }
+        let subject = policy::Subject {
+            email: record.email.as_deref(),
+            email_verified: record.email_verified,
+            groups: &record.groups,
+            roles: &record.roles,
+        };
+        if let Err(denied) = policy::authorize(tenant, &req.method, req.url.path(), &subject) {
+            return Err(Refusal::Forbidden { rule: denied.rule });
+        }
+        self.touch(ports, tenant, &id, &mut record).await;
+        let identity = IdentityHeaders {
+            user_id: record.user_id.clone(),
+            user: record.user.clone(),
+            email: record.email.clone(),
+            name: record.name.clone(),
+            preferred_username: record.preferred_username.clone(),
+            groups: record.groups.clone(),
+            roles: record.roles.clone(),
+            amr: record.amr.clone(),
+            assertion: self.assertion_for(ports, tenant, &id, &record),
+        };
+        let headers = proxy::upstream_headers(&req.headers, tenant, &client, Some(&identity));
+        Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: Some(id.handle()) }))
+    }
+
+    /// No usable session: browsers go to the login page, other clients get a 401.
+    fn unauthenticated(&self, req: &Request, tenant: &Tenant, expired: Option<session::Expiry>) -> Response {
+        let prefix = self.prefix();
+        let rd = match req.url.query() {
+            Some(q) => format!("{}?{q}", req.url.path()),
+            None => req.url.path().to_owned(),
+        };
+        let mut login = format!("{prefix}/login?{}", crate::http::query_encode(&[("rd", &rd)]));
+        if expired.is_some() {
+            login.push_str("&reason=expired");
+        }
+        let mut r = if req.is_navigation() {
+            let mut r = Response::redirect(&login);
+            r.headers.set("cache-control", "no-store");
+            r
+        } else {
+            let mut r = json_error(
+                401,
+                if expired.is_some() { "session_expired" } else { "unauthenticated" },
+                "Sign-in required.",
+                "",
+            );
+            r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}", login="{prefix}/login""#, tenant.id));
+            r
+        };
+        if req.headers.cookie(SESSION_COOKIE).is_some() {
+            r.headers.append("set-cookie", session::clear_cookie(SESSION_COOKIE));
+        }
+        r
+    }
+
+    async fn lookup_session(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Lookup, Refusal> {
+        let Some(loaded) = self.config() else {
+            return Err(Refusal::ConfigInvalid);
+        };
+        let Some(cookie) = req.headers.cookie(SESSION_COOKIE) else {
+            return Ok(Lookup::NoSession { cause: None });
+        };
+        let id = match session::verify_session_cookie(&loaded.cookie_keys, &tenant.id, cookie) {
+            Ok(id) => id,
+            Err(e) => return Ok(Lookup::NoSession { cause: Some(e.to_string()) }),
+        };
+        let key = id.kv_key(&tenant.id);
+        let now_ms = ports.rt.now_ms();
+        let ttl_ms = loaded.config.gateway.session_cache_ttl * 1000;
+        let cached =
+            self.sessions.borrow().get(&key).filter(|c| now_ms < c.cached_at_ms + ttl_ms).map(|c| c.record.clone());
+        let record = match cached {
+            Some(r) => r,
+            None => {
+                let Some(raw) = ports.kv.get(&key).await? else {
+                    self.sessions.borrow_mut().remove(&key);
+                    return Ok(Lookup::NoSession {
+                        cause: Some("session not found (signed out, revoked or expired)".into()),
+                    });
+                };
+                let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
+                    return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
+                };
+                self.cache_session(&key, record.clone(), now_ms);
+                record
+            }
+        };
+        if record.tenant != tenant.id {
+            return Ok(Lookup::NoSession { cause: Some("session belongs to another tenant".into()) });
+        }
+        if let Err(why) = record.check_times(ports.now(), &tenant.session) {
+            self.sessions.borrow_mut().remove(&key);
+            // Best effort: the record's KV TTL removes it anyway.
+            let _ = ports.kv.delete(&key).await;
+            self.log(ports, json!({"event": "session_expired", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
+            return Ok(Lookup::Expired(why));
+        }
+        Ok(Lookup::Active(id, Box::new(record)))
+    }
+
+    fn cache_session(&self, key: &str, record: SessionRecord, now_ms: u64) {
+        let max = self.config().map(|l| l.config.gateway.session_cache_size).unwrap_or(10_000);
+        let mut cache = self.sessions.borrow_mut();
+        if cache.len() >= max && !cache.contains_key(key) {
+            // Bounded memory: drop the oldest half.
+            let mut ages: Vec<(u64, String)> = cache.iter().map(|(k, v)| (v.cached_at_ms, k.clone())).collect();
+            ages.sort();
+            for (_, k) in ages.into_iter().take(max / 2 + 1) {
+                cache.remove(&k);
+            }
+        }
+        let assertion = cache.get(key).and_then(|c| c.assertion.clone());
+        cache.insert(key.to_owned(), CachedSession { record, cached_at_ms: now_ms, assertion });
+    }
+
+    async fn save_session(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<(), Refusal> {
+        let key = id.kv_key(&tenant.id);
+        let value = serde_json::to_string(record).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        ports.kv.put(&key, &value, Some(record.kv_ttl(ports.now(), &tenant.session))).await?;
+        self.cache_session(&key, record.clone(), ports.rt.now_ms());
+        Ok(())
+    }
+
+    /// Writes last-seen at most once per interval (KV allows about one write per second per
+    /// key). A failed write is logged and does not fail the request.
+    async fn touch(&self, ports: Ports<'_>, tenant: &Tenant, id: &SessionId, record: &mut SessionRecord) {
+        let interval = self.config().map(|l| l.config.gateway.last_seen_interval).unwrap_or(60);
+        let now = ports.now();
+        if !record.touch_due(now, interval) {
+            return;
+        }
+        record.last_seen = now;
+        if let Err(e) = self.save_session(ports, tenant, id, record).await {
+            self.log(ports, json!({"level": "warn", "event": "session_touch_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+    }
+
+    fn assertion_for(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Option<String> {
+        let loaded = self.config()?;
+        let key = self.signing_keys.first()?;
+        let now = ports.now();
+        let cache_key = id.kv_key(&tenant.id);
+        if let Some((a, iat)) = self.sessions.borrow().get(&cache_key).and_then(|c| c.assertion.clone()) {
+            if now < iat + assertion::LIFETIME - 60 && now >= iat {
+                return Some(a);
+            }
+        }
+        let claims = AssertionClaims {
+            iss: &loaded.config.gateway.issuer,
+            aud: &tenant.id,
+            sub: &record.user_id,
+            email: record.email.as_deref(),
+            name: record.name.as_deref(),
+            preferred_username: record.preferred_username.as_deref(),
+            groups: &record.groups,
+            roles: &record.roles,
+            amr: &record.amr,
+            idp: &record.provider,
+        };
+        let token = key.sign(&claims, now)?;
+        if let Some(c) = self.sessions.borrow_mut().get_mut(&cache_key) {
+            c.assertion = Some((token.clone(), now));
+        }
+        Some(token)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Provider metadata and keys (KV + in-isolate caches)
+    // -----------------------------------------------------------------------------------
+
+    fn provider_key(tenant: &Tenant, p: &OidcProvider) -> String {
+        format!("{}:{}", tenant.id, p.name)
+    }
+
+    async fn fetch_json(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
+        ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await
+    }
+
+    pub async fn metadata(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        p: &OidcProvider,
+    ) -> Result<ProviderMetadata, OidcError> {
+        let key = Self::provider_key(tenant, p);
+        let now = ports.now();
+        if let Some((m, at)) = self.providers.borrow().get(&key).and_then(|s| s.meta.clone()) {
+            if now < at + p.discovery_ttl {
+                return Ok(m);
+            }
+        }
+        let kv_key = format!("disc:{key}");
+        if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
+            if let Some((body, at)) = cached_doc(&raw) {
+                if now < at + p.discovery_ttl {
+                    if let Ok(m) = oidc::parse_discovery(body.as_bytes(), p.issuer_id()) {
+                        self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), at));
+                        return Ok(m);
+                    }
+                }
+            }
+        }
+        let resp = self
+            .fetch_json(ports, &p.discovery_url())
+            .await
+            .map_err(|e| OidcError::Discovery(format!("{} {e}", p.discovery_url())))?;
+        if resp.status != 200 {
+            return Err(OidcError::Discovery(format!("{} answered {}", p.discovery_url(), resp.status)));
+        }
+        let m = oidc::parse_discovery(&resp.body, p.issuer_id())?;
+        self.store_doc(ports, &kv_key, &resp.body, now, p.discovery_ttl).await;
+        self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), now));
+        Ok(m)
+    }
+
+    async fn store_doc(&self, ports: Ports<'_>, kv_key: &str, body: &[u8], now: u64, ttl: u64) {
+        let doc = json!({ "at": now, "body": String::from_utf8_lossy(body) }).to_string();
+        if let Err(e) = ports.kv.put(kv_key, &doc, Some(ttl.max(60))).await {
+            self.log(
+                ports,
+                json!({"level": "warn", "event": "cache_write_failed", "key": kv_key, "cause": e.to_string()}),
+            );
+        }
+    }
+
+    /// The provider's keys. `force` refetches (at most once per interval per provider),
+    /// after an unknown `kid` or a failed signature.
+    pub async fn jwks(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        p: &OidcProvider,
+        m: &ProviderMetadata,
+        force: bool,
+    ) -> Result<Rc<Vec<Jwk>>, OidcError> {
+        let key = Self::provider_key(tenant, p);
+        let now = ports.now();
+        let kv_key = format!("jwks:{key}");
+        let cached = self.providers.borrow().get(&key).and_then(|s| s.jwks.clone());
+        if force {
+            let last = self.providers.borrow().get(&key).map(|s| s.last_forced_jwks).unwrap_or(0);
+            if now < last + JWKS_REFETCH_INTERVAL {
+                if let Some((k, _)) = cached {
+                    return Ok(k);
+                }
+            }
+            self.providers.borrow_mut().entry(key.clone()).or_default().last_forced_jwks = now;
+        } else {
+            if let Some((k, at)) = cached {
+                if now < at + p.jwks_ttl {
+                    return Ok(k);
+                }
+            }
+            if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
+                if let Some((body, at)) = cached_doc(&raw) {
+                    if now < at + p.jwks_ttl {
+                        if let Ok(parsed) = oidc::jwks::parse_jwks(body.as_bytes()) {
+                            let keys = Rc::new(parsed.keys);
+                            self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), at));
+                            return Ok(keys);
+                        }
+                    }
+                }
+            }
+        }
+        let resp =
+            self.fetch_json(ports, &m.jwks_uri).await.map_err(|e| OidcError::Jwks(format!("{} {e}", m.jwks_uri)))?;
+        if resp.status != 200 {
+            return Err(OidcError::Jwks(format!("{} answered {}", m.jwks_uri, resp.status)));
+        }
+        let parsed = oidc::jwks::parse_jwks(&resp.body).map_err(OidcError::Jwks)?;
+        if !parsed.skipped.is_empty() {
+            self.log(ports, json!({"level": "warn", "event": "jwks_keys_skipped", "tenant": tenant.id, "provider": p.name, "skipped": parsed.skipped}));
+        }
+        self.store_doc(ports, &kv_key, &resp.body, now, p.jwks_ttl).await;
+        let keys = Rc::new(parsed.keys);
+        self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), now));
+        Ok(keys)
+    }
+
+    /// Verifies an ID token, refetching the JWKS once when the key is unknown or the
+    /// signature fails (the provider may have rotated its keys).
+    async fn verify_id_token(
+        &self,
+        ports: Ports<'_>,
+        (tenant, p, m): (&Tenant, &OidcProvider, &ProviderMetadata),
+        raw: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+    ) -> Result<oidc::VerifiedIdToken, OidcError> {
+        let loaded = self.config().ok_or_else(|| OidcError::Discovery("no configuration".into()))?;
+        let audiences = oidc::audience_patterns(p);
+        let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
+        let hmac_secret = if p.allow_hmac_id_tokens { secret.map(|s| s.expose()) } else { None };
+        let token = UntrustedIdToken::new(raw);
+        let expectations = oidc::id_token::Expectations {
+            issuer: &m.issuer,
+            client_id: &p.client_id,
+            trusted_audiences: &audiences,
+            hmac_secret,
+            now: ports.now(),
+            skew: p.clock_skew,
+            iat_window: p.iat_window,
+            nonce,
+            access_token,
+        };
+        let keys = self.jwks(ports, tenant, p, m, false).await?;
+        match token.verify(&keys, &expectations) {
+            Err(oidc::IdTokenError::UnknownKey(_) | oidc::IdTokenError::BadSignature) => {
+                self.log(
+                    ports,
+                    json!({"event": "jwks_refetch", "tenant": tenant.id, "provider": p.name, "kid": token.kid()}),
+                );
+                let keys = self.jwks(ports, tenant, p, m, true).await?;
+                token.verify(&keys, &expectations).map_err(OidcError::IdToken)
+            }
+            other => other.map_err(OidcError::IdToken),
+        }
+    }
+
+    fn oidc_provider<'t>(&self, tenant: &'t Tenant, name: &str) -> Result<&'t OidcProvider, Refusal> {
+        tenant
+            .providers
+            .iter()
+            .find(|p| p.name() == name)
+            .and_then(Provider::as_oidc)
+            .ok_or_else(|| Refusal::UnknownProvider(name.to_owned()))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Sign-in
+    // -----------------------------------------------------------------------------------
+
+    async fn login_start(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        let prefix = self.prefix();
+        let rd = safe_return_path(&req.query("rd").unwrap_or_default(), prefix);
+        let provider = match req.query("provider") {
+            Some(p) => p,
+            None if tenant.auto_redirect && tenant.providers.len() == 1 => tenant.providers[0].name().to_owned(),
+            None => {
+                let buttons: Vec<ButtonView<'_>> = tenant
+                    .providers
+                    .iter()
+                    .map(|p| ButtonView {
+                        name: p.name(),
+                        href: format!(
+                            "{prefix}/login?{}",
+                            crate::http::query_encode(&[("provider", p.name()), ("rd", &rd)])
+                        ),
+                        label: &p.button().label,
+                        icon: p.button().icon.as_deref(),
+                    })
+                    .collect();
+                let notice = (req.query("reason").as_deref() == Some("expired"))
+                    .then_some("Your session has ended. Please sign in again.");
+                return Ok(pages::login_page(Brand { tenant: Some(tenant), prefix }, &buttons, notice));
+            }
+        };
+        let p = self.oidc_provider(tenant, &provider)?;
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let wrap = |error| Refusal::Oidc { provider: p.name.clone(), error };
+        let m = self.metadata(ports, tenant, p).await.map_err(wrap)?;
+        let state = b64url(&ports.random::<32>());
+        let redirect_uri = format!("{}{prefix}/oidc/callback", base_url(req));
+        let pre = PreLogin {
+            tenant: tenant.id.clone(),
+            provider: p.name.clone(),
+            nonce: b64url(&ports.random::<32>()),
+            pkce_verifier: p.pkce.then(|| b64url(&ports.random::<32>())),
+            return_to: rd,
+            redirect_uri: redirect_uri.clone(),
+            created: ports.now(),
+        };
+        let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        ports.kv.put(&oidc::state_key(&tenant.id, &state), &value, Some(oidc::STATE_TTL)).await?;
+        let pending = session::pending_cookie(&loaded.cookie_keys, &tenant.id, &state).ok_or(Refusal::ConfigInvalid)?;
+        let location = oidc::authorization_url(p, &m, &redirect_uri, &state, &pre);
+        self.log(ports, json!({"event": "login_start", "tenant": tenant.id, "provider": p.name, "ip": req.client_ip}));
+        let mut r = Response::redirect(&location);
+        r.headers.set("cache-control", "no-store");
+        r.headers.append("set-cookie", session::set_cookie(PENDING_COOKIE, &pending, Some(oidc::STATE_TTL), "Lax"));
+        Ok(r)
+    }
+
+    async fn oidc_callback(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        path_provider: Option<&str>,
+    ) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let provider_hint = path_provider.unwrap_or("unknown").to_owned();
+        let fail = |error: OidcError, provider: &str| Refusal::Oidc { provider: provider.to_owned(), error };
+        if let Some(name) = path_provider {
+            self.oidc_provider(tenant, name)?;
+        }
+        // The state parameter must be present and match this browser's pending cookie.
+        let state = req
+            .query("state")
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .ok_or_else(|| fail(OidcError::StateMissing, &provider_hint))?;
+        let cookie =
+            req.headers.cookie(PENDING_COOKIE).ok_or_else(|| fail(OidcError::PendingCookieMissing, &provider_hint))?;
+        if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, &state) {
+            return Err(fail(OidcError::PendingCookieMismatch, &provider_hint));
+        }
+        // Single use: read, then delete; a marker remembers the use so a replay is named.
+        let key = oidc::state_key(&tenant.id, &state);
+        let used_key = format!("used:{key}");
+        let Some(raw) = ports.kv.get(&key).await? else {
+            let replay = ports.kv.get(&used_key).await?.is_some();
+            return Err(fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint));
+        };
+        ports.kv.delete(&key).await?;
+        ports.kv.put(&used_key, "1", Some(oidc::STATE_TTL)).await?;
+        let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
+        let name = pre.provider.clone();
+        if pre.tenant != tenant.id || path_provider.is_some_and(|p| p != name) {
+            return Err(fail(OidcError::ProviderMismatch, &name));
+        }
+        // KV's TTL is the upper bound; the record's own time is checked too.
+        if ports.now() > pre.created + oidc::STATE_TTL {
+            return Err(fail(OidcError::StateUnknown, &name));
+        }
+        let p = self.oidc_provider(tenant, &name)?;
+        let m = self.metadata(ports, tenant, p).await.map_err(|e| fail(e, &name))?;
+        // RFC 9207: the `iss` parameter, when present or promised, names this provider.
+        let iss = req.query("iss");
+        if (iss.is_some() || m.authorization_response_iss_parameter_supported)
+            && iss.as_deref() != Some(m.issuer.as_str())
+        {
+            return Err(fail(OidcError::IssuerParamMismatch { expected: m.issuer.clone(), actual: iss }, &name));
+        }
+        if let Some(error) = req.query("error") {
+            let description = req.query("error_description").map(|d| oidc::truncate(&d, 200));
+            return Err(fail(OidcError::IdpError { error: oidc::truncate(&error, 64), description }, &name));
+        }
+        let code = req.query("code").filter(|c| !c.is_empty()).ok_or_else(|| fail(OidcError::MissingCode, &name))?;
+
+        // Code exchange.
+        let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
+        let token_req = oidc::token_request(p, &m, secret, &code, &pre);
+        let resp = ports
+            .fetch
+            .fetch(token_req, self.fetch_timeout_ms(), MAX_IDP_BODY)
+            .await
+            .map_err(|e| fail(OidcError::TokenEndpointUnreachable(e), &name))?;
+        let tokens = oidc::parse_token_response(&resp).map_err(|e| fail(e, &name))?;
+        let id_token =
+            tokens.id_token.as_deref().ok_or_else(|| fail(OidcError::TokenResponse("no id_token".into()), &name))?;
+        let verified = self
+            .verify_id_token(ports, (tenant, p, &m), id_token, Some(&pre.nonce), Some(&tokens.access_token))
+            .await
+            .map_err(|e| fail(e, &name))?;
+
+        // Claims missing from the ID token come from userinfo.
+        let missing = oidc::missing_claims(p, &verified.claims);
+        let userinfo = match (&m.userinfo_endpoint, missing.is_empty()) {
+            (Some(endpoint), false) => {
+                let mut r = Outbound::get(endpoint);
+                r.headers.set("authorization", format!("Bearer {}", tokens.access_token));
+                let resp = ports
+                    .fetch
+                    .fetch(r, self.fetch_timeout_ms(), MAX_IDP_BODY)
+                    .await
+                    .map_err(|e| fail(OidcError::Userinfo(e.to_string()), &name))?;
+                Some(oidc::parse_userinfo(&resp, &verified.sub).map_err(|e| fail(e, &name))?)
+            }
+            _ => None,
+        };
+        let identity = oidc::identity(p, &verified, userinfo.as_ref()).map_err(|e| fail(e, &name))?;
+        let mapped = policy::map_groups(&tenant.groups, &identity.groups);
+        let user_id = format!("{}/{}", verified.iss, verified.sub);
+        if tenant.groups.require_mapped_group && !mapped.any_mapped {
+            self.log(ports, json!({"level": "warn", "event": "login_failure", "code": "no_roles", "tenant": tenant.id, "provider": name, "user": user_id, "idp_groups": identity.groups}));
+            return Err(Refusal::NoRoles);
+        }
+
+        // The session.
+        let now = ports.now();
+        let id = SessionId::from_random(ports.random::<32>());
+        let stored = StoredTokens {
+            refresh_token: tokens.refresh_token.clone().filter(|_| p.refresh),
+            id_token: p.rp_logout.then(|| id_token.to_owned()),
+        };
+        let sealed = if stored.refresh_token.is_some() || stored.id_token.is_some() {
+            let plain = serde_json::to_vec(&stored).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+            crypto::seal(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), ports.random::<12>(), &plain)
+        } else {
+            None
+        };
+        let record = SessionRecord {
+            v: 1,
+            tenant: tenant.id.clone(),
+            user_id: user_id.clone(),
+            user: identity.user.clone(),
+            provider: name.clone(),
+            email: identity.email.clone(),
+            email_verified: identity.email_verified,
+            name: identity.name.clone(),
+            given_name: identity.given_name.clone(),
+            family_name: identity.family_name.clone(),
+            preferred_username: identity.preferred_username.clone(),
+            groups: mapped.groups,
+            roles: mapped.roles,
+            amr: identity.amr.clone(),
+            created: now,
+            last_seen: now,
+            expires: now + tenant.session.absolute_timeout,
+            mfa: MfaState::NotRequired,
+            mfa_at: None,
+            idp_sid: identity.sid.clone(),
+            tokens: sealed,
+            access_expires: tokens.expires_in.map(|e| now + e).filter(|_| stored.refresh_token.is_some()),
+            user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
+            country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
+        };
+        self.save_session(ports, tenant, &id, &record).await?;
+        let cookie =
+            session::sign_session_cookie(&loaded.cookie_keys, &tenant.id, &id).ok_or(Refusal::ConfigInvalid)?;
+        self.log(
+            ports,
+            json!({"event": "login_success", "tenant": tenant.id, "provider": name, "user": user_id, "session": id.handle(),
+                   "groups": record.groups, "roles": record.roles, "ip": req.client_ip}),
+        );
+        let mut r = Response::redirect(&pre.return_to);
+        r.headers.set("cache-control", "no-store");
+        r.headers.append("set-cookie", session::set_cookie(SESSION_COOKIE, &cookie, None, "Lax"));
+        r.headers.append("set-cookie", session::clear_cookie(PENDING_COOKIE));
+        Ok(r)
+    }
+
+    /// Ends a session the IdP no longer backs (refresh refused): record and cache gone.
+    async fn end_session(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &SessionRecord,
+        cause: String,
+    ) {
+        let key = id.kv_key(&tenant.id);
+        self.sessions.borrow_mut().remove(&key);
+        if let Err(e) = ports.kv.delete(&key).await {
+            self.log(ports, json!({"level": "warn", "event": "session_delete_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+        self.log(ports, json!({"level": "warn", "event": "session_revoked", "actor": "idp", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "cause": cause}));
+    }
+
+    /// Refreshes the access token when it is about to expire. If the IdP refuses, the
+    /// session ends; if it cannot be reached, the session goes on until the access token
+    /// has actually expired, then requests are refused until it answers again.
+    async fn maybe_refresh(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &mut SessionRecord,
+    ) -> Result<Refresh, Refusal> {
+        let Some(access_exp) = record.access_expires else {
+            return Ok(Refresh::NotDue);
+        };
+        let now = ports.now();
+        if now + REFRESH_MARGIN < access_exp {
+            return Ok(Refresh::NotDue);
+        }
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let Ok(p) = self.oidc_provider(tenant, &record.provider) else {
+            self.end_session(ports, tenant, id, record, "provider no longer configured".into()).await;
+            return Ok(Refresh::Ended);
+        };
+        let stored: Option<StoredTokens> = record.tokens.as_deref().and_then(|sealed| {
+            crypto::open(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), sealed)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        });
+        let Some(refresh_token) = stored.as_ref().and_then(|s| s.refresh_token.clone()) else {
+            return Ok(Refresh::NotDue);
+        };
+        let unavailable = |e: String| {
+            if now < access_exp {
+                Ok(Refresh::NotDue)
+            } else {
+                Err(Refusal::IdpUnavailable(e))
+            }
+        };
+        let m = match self.metadata(ports, tenant, p).await {
+            Ok(m) => m,
+            Err(e) => return unavailable(e.to_string()),
+        };
+        let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
+        let request = oidc::refresh_request(p, &m, secret, &refresh_token);
+        let resp = match ports.fetch.fetch(request, self.fetch_timeout_ms(), MAX_IDP_BODY).await {
+            Ok(r) if r.status >= 500 => return unavailable(format!("token endpoint answered {}", r.status)),
+            Ok(r) => r,
+            Err(e) => return unavailable(e.to_string()),
+        };
+        let tokens = match oidc::parse_token_response(&resp) {
+            Ok(t) => t,
+            Err(e) => {
+                self.end_session(ports, tenant, id, record, format!("refresh refused: {e}")).await;
+                return Ok(Refresh::Ended);
+            }
+        };
+        if let Some(new_id_token) = &tokens.id_token {
+            // Core 12.2: a refreshed ID token must name the same issuer and subject.
+            let verified =
+                self.verify_id_token(ports, (tenant, p, &m), new_id_token, None, Some(&tokens.access_token)).await;
+            let problem = match verified {
+                Ok(v) if format!("{}/{}", v.iss, v.sub) == record.user_id => None,
+                Ok(_) => Some("refreshed ID token names another subject".to_owned()),
+                Err(e) => Some(format!("refreshed ID token invalid: {e}")),
+            };
+            if let Some(cause) = problem {
+                self.end_session(ports, tenant, id, record, cause).await;
+                return Ok(Refresh::Ended);
+            }
+        }
+        let old = stored.unwrap_or_default();
+        let new_stored = StoredTokens {
+            refresh_token: tokens.refresh_token.clone().or(old.refresh_token),
+            id_token: tokens.id_token.clone().or(old.id_token),
+        };
+        let plain = serde_json::to_vec(&new_stored).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        record.tokens =
+            crypto::seal(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), ports.random::<12>(), &plain);
+        record.access_expires = Some(now + tokens.expires_in.unwrap_or(300));
+        self.save_session(ports, tenant, id, record).await?;
+        self.log(
+            ports,
+            json!({"event": "session_refreshed", "tenant": tenant.id, "session": id.handle(), "user": record.user_id}),
+        );
+        Ok(Refresh::Done)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Sign-out and identity
+    // -----------------------------------------------------------------------------------
+
+    async fn logout_confirm(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let (who, csrf) = match self.lookup_session(ports, req, tenant).await? {
+            Lookup::Active(id, record) => (
+                record.email.clone().or(Some(record.user.clone())),
+                session::csrf_token(&loaded.cookie_keys, &tenant.id, &id).unwrap_or_default(),
+            ),
+            _ => (None, String::new()),
+        };
+        Ok(pages::logout_page(Brand { tenant: Some(tenant), prefix: self.prefix() }, who.as_deref(), &csrf))
+    }
+
+    async fn logout(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        // A cross-site form post is refused by Origin (when sent) and by the CSRF token.
+        if let Some(origin) = req.headers.get("origin") {
+            if origin != base_url(req) {
+                return Err(Refusal::Csrf);
+            }
+        }
+        let prefix = self.prefix();
+        let mut location = format!("{prefix}/logged-out");
+        if let Lookup::Active(id, record) = self.lookup_session(ports, req, tenant).await? {
+            let token = req.form_value("csrf").unwrap_or_default();
+            if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, &id, &token) {
+                return Err(Refusal::Csrf);
+            }
+            let key = id.kv_key(&tenant.id);
+            ports.kv.delete(&key).await?;
+            self.sessions.borrow_mut().remove(&key);
+            self.log(ports, json!({"event": "logout", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": req.client_ip}));
+            if let Some(url) = self.rp_logout_url(ports, req, tenant, &id, &record).await {
+                location = url;
+            }
+        }
+        let mut r = Response::redirect(&location);
+        r.headers.set("cache-control", "no-store");
+        r.headers.append("set-cookie", session::clear_cookie(SESSION_COOKIE));
+        Ok(r)
+    }
+
+    /// RP-initiated logout at the IdP, when it offers it and the provider wants it.
+    async fn rp_logout_url(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Option<String> {
+        let loaded = self.config()?;
+        let p = self.oidc_provider(tenant, &record.provider).ok().filter(|p| p.rp_logout)?;
+        let m = self.metadata(ports, tenant, p).await.ok()?;
+        let end = m.end_session_endpoint.as_deref()?;
+        let stored: StoredTokens =
+            crypto::open(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), record.tokens.as_deref()?)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())?;
+        let post_logout = format!("{}{}/logged-out", base_url(req), self.prefix());
+        let mut params = vec![("client_id", p.client_id.as_str()), ("post_logout_redirect_uri", post_logout.as_str())];
+        if let Some(t) = stored.id_token.as_deref() {
+            params.push(("id_token_hint", t));
+        }
+        let sep = if end.contains('?') { '&' } else { '?' };
+        Some(format!("{end}{sep}{}", crate::http::query_encode(&params)))
+    }
+
+    async fn me(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        match self.lookup_session(ports, req, tenant).await? {
+            Lookup::Active(id, r) if r.mfa != MfaState::Pending => {
+                let mut resp = Response::json(
+                    200,
+                    &json!({
+                        "user_id": r.user_id, "user": r.user, "email": r.email, "email_verified": r.email_verified,
+                        "name": r.name, "given_name": r.given_name, "family_name": r.family_name,
+                        "preferred_username": r.preferred_username, "groups": r.groups, "roles": r.roles,
+                        "amr": r.amr, "provider": r.provider, "session": id.handle(),
+                        "created": r.created, "expires": r.expires,
+                    }),
+                );
+                resp.headers.set("cache-control", "no-store");
+                Ok(resp)
+            }
+            _ => {
+                let mut r = json_error(401, "unauthenticated", "Sign-in required.", "");
+                r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}""#, tenant.id));
+                Ok(r)
+            }
+        }
+    }
+}
+
+fn css(body: String) -> Response {
+    let mut r = Response::new(200);
+    r.headers.set("content-type", "text/css; charset=utf-8");
+    r.headers.set("cache-control", "public, max-age=300");
+    r.headers.set("x-content-type-options", "nosniff");
+    r.body = body.into_bytes();
+    r
+}
+
+fn cached_doc(raw: &str) -> Option<(String, u64)> {
+    let v: Value = serde_json::from_str(raw).ok()?;
+    Some((v.get("body")?.as_str()?.to_owned(), v.get("at")?.as_u64()?))
+}

@@ -1,0 +1,25 @@
+//! Portcullis: an authentication gateway that runs as a Cloudflare Worker.
+//!
+//! The crate is a sans-IO core (everything but [`shell`]) driven by a thin Worker shell.
+//! The core takes the clock, randomness, fetched documents and stored values through the
+//! [`ports`] traits and returns decisions; only `shell` touches the `worker` crate, and it is
+//! compiled for `wasm32` only, so `cargo test` exercises the whole core natively.
+
+pub mod assertion;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod oidc;
+pub mod pages;
+pub mod policy;
+pub mod ports;
+pub mod proxy;
+pub mod redirect;
+pub mod secret;
+pub mod session;
+pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+mod shell;

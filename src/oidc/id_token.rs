@@ -1,0 +1,366 @@
+//! ID token validation after OpenID Connect Core 1.0, section 3.1.3.7 ("ID Token
+//! Validation"), plus `nbf` (RFC 7519 4.1.5) and `at_hash` (3.1.3.8 / 3.2.2.9).
+//!
+//! An [`UntrustedIdToken`] becomes a [`VerifiedIdToken`] only through
+//! [`UntrustedIdToken::verify`]. The order of the checks differs from the spec's list
+//! on purpose: the signature is verified before any claim is trusted, and the spec's step
+//! numbers are kept in the comments so a reviewer can tick them off.
+
+use std::fmt;
+
+use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::{AlgorithmExt, Claims, UntrustedToken};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use crate::crypto::{b64url, ct_eq};
+use crate::oidc::jwks::{Jwk, PublicKey};
+
+/// Signature algorithms accepted for ID tokens. `none` is never accepted; HMAC only when the
+/// provider is configured for it (its key is the client secret, shared with the IdP).
+pub const ASYMMETRIC_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"];
+pub const HMAC_ALGS: &[&str] = &["HS256", "HS384", "HS512"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdTokenError {
+    Malformed(String),
+    /// Step 1: an encrypted (JWE) token; not supported.
+    Encrypted,
+    /// Step 2.
+    IssuerMismatch {
+        expected: String,
+        actual: String,
+    },
+    /// Step 3.
+    AudienceMissingClient,
+    UntrustedAudience(String),
+    /// Step 4.
+    AzpMissing,
+    /// Step 5.
+    AzpMismatch(String),
+    /// Step 6.
+    UnknownKey(Option<String>),
+    BadSignature,
+    /// Step 7/8.
+    AlgorithmNotAllowed(String),
+    KeyAlgorithmMismatch {
+        alg: String,
+        kid: Option<String>,
+    },
+    /// Step 9.
+    Expired {
+        exp: i64,
+        now: u64,
+    },
+    MissingExp,
+    NotYetValid {
+        nbf: i64,
+        now: u64,
+    },
+    /// Step 10.
+    MissingIat,
+    IatInFuture {
+        iat: i64,
+        now: u64,
+    },
+    IatTooOld {
+        iat: i64,
+        now: u64,
+    },
+    /// Step 11.
+    NonceMissing,
+    NonceMismatch,
+    /// 3.1.3.8.
+    AtHashMismatch,
+    MissingSub,
+}
+
+impl fmt::Display for IdTokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use IdTokenError::*;
+        match self {
+            Malformed(e) => write!(f, "malformed ID token: {e}"),
+            Encrypted => f.write_str("encrypted ID tokens are not supported"),
+            IssuerMismatch { expected, actual } => {
+                write!(f, "iss {actual:?} is not the provider's issuer {expected:?}")
+            }
+            AudienceMissingClient => f.write_str("aud does not contain the client id"),
+            UntrustedAudience(a) => write!(f, "aud contains untrusted audience {a:?}"),
+            AzpMissing => f.write_str("several audiences but no azp"),
+            AzpMismatch(a) => write!(f, "azp {a:?} is not the client id"),
+            UnknownKey(kid) => write!(f, "no key in the provider's JWKS for kid {kid:?}"),
+            BadSignature => f.write_str("signature does not verify"),
+            AlgorithmNotAllowed(a) => write!(f, "signature algorithm {a:?} is not allowed"),
+            KeyAlgorithmMismatch { alg, kid } => write!(f, "key {kid:?} cannot verify {alg}"),
+            Expired { exp, now } => write!(f, "expired (exp {exp}, now {now})"),
+            MissingExp => f.write_str("exp is missing"),
+            NotYetValid { nbf, now } => write!(f, "not valid yet (nbf {nbf}, now {now})"),
+            MissingIat => f.write_str("iat is missing"),
+            IatInFuture { iat, now } => write!(f, "issued in the future (iat {iat}, now {now})"),
+            IatTooOld { iat, now } => write!(f, "issued too long ago (iat {iat}, now {now})"),
+            NonceMissing => f.write_str("nonce is missing"),
+            NonceMismatch => f.write_str("nonce does not match the login's nonce"),
+            AtHashMismatch => f.write_str("at_hash does not match the access token"),
+            MissingSub => f.write_str("sub is missing"),
+        }
+    }
+}
+
+/// What the ID token must be checked against.
+#[derive(Debug, Clone)]
+pub struct Expectations<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    /// Regexes (already anchored) of audiences trusted besides the client id.
+    pub trusted_audiences: &'a [regex_lite::Regex],
+    /// The client secret, when HMAC-signed tokens are allowed for this provider.
+    pub hmac_secret: Option<&'a [u8]>,
+    pub now: u64,
+    pub skew: u64,
+    pub iat_window: u64,
+    /// The nonce sent in the authentication request (`None` for refresh-time tokens).
+    pub nonce: Option<&'a str>,
+    pub access_token: Option<&'a str>,
+}
+
+/// A token as received: nothing in it is trusted yet.
+#[derive(Clone)]
+pub struct UntrustedIdToken {
+    raw: String,
+}
+
+impl fmt::Debug for UntrustedIdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UntrustedIdToken([redacted])")
+    }
+}
+
+/// A token whose signature and claims passed every check.
+#[derive(Clone, PartialEq)]
+pub struct VerifiedIdToken {
+    pub claims: Map<String, Value>,
+    pub iss: String,
+    pub sub: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub alg: String,
+    pub kid: Option<String>,
+}
+
+impl fmt::Debug for VerifiedIdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedIdToken")
+            .field("iss", &self.iss)
+            .field("sub", &self.sub)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl VerifiedIdToken {
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+fn audiences(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Left half of the hash of `token` with the hash the algorithm uses, base64url.
+pub fn half_hash(alg: &str, token: &str) -> Option<String> {
+    let full: Vec<u8> = match alg {
+        "RS256" | "PS256" | "ES256" | "HS256" => Sha256::digest(token).to_vec(),
+        "RS384" | "PS384" | "ES384" | "HS384" => Sha384::digest(token).to_vec(),
+        "RS512" | "PS512" | "HS512" | "EdDSA" => Sha512::digest(token).to_vec(),
+        _ => return None,
+    };
+    Some(b64url(&full[..full.len() / 2]))
+}
+
+type TokenClaims = Claims<Map<String, Value>>;
+
+fn check_signature(token: &UntrustedToken<'_>, alg: &str, key: &PublicKey) -> Result<TokenClaims, IdTokenError> {
+    let result = match (alg, key) {
+        ("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512", PublicKey::Rsa(k)) => {
+            let rsa = match alg {
+                "RS256" => Rsa::rs256(),
+                "RS384" => Rsa::rs384(),
+                "RS512" => Rsa::rs512(),
+                "PS256" => Rsa::ps256(),
+                "PS384" => Rsa::ps384(),
+                _ => Rsa::ps512(),
+            };
+            rsa.validator::<Map<String, Value>>(k).validate(token)
+        }
+        ("ES256", PublicKey::P256(k)) => Es256.validator(k).validate(token),
+        ("EdDSA", PublicKey::Ed25519(k)) => Ed25519.validator(k).validate(token),
+        _ => return Err(IdTokenError::BadSignature),
+    };
+    result.map(|t| t.into_parts().1).map_err(map_validation_error)
+}
+
+fn map_validation_error(e: jwt_compact::ValidationError) -> IdTokenError {
+    use jwt_compact::ValidationError as V;
+    match e {
+        V::InvalidSignature | V::InvalidSignatureLen { .. } | V::MalformedSignature(_) => IdTokenError::BadSignature,
+        V::AlgorithmMismatch { actual, .. } => IdTokenError::AlgorithmNotAllowed(actual),
+        other => IdTokenError::Malformed(other.to_string()),
+    }
+}
+
+fn check_hmac(token: &UntrustedToken<'_>, alg: &str, secret: &[u8]) -> Result<TokenClaims, IdTokenError> {
+    let r = match alg {
+        "HS256" => Hs256.validator(&Hs256Key::new(secret)).validate(token),
+        "HS384" => Hs384.validator(&Hs384Key::new(secret)).validate(token),
+        "HS512" => Hs512.validator(&Hs512Key::new(secret)).validate(token),
+        other => return Err(IdTokenError::AlgorithmNotAllowed(other.to_owned())),
+    };
+    r.map(|t| t.into_parts().1).map_err(map_validation_error)
+}
+
+impl UntrustedIdToken {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self { raw: raw.into() }
+    }
+
+    /// The `kid` from the header, unverified (to decide whether the JWKS needs a refetch).
+    pub fn kid(&self) -> Option<String> {
+        UntrustedToken::new(&self.raw).ok().and_then(|t| t.header().key_id.clone())
+    }
+
+    /// Runs every check; `keys` is the provider's JWKS.
+    pub fn verify(&self, keys: &[Jwk], exp: &Expectations<'_>) -> Result<VerifiedIdToken, IdTokenError> {
+        // Step 1: encrypted ID tokens (JWE, five segments) are not accepted.
+        let segments = self.raw.split('.').count();
+        if segments == 5 {
+            return Err(IdTokenError::Encrypted);
+        }
+        if segments != 3 || self.raw.len() > 64 * 1024 {
+            return Err(IdTokenError::Malformed("not a compact JWS".into()));
+        }
+        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let alg = token.algorithm().to_owned();
+        let kid = token.header().key_id.clone();
+        // The header's `jwk`, `jku`, `x5u` and `x5c` are never used: keys come only from the
+        // provider's JWKS, fetched from its discovery document over TLS.
+
+        // Steps 7 and 8: the algorithm must be on the allow-list; `none` never is; HMAC only
+        // when configured, keyed with the client secret.
+        let claims = if HMAC_ALGS.contains(&alg.as_str()) {
+            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
+            check_hmac(&token, &alg, secret)?
+        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+            // Step 6: the signature, with the key the JWKS has under `kid`.
+            let key = select_key(keys, &alg, kid.as_deref())?;
+            check_signature(&token, &alg, &key.key)?
+        } else {
+            return Err(IdTokenError::AlgorithmNotAllowed(alg));
+        };
+        let c = &claims.custom;
+
+        // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no
+        // normalisation of trailing slashes or case).
+        let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
+        if iss != exp.issuer {
+            return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
+        }
+        // Step 3: `aud` contains the client id; every other audience must be trusted.
+        let aud = audiences(c.get("aud"));
+        if !aud.iter().any(|a| a == exp.client_id) {
+            return Err(IdTokenError::AudienceMissingClient);
+        }
+        if let Some(untrusted) =
+            aud.iter().find(|a| *a != exp.client_id && !exp.trusted_audiences.iter().any(|r| r.is_match(a)))
+        {
+            return Err(IdTokenError::UntrustedAudience(untrusted.clone()));
+        }
+        // Steps 4 and 5: with several audiences, `azp` must be present; when present it
+        // must be the client id.
+        let azp = c.get("azp").and_then(Value::as_str);
+        if aud.len() > 1 && azp.is_none() {
+            return Err(IdTokenError::AzpMissing);
+        }
+        if let Some(azp) = azp {
+            if azp != exp.client_id {
+                return Err(IdTokenError::AzpMismatch(azp.to_owned()));
+            }
+        }
+        let now = exp.now as i64;
+        let skew = exp.skew as i64;
+        // Step 9: the current time is before `exp` (plus the allowed skew).
+        let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
+        if now >= exp_ts + skew {
+            return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
+        }
+        // RFC 7519 4.1.5: not before `nbf` (minus skew).
+        if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
+            if now + skew < nbf {
+                return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
+            }
+        }
+        // Step 10: `iat` is present, not in the future, and not older than the window.
+        let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
+        if iat > now + skew {
+            return Err(IdTokenError::IatInFuture { iat, now: exp.now });
+        }
+        if now - iat > exp.iat_window as i64 + skew {
+            return Err(IdTokenError::IatTooOld { iat, now: exp.now });
+        }
+        // Step 11: the nonce equals the one sent in the request (constant-time compare).
+        if let Some(expected) = exp.nonce {
+            let got = c.get("nonce").and_then(Value::as_str).ok_or(IdTokenError::NonceMissing)?;
+            if !ct_eq(got.as_bytes(), expected.as_bytes()) {
+                return Err(IdTokenError::NonceMismatch);
+            }
+        }
+        // Steps 12 and 13 (acr, auth_time) apply only when requested; the gateway requests
+        // neither.
+        // 3.1.3.8: `at_hash`, when present, matches the access token.
+        if let (Some(at_hash), Some(access_token)) = (c.get("at_hash").and_then(Value::as_str), exp.access_token) {
+            let expected = half_hash(&alg, access_token).ok_or(IdTokenError::AtHashMismatch)?;
+            if !ct_eq(expected.as_bytes(), at_hash.as_bytes()) {
+                return Err(IdTokenError::AtHashMismatch);
+            }
+        }
+        let sub = c.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSub)?;
+        Ok(VerifiedIdToken {
+            iss: iss.to_owned(),
+            sub: sub.to_owned(),
+            exp: exp_ts,
+            iat,
+            alg,
+            kid,
+            claims: claims.custom,
+        })
+    }
+}
+
+/// Step 6's key choice: by `kid`; without one, the only key that fits the algorithm.
+fn select_key<'k>(keys: &'k [Jwk], alg: &str, kid: Option<&str>) -> Result<&'k Jwk, IdTokenError> {
+    let fits = |k: &&Jwk| k.key.fits(alg) && k.alg.as_deref().is_none_or(|a| a == alg) && k.usable_for_signatures();
+    match kid {
+        Some(kid) => {
+            let k = keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or_else(|| IdTokenError::UnknownKey(Some(kid.to_owned())))?;
+            if fits(&k) {
+                Ok(k)
+            } else {
+                Err(IdTokenError::KeyAlgorithmMismatch { alg: alg.to_owned(), kid: Some(kid.to_owned()) })
+            }
+        }
+        None => {
+            let mut candidates = keys.iter().filter(fits);
+            match (candidates.next(), candidates.next()) {
+                (Some(k), None) => Ok(k),
+                _ => Err(IdTokenError::UnknownKey(None)),
+            }
+        }
+    }
+}

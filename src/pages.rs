@@ -1,0 +1,215 @@
+//! The pages the gateway renders from the templates in `www/`. Every dynamic value is
+//! HTML-escaped; only fragments built here from escaped parts are inserted raw.
+//! Every page carries the security headers in [`secure_headers`].
+
+use crate::config::Tenant;
+use crate::http::Response;
+
+const LAYOUT: &str = include_str!("../www/layout.html");
+const LOGIN: &str = include_str!("../www/login.html");
+const ERROR: &str = include_str!("../www/error.html");
+const LOGOUT: &str = include_str!("../www/logout.html");
+const LOGGED_OUT: &str = include_str!("../www/logged_out.html");
+pub const STYLE_CSS: &str = include_str!("../www/style.css");
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Fills `{{name}}` (escaped) and `{{{name}}}` (raw, for fragments built from escaped parts).
+pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let raw = rest[start..].starts_with("{{{");
+        let (open, close) = if raw { (3, "}}}") } else { (2, "}}") };
+        let after = &rest[start + open..];
+        let Some(end) = after.find(close) else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = after[..end].trim();
+        let value = vars.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or("");
+        if raw {
+            out.push_str(value);
+        } else {
+            out.push_str(&escape(value));
+        }
+        rest = &after[end + close.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Headers every gateway page carries.
+pub fn secure_headers(mut r: Response, form_targets: &str) -> Response {
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'{form_targets}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    r.headers.set("content-security-policy", csp);
+    r.headers.set("x-frame-options", "DENY");
+    r.headers.set("referrer-policy", "no-referrer");
+    r.headers.set("x-content-type-options", "nosniff");
+    r.headers.set("cache-control", "no-store");
+    r
+}
+
+/// Branding of the tenant the page is for (or a neutral one for unknown hosts).
+#[derive(Debug, Clone, Copy)]
+pub struct Brand<'a> {
+    pub tenant: Option<&'a Tenant>,
+    pub prefix: &'a str,
+}
+
+pub fn page(brand: Brand<'_>, status: u16, title: &str, content: &str) -> Response {
+    let name =
+        brand.tenant.map(|t| if t.name.is_empty() { t.id.as_str() } else { t.name.as_str() }).unwrap_or("Portcullis");
+    let logo = brand
+        .tenant
+        .and_then(|t| t.logo_url.as_deref())
+        .map(|u| format!(r#"<img src="{}" alt="">"#, escape(u)))
+        .unwrap_or_default();
+    let html = render(
+        LAYOUT,
+        &[("title", title), ("tenant_name", name), ("prefix", brand.prefix), ("logo", &logo), ("content", content)],
+    );
+    secure_headers(Response::html(status, html), "")
+}
+
+/// The tenant's stylesheet: accent colour and per-provider button colours. Served from
+/// the gateway so the pages need no inline styles under the CSP. Colours are validated hex
+/// values and provider names are `[a-z0-9_-]`, so nothing here can break out of CSS.
+pub fn tenant_css(tenant: &Tenant) -> String {
+    let mut css = String::new();
+    if let Some(c) = &tenant.accent_color {
+        css.push_str(&format!(":root {{ --accent: {c}; }}\n"));
+    }
+    for p in &tenant.providers {
+        let b = p.button();
+        let mut rules = String::new();
+        if let Some(bg) = &b.background {
+            rules.push_str(&format!(" background: {bg}; border-color: {bg};"));
+        }
+        if let Some(fg) = &b.color {
+            rules.push_str(&format!(" color: {fg};"));
+        }
+        if !rules.is_empty() {
+            css.push_str(&format!(".provider-{} {{{rules} }}\n", p.name()));
+        }
+    }
+    css
+}
+
+/// One login button.
+#[derive(Debug, Clone)]
+pub struct ButtonView<'a> {
+    pub name: &'a str,
+    pub href: String,
+    pub label: &'a str,
+    pub icon: Option<&'a str>,
+}
+
+pub fn login_page(brand: Brand<'_>, buttons: &[ButtonView<'_>], notice: Option<&str>) -> Response {
+    let items: String = buttons
+        .iter()
+        .map(|b| {
+            let icon = b.icon.map(|i| format!(r#"<img src="{}" alt="">"#, escape(i))).unwrap_or_default();
+            format!(
+                r#"<li><a class="button provider provider-{}" href="{}">{icon}<span>Sign in with {}</span></a></li>"#,
+                escape(b.name),
+                escape(&b.href),
+                escape(b.label)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let notice = notice.map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, escape(n))).unwrap_or_default();
+    let content = render(LOGIN, &[("buttons", &items), ("notice", &notice)]);
+    page(brand, 200, "Sign in", &content)
+}
+
+#[derive(Debug)]
+pub struct ErrorView<'a> {
+    pub status: u16,
+    pub title: &'a str,
+    pub message: &'a str,
+    pub retry: Option<(&'a str, &'a str)>,
+    pub reference: &'a str,
+}
+
+pub fn error_page(brand: Brand<'_>, e: &ErrorView<'_>) -> Response {
+    let action = e
+        .retry
+        .map(|(href, label)| {
+            format!(r#"<p><a class="button primary" href="{}">{}</a></p>"#, escape(href), escape(label))
+        })
+        .unwrap_or_default();
+    let content = render(ERROR, &[("message", e.message), ("action", &action), ("ref", e.reference)]);
+    page(brand, e.status, e.title, &content)
+}
+
+pub fn logout_page(brand: Brand<'_>, who: Option<&str>, csrf: &str) -> Response {
+    let who = who.map(|w| format!(" as {w}")).unwrap_or_default();
+    let content = render(LOGOUT, &[("who", &who), ("csrf", csrf), ("prefix", brand.prefix)]);
+    page(brand, 200, "Sign out", &content)
+}
+
+pub fn logged_out_page(brand: Brand<'_>) -> Response {
+    let content = render(LOGGED_OUT, &[("prefix", brand.prefix)]);
+    page(brand, 200, "Signed out", &content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_dynamic() {
+        let out = render("<p>{{x}}</p><div>{{{y}}}</div>", &[("x", "<script>\"'&"), ("y", "<b>ok</b>")]);
+        assert_eq!(out, "<p>&lt;script&gt;&quot;&#39;&amp;</p><div><b>ok</b></div>");
+    }
+
+    #[test]
+    fn pages_carry_security_headers() {
+        let r = logged_out_page(Brand { tenant: None, prefix: "/_portcullis" });
+        let csp = r.headers.get("content-security-policy").unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp.contains("default-src 'none'"));
+        assert!(!csp.contains("unsafe-inline"));
+        assert_eq!(r.headers.get("referrer-policy"), Some("no-referrer"));
+        assert_eq!(r.headers.get("cache-control"), Some("no-store"));
+    }
+
+    #[test]
+    fn error_page_shows_reference_and_escapes_message() {
+        let r = error_page(
+            Brand { tenant: None, prefix: "/p" },
+            &ErrorView {
+                status: 400,
+                title: "Sign-in failed",
+                message: "<img src=x>",
+                retry: Some(("/p/login", "Try again")),
+                reference: "ab12cd",
+            },
+        );
+        let body = r.text();
+        assert!(body.contains("&lt;img src=x&gt;"));
+        assert!(body.contains("ab12cd"));
+        assert!(body.contains(r#"href="/p/login""#));
+        assert_eq!(r.status, 400);
+    }
+}

@@ -1,0 +1,262 @@
+//! The Worker shell: the only module that touches `worker::*`. It implements the ports
+//! (KV, fetch, clock and randomness, logs), converts requests and responses, and carries out
+//! the gateway's decisions (answer, or stream the request to the origin).
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use wasm_bindgen::JsValue;
+use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
+
+use crate::gateway::{Action, Forward, Gateway, MAX_FORM_BODY};
+use crate::http::{Headers, Inbound, Outbound, Request, Response};
+use crate::ports::{Fetch, FetchError, Kv, KvError, LocalFuture, Ports, Runtime};
+use crate::proxy;
+use crate::secret::Secret;
+
+const KV_BINDING: &str = "PORTCULLIS_KV";
+const CONFIG_VAR: &str = "PORTCULLIS_CONFIG";
+/// Request header bytes above which the gateway refuses with 431.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// URL length above which the gateway refuses with 414.
+const MAX_URL_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    static GATEWAY: OnceCell<Rc<Gateway>> = const { OnceCell::new() };
+}
+
+fn env_string(env: &Env, name: &str) -> Option<String> {
+    js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().and_then(|v| v.as_string())
+}
+
+/// The gateway for this isolate: configuration loaded and validated once.
+fn gateway(env: &Env) -> Rc<Gateway> {
+    GATEWAY.with(|cell| {
+        cell.get_or_init(|| {
+            let document = env_string(env, CONFIG_VAR).unwrap_or_default();
+            let gw = Gateway::new(&document, &|name| env_string(env, name).map(|s| Secret::new(s.into_bytes())));
+            if let Some(line) = gw.startup_log() {
+                worker::console_error!("{line}");
+            }
+            Rc::new(gw)
+        })
+        .clone()
+    })
+}
+
+struct WorkerKv(Option<worker::KvStore>);
+
+fn kv_err(e: impl std::fmt::Display) -> KvError {
+    KvError(e.to_string())
+}
+
+impl WorkerKv {
+    fn store(&self) -> Result<&worker::KvStore, KvError> {
+        self.0.as_ref().ok_or_else(|| KvError(format!("KV binding {KV_BINDING} is missing")))
+    }
+}
+
+impl Kv for WorkerKv {
+    fn get<'a>(&'a self, key: &'a str) -> LocalFuture<'a, Result<Option<String>, KvError>> {
+        Box::pin(async move { self.store()?.get(key).text().await.map_err(kv_err) })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: &'a str, ttl: Option<u64>) -> LocalFuture<'a, Result<(), KvError>> {
+        Box::pin(async move {
+            let mut b = self.store()?.put(key, value).map_err(kv_err)?;
+            if let Some(t) = ttl {
+                b = b.expiration_ttl(t.max(60));
+            }
+            b.execute().await.map_err(kv_err)
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> LocalFuture<'a, Result<(), KvError>> {
+        Box::pin(async move { self.store()?.delete(key).await.map_err(kv_err) })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str, limit: usize) -> LocalFuture<'a, Result<Vec<String>, KvError>> {
+        Box::pin(async move {
+            let r =
+                self.store()?.list().prefix(prefix.to_owned()).limit(limit as u64).execute().await.map_err(kv_err)?;
+            Ok(r.keys.into_iter().map(|k| k.name).collect())
+        })
+    }
+}
+
+struct WorkerFetch;
+
+fn to_worker_headers(h: &Headers) -> worker::Headers {
+    let out = worker::Headers::new();
+    for (n, v) in h.iter() {
+        // A value the runtime refuses (not a ByteString) is dropped rather than failing.
+        let _ = out.append(n, v);
+    }
+    out
+}
+
+fn from_worker_headers(h: &worker::Headers) -> Headers {
+    let mut out = Headers::new();
+    for (n, v) in h.entries() {
+        if n.eq_ignore_ascii_case("set-cookie") {
+            continue;
+        }
+        out.append(n, v);
+    }
+    // Several Set-Cookie lines must stay separate.
+    if let Ok(cookies) = js_sys::Reflect::get(h.as_ref(), &JsValue::from_str("getSetCookie"))
+        .and_then(|f| js_sys::Function::from(f).call0(h.as_ref()))
+    {
+        for c in js_sys::Array::from(&cookies).iter() {
+            if let Some(c) = c.as_string() {
+                out.append("set-cookie", c);
+            }
+        }
+    }
+    out
+}
+
+fn method(m: &str) -> Method {
+    Method::from(m.to_owned())
+}
+
+impl Fetch for WorkerFetch {
+    fn fetch<'a>(
+        &'a self,
+        req: Outbound,
+        timeout_ms: u64,
+        max_body: usize,
+    ) -> LocalFuture<'a, Result<Inbound, FetchError>> {
+        Box::pin(async move {
+            let controller = AbortController::default();
+            let signal = controller.signal();
+            let work = async {
+                let mut init = RequestInit::new();
+                init.with_method(method(req.method))
+                    .with_headers(to_worker_headers(&req.headers))
+                    .with_redirect(RequestRedirect::Manual);
+                if let Some(body) = &req.body {
+                    init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+                }
+                let request = worker::Request::new_with_init(&req.url, &init)
+                    .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                let mut resp = worker::Fetch::Request(request)
+                    .send_with_signal(&signal)
+                    .await
+                    .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                let declared =
+                    resp.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok());
+                if declared.is_some_and(|l| l > max_body) {
+                    return Err(FetchError::TooLarge);
+                }
+                let body = resp.bytes().await.map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                if body.len() > max_body {
+                    return Err(FetchError::TooLarge);
+                }
+                Ok(Inbound { status: resp.status_code(), headers: from_worker_headers(resp.headers()), body })
+            };
+            let timeout = Delay::from(Duration::from_millis(timeout_ms));
+            futures_util::pin_mut!(work);
+            match select(work, timeout).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => {
+                    controller.abort();
+                    Err(FetchError::Timeout)
+                }
+            }
+        })
+    }
+}
+
+struct WorkerRuntime;
+
+impl Runtime for WorkerRuntime {
+    fn now_ms(&self) -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        // crypto.getRandomValues; if it ever failed, refuse to continue with weak bytes.
+        if getrandom::getrandom(buf).is_err() {
+            worker::console_error!("{{\"level\":\"error\",\"event\":\"random_failed\"}}");
+            #[allow(clippy::panic)]
+            {
+                panic!("no secure randomness");
+            }
+        }
+    }
+
+    fn log(&self, line: &str) {
+        worker::console_log!("{line}");
+    }
+}
+
+fn to_worker_response(r: Response) -> worker::Result<worker::Response> {
+    Ok(worker::Response::from_bytes(r.body)?.with_status(r.status).with_headers(to_worker_headers(&r.headers)))
+}
+
+fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
+    let mut r = Response::new(status);
+    r.headers.set("content-type", "text/plain; charset=utf-8");
+    r.headers.set("cache-control", "no-store");
+    r.body = text.as_bytes().to_vec();
+    to_worker_response(r)
+}
+
+async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Response, String> {
+    let mut init = RequestInit::new();
+    let m = original.method();
+    init.with_method(m.clone()).with_headers(to_worker_headers(&f.headers)).with_redirect(RequestRedirect::Manual);
+    if !matches!(m, Method::Get | Method::Head) {
+        init.with_body(original.inner().body().map(JsValue::from));
+    }
+    let request = worker::Request::new_with_init(&f.url, &init).map_err(|e| e.to_string())?;
+    let resp = worker::Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+    let headers = proxy::downstream_headers(&from_worker_headers(resp.headers()));
+    let status = resp.status_code();
+    Ok(worker::Response::from_body(resp.body().clone())
+        .map_err(|e| e.to_string())?
+        .with_status(status)
+        .with_headers(to_worker_headers(&headers)))
+}
+
+#[event(fetch)]
+pub async fn main(mut req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    let gw = gateway(&env);
+    let url = req.url()?;
+    if url.as_str().len() > MAX_URL_BYTES {
+        return simple(414, "URI too long");
+    }
+    let mut headers = Headers::new();
+    for (n, v) in req.headers().entries() {
+        headers.append(n, v);
+    }
+    if headers.byte_size() > MAX_HEADER_BYTES {
+        return simple(431, "Request header fields too large");
+    }
+    let mut body = Vec::new();
+    if gw.is_gateway_route(url.path()) && !matches!(req.method(), Method::Get | Method::Head) {
+        let declared = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+        if declared > MAX_FORM_BODY {
+            return simple(413, "Request body too large");
+        }
+        body = req.bytes().await.unwrap_or_default();
+        if body.len() > MAX_FORM_BODY {
+            return simple(413, "Request body too large");
+        }
+    }
+    let client_ip = headers.get("cf-connecting-ip").map(str::to_owned);
+    let core_req = Request { method: req.method().to_string(), url, headers, body, client_ip };
+
+    let kv = WorkerKv(env.kv(KV_BINDING).ok());
+    let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime };
+    match gw.handle(ports, &core_req).await {
+        Action::Respond(r) => to_worker_response(r),
+        Action::Forward(f) => match forward(&req, f).await {
+            Ok(r) => Ok(r),
+            Err(e) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
+        },
+    }
+}
