@@ -87,8 +87,11 @@ enum Refresh {
 /// The outcome of reading the session cookie.
 #[derive(Debug)]
 enum Lookup {
-    NoSession { cause: Option<String> },
-    Expired(session::Expiry),
+    NoSession {
+        cause: Option<String>,
+    },
+    /// A genuine session cookie whose session is over (expired, revoked, signed out).
+    Ended,
     Active(SessionId, Box<SessionRecord>),
 }
 
@@ -297,19 +300,19 @@ impl Gateway {
         }
         let (id, mut record) = match self.lookup_session(ports, req, tenant).await? {
             Lookup::Active(id, record) => (id, *record),
-            Lookup::Expired(why) => return Ok(Action::Respond(self.unauthenticated(req, tenant, Some(why)))),
+            Lookup::Ended => return Ok(Action::Respond(self.unauthenticated(req, tenant, true))),
             Lookup::NoSession { cause } => {
                 if let Some(cause) = cause {
                     self.log(ports, json!({"level": "warn", "event": "session_refused", "tenant": tenant.id, "cause": cause, "ip": req.client_ip}));
                 }
-                return Ok(Action::Respond(self.unauthenticated(req, tenant, None)));
+                return Ok(Action::Respond(self.unauthenticated(req, tenant, false)));
             }
         };
         if record.mfa == MfaState::Pending {
-            return Ok(Action::Respond(self.unauthenticated(req, tenant, None)));
+            return Ok(Action::Respond(self.unauthenticated(req, tenant, false)));
         }
         if self.maybe_refresh(ports, tenant, &id, &mut record).await? == Refresh::Ended {
-            return Ok(Action::Respond(self.unauthenticated(req, tenant, Some(session::Expiry::Absolute))));
+            return Ok(Action::Respond(self.unauthenticated(req, tenant, true)));
         }
         let subject = policy::Subject {
             email: record.email.as_deref(),
@@ -337,14 +340,14 @@ impl Gateway {
     }
 
     /// No usable session: browsers go to the login page, other clients get a 401.
-    fn unauthenticated(&self, req: &Request, tenant: &Tenant, expired: Option<session::Expiry>) -> Response {
+    fn unauthenticated(&self, req: &Request, tenant: &Tenant, ended: bool) -> Response {
         let prefix = self.prefix();
         let rd = match req.url.query() {
             Some(q) => format!("{}?{q}", req.url.path()),
             None => req.url.path().to_owned(),
         };
         let mut login = format!("{prefix}/login?{}", crate::http::query_encode(&[("rd", &rd)]));
-        if expired.is_some() {
+        if ended {
             login.push_str("&reason=expired");
         }
         let mut r = if req.is_navigation() {
@@ -352,12 +355,8 @@ impl Gateway {
             r.headers.set("cache-control", "no-store");
             r
         } else {
-            let mut r = json_error(
-                401,
-                if expired.is_some() { "session_expired" } else { "unauthenticated" },
-                "Sign-in required.",
-                "",
-            );
+            let mut r =
+                json_error(401, if ended { "session_expired" } else { "unauthenticated" }, "Sign-in required.", "");
             r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}", login="{prefix}/login""#, tenant.id));
             r
         };
@@ -388,9 +387,12 @@ impl Gateway {
             None => {
                 let Some(raw) = ports.kv.get(&key).await? else {
                     self.sessions.borrow_mut().remove(&key);
-                    return Ok(Lookup::NoSession {
-                        cause: Some("session not found (signed out, revoked or expired)".into()),
-                    });
+                    self.log(
+                        ports,
+                        json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(),
+                        "cause": "session not found (signed out, revoked or expired)", "ip": req.client_ip}),
+                    );
+                    return Ok(Lookup::Ended);
                 };
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
                     return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
@@ -407,7 +409,7 @@ impl Gateway {
             // Best effort: the record's KV TTL removes it anyway.
             let _ = ports.kv.delete(&key).await;
             self.log(ports, json!({"event": "session_expired", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
-            return Ok(Lookup::Expired(why));
+            return Ok(Lookup::Ended);
         }
         Ok(Lookup::Active(id, Box::new(record)))
     }
