@@ -17,6 +17,7 @@ pub mod policy;
 pub mod ports;
 pub mod proxy;
 pub mod redirect;
+pub mod saml;
 pub mod secret;
 pub mod session;
 pub mod testing;
