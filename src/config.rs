@@ -86,6 +86,8 @@ pub struct GatewaySettings {
     pub session_cache_size: usize,
     /// Seconds before a session's last-seen time is written again.
     pub last_seen_interval: u64,
+    /// Lifetime of pre-login state (the time a person has to finish signing in at the IdP).
+    pub login_state_ttl: u64,
 }
 
 impl Default for GatewaySettings {
@@ -100,6 +102,7 @@ impl Default for GatewaySettings {
             session_cache_ttl: 10,
             session_cache_size: 10_000,
             last_seen_interval: 60,
+            login_state_ttl: 600,
         }
     }
 }
@@ -618,6 +621,9 @@ impl Config {
         }
         if g.fetch_timeout_ms == 0 || g.fetch_timeout_ms > 30_000 {
             c.err("gateway.fetch_timeout_ms", "must be between 1 and 30000");
+        }
+        if !(60..=3600).contains(&g.login_state_ttl) {
+            c.err("gateway.login_state_ttl", "must be between 60 (the KV minimum) and 3600 seconds");
         }
         if g.session_cache_ttl > 300 {
             c.err("gateway.session_cache_ttl", "must be at most 300 seconds (it is the revocation delay)");

@@ -700,13 +700,16 @@ impl Gateway {
             created: ports.now(),
         };
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&oidc::state_key(&tenant.id, &state), &value, Some(oidc::STATE_TTL)).await?;
+        ports.kv.put(&oidc::state_key(&tenant.id, &state), &value, Some(loaded.config.gateway.login_state_ttl)).await?;
         let pending = session::pending_cookie(&loaded.cookie_keys, &tenant.id, &state).ok_or(Refusal::ConfigInvalid)?;
         let location = oidc::authorization_url(p, &m, &redirect_uri, &state, &pre);
         self.log(ports, json!({"event": "login_start", "tenant": tenant.id, "provider": p.name, "ip": req.client_ip}));
         let mut r = Response::redirect(&location);
         r.headers.set("cache-control", "no-store");
-        r.headers.append("set-cookie", session::set_cookie(PENDING_COOKIE, &pending, Some(oidc::STATE_TTL), "Lax"));
+        r.headers.append(
+            "set-cookie",
+            session::set_cookie(PENDING_COOKIE, &pending, Some(loaded.config.gateway.login_state_ttl), "Lax"),
+        );
         Ok(r)
     }
 
@@ -741,14 +744,15 @@ impl Gateway {
             return Err(fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint));
         };
         ports.kv.delete(&key).await?;
-        ports.kv.put(&used_key, "1", Some(oidc::STATE_TTL)).await?;
+        let state_ttl = loaded.config.gateway.login_state_ttl;
+        ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
         let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
         let name = pre.provider.clone();
         if pre.tenant != tenant.id || path_provider.is_some_and(|p| p != name) {
             return Err(fail(OidcError::ProviderMismatch, &name));
         }
         // KV's TTL is the upper bound; the record's own time is checked too.
-        if ports.now() > pre.created + oidc::STATE_TTL {
+        if ports.now() > pre.created + state_ttl {
             return Err(fail(OidcError::StateUnknown, &name));
         }
         let p = self.oidc_provider(tenant, &name)?;
@@ -850,6 +854,7 @@ impl Gateway {
         self.log(
             ports,
             json!({"event": "login_success", "tenant": tenant.id, "provider": name, "user": user_id, "session": id.handle(),
+                   "alg": verified.alg, "kid": verified.kid,
                    "groups": record.groups, "roles": record.roles, "ip": req.client_ip}),
         );
         let mut r = Response::redirect(&pre.return_to);

@@ -175,8 +175,6 @@ impl fmt::Debug for PreLogin {
     }
 }
 
-pub const STATE_TTL: u64 = 600;
-
 pub fn state_key(tenant: &str, state: &str) -> String {
     format!("state:{tenant}:{}", crate::crypto::sha256_hex(state.as_bytes()))
 }
