@@ -417,6 +417,10 @@ pub struct OidcProvider {
     /// RP-initiated logout at the IdP's `end_session_endpoint` after local logout.
     #[serde(default = "yes")]
     pub rp_logout: bool,
+    /// Send `{prefix}/oidc/NAME/callback` as the redirect URI (for IdPs registered with one
+    /// callback per provider) instead of the shared `{prefix}/oidc/callback`.
+    #[serde(default)]
+    pub per_provider_callback: bool,
 }
 
 fn yes() -> bool {

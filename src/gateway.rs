@@ -689,7 +689,11 @@ impl Gateway {
         let wrap = |error| Refusal::Oidc { provider: p.name.clone(), error };
         let m = self.metadata(ports, tenant, p).await.map_err(wrap)?;
         let state = b64url(&ports.random::<32>());
-        let redirect_uri = format!("{}{prefix}/oidc/callback", base_url(req));
+        let redirect_uri = if p.per_provider_callback {
+            format!("{}{prefix}/oidc/{}/callback", base_url(req), p.name)
+        } else {
+            format!("{}{prefix}/oidc/callback", base_url(req))
+        };
         let pre = PreLogin {
             tenant: tenant.id.clone(),
             provider: p.name.clone(),
@@ -708,7 +712,7 @@ impl Gateway {
         r.headers.set("cache-control", "no-store");
         r.headers.append(
             "set-cookie",
-            session::set_cookie(PENDING_COOKIE, &pending, Some(loaded.config.gateway.login_state_ttl), "Lax"),
+            session::set_cookie(PENDING_COOKIE, &pending, Some(loaded.config.gateway.login_state_ttl + 300), "Lax"),
         );
         Ok(r)
     }
@@ -731,17 +735,25 @@ impl Gateway {
             .query("state")
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or_else(|| fail(OidcError::StateMissing, &provider_hint))?;
-        let cookie =
-            req.headers.cookie(PENDING_COOKIE).ok_or_else(|| fail(OidcError::PendingCookieMissing, &provider_hint))?;
+        let key = oidc::state_key(&tenant.id, &state);
+        let used_key = format!("used:{key}");
+        let unknown_state = |replay: bool| {
+            fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint)
+        };
+        let Some(cookie) = req.headers.cookie(PENDING_COOKIE) else {
+            // Without the cookie, an expired or used state explains more than "not started
+            // here"; a live state is left untouched for the browser it belongs to.
+            if ports.kv.get(&key).await?.is_none() {
+                return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
+            }
+            return Err(fail(OidcError::PendingCookieMissing, &provider_hint));
+        };
         if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, &state) {
             return Err(fail(OidcError::PendingCookieMismatch, &provider_hint));
         }
         // Single use: read, then delete; a marker remembers the use so a replay is named.
-        let key = oidc::state_key(&tenant.id, &state);
-        let used_key = format!("used:{key}");
         let Some(raw) = ports.kv.get(&key).await? else {
-            let replay = ports.kv.get(&used_key).await?.is_some();
-            return Err(fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint));
+            return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
         };
         ports.kv.delete(&key).await?;
         let state_ttl = loaded.config.gateway.login_state_ttl;

@@ -424,3 +424,22 @@ fn downgrade_discovery_is_a_configuration_error() {
     assert_refusal(&h, &r, 500, "config_error");
     assert!(h.rt.logs.borrow().iter().any(|l| l.contains("only insecure ID token algorithms")));
 }
+
+#[test]
+fn per_provider_callback_paths() {
+    let h = Harness::new(&config(json!({}), json!({"per_provider_callback": true})));
+    let (auth, pending) = h.start_login("/p");
+    let q: std::collections::HashMap<_, _> = auth.query_pairs().into_owned().collect();
+    assert_eq!(q["redirect_uri"], "https://app.test/_portcullis/oidc/corp/callback");
+    let cb = h.callback_for(&auth, &pending);
+    // The state names provider `corp`; a callback on another provider's path is refused.
+    let wrong = url::Url::parse(&cb.url.as_str().replace("/oidc/callback", "/oidc/other/callback")).unwrap();
+    let mut wrong_req = cb.clone();
+    wrong_req.url = wrong;
+    assert_refusal(&h, &h.respond(&wrong_req), 404, "unknown_provider");
+    let mut right = cb.clone();
+    right.url = url::Url::parse(&cb.url.as_str().replace("/oidc/callback", "/oidc/corp/callback")).unwrap();
+    let r = h.respond(&right);
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(r.headers.get("location"), Some("/p"));
+}
