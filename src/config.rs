@@ -88,6 +88,8 @@ pub struct GatewaySettings {
     pub last_seen_interval: u64,
     /// Lifetime of pre-login state (the time a person has to finish signing in at the IdP).
     pub login_state_ttl: u64,
+    /// Worker secret holding the admin API bearer token (none: token access is off).
+    pub admin_token: Option<String>,
 }
 
 impl Default for GatewaySettings {
@@ -103,6 +105,7 @@ impl Default for GatewaySettings {
             session_cache_size: 10_000,
             last_seen_interval: 60,
             login_state_ttl: 600,
+            admin_token: None,
         }
     }
 }
@@ -139,6 +142,83 @@ pub struct Tenant {
     pub policy: Vec<AccessRule>,
     #[serde(default)]
     pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub mfa: MfaSettings,
+}
+
+/// The TOTP second factor for a tenant.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSettings {
+    /// Every user must use a second factor; those without one enrol at their next sign-in.
+    pub required: bool,
+    /// Issuer shown in authenticator apps (default: the tenant's name).
+    pub issuer: Option<String>,
+    pub algorithm: crate::mfa::TotpAlgorithm,
+    pub digits: u32,
+    pub period: u64,
+    /// Steps accepted on either side of the current one.
+    pub window: u32,
+    /// Wrong codes within `failure_window` seconds that lock the user out for `lockout`.
+    pub max_failures: u32,
+    pub failure_window: u64,
+    pub lockout: u64,
+    /// Paths that need a second factor within the last `max_age` seconds.
+    pub step_up: Vec<StepUpRule>,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self {
+            required: false,
+            issuer: None,
+            algorithm: crate::mfa::TotpAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+            window: 1,
+            max_failures: 5,
+            failure_window: 900,
+            lockout: 900,
+            step_up: Vec::new(),
+        }
+    }
+}
+
+impl MfaSettings {
+    pub fn params(&self) -> crate::mfa::TotpParams {
+        crate::mfa::TotpParams {
+            algorithm: self.algorithm,
+            digits: self.digits,
+            period: self.period,
+            window: self.window,
+        }
+    }
+
+    pub fn lockout_policy(&self) -> crate::mfa::LockoutPolicy {
+        crate::mfa::LockoutPolicy {
+            max_failures: self.max_failures,
+            window: self.failure_window,
+            lockout: self.lockout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpRule {
+    pub path: String,
+    #[serde(default, rename = "match")]
+    pub kind: PathMatch,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Seconds a completed second factor counts as recent.
+    pub max_age: u64,
+}
+
+impl StepUpRule {
+    pub fn as_path_rule(&self) -> PathRule {
+        PathRule { path: self.path.clone(), kind: self.kind, methods: self.methods.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -417,6 +497,10 @@ pub struct OidcProvider {
     /// RP-initiated logout at the IdP's `end_session_endpoint` after local logout.
     #[serde(default = "yes")]
     pub rp_logout: bool,
+    /// Accept the IdP's own second factor (`amr` with `mfa`, `otp` or `hwk`) instead of
+    /// asking for a TOTP code again.
+    #[serde(default)]
+    pub accept_idp_mfa: bool,
     /// Send `{prefix}/oidc/NAME/callback` as the redirect URI (for IdPs registered with one
     /// callback per provider) instead of the shared `{prefix}/oidc/callback`.
     #[serde(default)]
@@ -494,6 +578,7 @@ pub struct Loaded {
     pub cookie_keys: Vec<KeyWithId>,
     pub encryption_keys: Vec<KeyWithId>,
     pub assertion_keys: Vec<KeyWithId>,
+    pub admin_token: Option<Secret>,
     pub secrets: Secrets,
 }
 
@@ -623,6 +708,20 @@ impl Config {
                 c.err(format!("gateway.assertion_keys[{i}].secret"), e);
             }
         }
+        let admin_token = match &g.admin_token {
+            Some(name) => match secrets(name) {
+                Some(s) if s.expose().len() >= 32 => Some(s),
+                Some(_) => {
+                    c.err("gateway.admin_token", format!("Worker secret {name} is shorter than 32 bytes"));
+                    None
+                }
+                None => {
+                    c.err("gateway.admin_token", format!("Worker secret {name} is not set"));
+                    None
+                }
+            },
+            None => None,
+        };
         if g.fetch_timeout_ms == 0 || g.fetch_timeout_ms > 30_000 {
             c.err("gateway.fetch_timeout_ms", "must be between 1 and 30000");
         }
@@ -694,6 +793,28 @@ impl Config {
             if s.absolute_timeout > 30 * 86400 {
                 c.err(format!("{tp}.session.absolute_timeout"), "must be at most 30 days");
             }
+            let m = &t.mfa;
+            if m.digits != 6 && m.digits != 8 {
+                c.err(format!("{tp}.mfa.digits"), "must be 6 or 8");
+            }
+            if !(15..=120).contains(&m.period) {
+                c.err(format!("{tp}.mfa.period"), "must be between 15 and 120 seconds");
+            }
+            if m.window > 3 {
+                c.err(format!("{tp}.mfa.window"), "must be at most 3 steps");
+            }
+            if m.max_failures == 0 || m.failure_window < 60 || m.lockout < 60 {
+                c.err(
+                    format!("{tp}.mfa"),
+                    "max_failures must be positive; failure_window and lockout at least 60 seconds",
+                );
+            }
+            for (i, r) in m.step_up.iter().enumerate() {
+                check_path_rule(&mut c, &format!("{tp}.mfa.step_up[{i}]"), &r.as_path_rule());
+                if r.max_age < 30 {
+                    c.err(format!("{tp}.mfa.step_up[{i}].max_age"), "must be at least 30 seconds");
+                }
+            }
             let names = t.headers.names();
             for n in names.all() {
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -725,7 +846,7 @@ impl Config {
             }
         }
         if c.errors.is_empty() {
-            Ok(Loaded { config: self, cookie_keys, encryption_keys, assertion_keys, secrets: named })
+            Ok(Loaded { config: self, cookie_keys, encryption_keys, assertion_keys, admin_token, secrets: named })
         } else {
             Err(ConfigErrors(c.errors))
         }

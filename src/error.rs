@@ -27,6 +27,19 @@ pub enum Refusal {
     Csrf,
     /// A session needed the IdP (refresh) and it could not be reached.
     IdpUnavailable(String),
+    /// The request needs the second factor first (or a more recent one).
+    MfaRequired {
+        step_up: bool,
+    },
+    /// Too many wrong codes: the second factor is locked for a while.
+    MfaLocked {
+        minutes: u64,
+    },
+    AdminUnauthenticated,
+    AdminForbidden,
+    /// Admin API input refused, with the precise reason.
+    BadInput(String),
+    UnknownUser,
 }
 
 impl fmt::Display for Refusal {
@@ -45,6 +58,13 @@ impl fmt::Display for Refusal {
             Refusal::OriginUnreachable(e) => write!(f, "origin unreachable: {e}"),
             Refusal::Csrf => f.write_str("CSRF token missing or wrong"),
             Refusal::IdpUnavailable(e) => write!(f, "identity provider unavailable: {e}"),
+            Refusal::MfaRequired { step_up: true } => f.write_str("recent second factor required (step-up)"),
+            Refusal::MfaRequired { step_up: false } => f.write_str("second factor required"),
+            Refusal::MfaLocked { minutes } => write!(f, "second factor locked for {minutes} more minutes"),
+            Refusal::AdminUnauthenticated => f.write_str("admin API: no or wrong credentials"),
+            Refusal::AdminForbidden => f.write_str("admin API: caller is not an admin"),
+            Refusal::BadInput(e) => write!(f, "bad input: {e}"),
+            Refusal::UnknownUser => f.write_str("unknown user"),
         }
     }
 }
@@ -57,6 +77,8 @@ pub enum Retry {
     Login,
     /// Load the same address again.
     Reload,
+    /// Go through two-step verification.
+    Verify,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +110,13 @@ impl Refusal {
             Refusal::OriginUnreachable(_) => p(502, "origin_unreachable", "Site unreachable", "You are signed in, but the site behind the gateway did not answer. Please try again in a moment.", Reload),
             Refusal::Csrf => p(403, "csrf", "Request refused", "This form has expired or was not sent from this site. Go back, reload the page and try again.", None),
             Refusal::IdpUnavailable(_) => p(503, "idp_unavailable", "Identity provider unavailable", "Your session needs to be renewed, but your identity provider cannot be reached. Please try again in a minute.", Reload),
+            Refusal::MfaRequired { step_up: true } => p(403, "step_up_required", "Confirm it is you", "This action needs a recent two-step verification. Verify with your authenticator app, then repeat the action: nothing was sent on your behalf.", Verify),
+            Refusal::MfaRequired { step_up: false } => p(401, "mfa_required", "Two-step verification needed", "Finish two-step verification to continue.", Verify),
+            Refusal::MfaLocked { minutes } => p(429, "mfa_locked", "Too many wrong codes", format!("Two-step verification is locked after too many wrong codes. Try again in {minutes} minute{}, or ask your administrator to reset it.", if *minutes == 1 { "" } else { "s" }), None),
+            Refusal::AdminUnauthenticated => p(401, "admin_unauthenticated", "Sign-in required", "The admin API needs an admin session or a valid API token.", None),
+            Refusal::AdminForbidden => p(403, "admin_forbidden", "Admins only", "Your account is not an admin of this site.", None),
+            Refusal::BadInput(e) => p(400, "bad_input", "Bad request", e.clone(), None),
+            Refusal::UnknownUser => p(404, "unknown_user", "Unknown user", "No such user is known here.", None),
             Refusal::Oidc { provider, error } => present_oidc(provider, error),
         }
     }
@@ -96,6 +125,7 @@ impl Refusal {
     pub fn event(&self) -> &'static str {
         match self {
             Refusal::Oidc { .. } | Refusal::NoRoles => "login_failure",
+            Refusal::AdminUnauthenticated | Refusal::AdminForbidden => "admin_refused",
             _ => "refusal",
         }
     }

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod mfa;
 pub mod oidc;
 pub mod pages;
 pub mod policy;

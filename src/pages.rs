@@ -10,6 +10,9 @@ const LOGIN: &str = include_str!("../www/login.html");
 const ERROR: &str = include_str!("../www/error.html");
 const LOGOUT: &str = include_str!("../www/logout.html");
 const LOGGED_OUT: &str = include_str!("../www/logged_out.html");
+const MFA: &str = include_str!("../www/mfa.html");
+const ENROLL: &str = include_str!("../www/enroll.html");
+const BACKUP_CODES: &str = include_str!("../www/backup_codes.html");
 pub const STYLE_CSS: &str = include_str!("../www/style.css");
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -171,6 +174,67 @@ pub fn logout_page(brand: Brand<'_>, who: Option<&str>, csrf: &str) -> Response 
 pub fn logged_out_page(brand: Brand<'_>) -> Response {
     let content = render(LOGGED_OUT, &[("prefix", brand.prefix)]);
     page(brand, 200, "Signed out", &content)
+}
+
+/// A message above a form: an error (`role=alert`) or a notice (`role=status`).
+#[derive(Debug, Clone, Copy)]
+pub enum Notice<'a> {
+    Error(&'a str),
+    Info(&'a str),
+}
+
+fn notice_html(n: Option<Notice<'_>>) -> String {
+    match n {
+        Some(Notice::Error(t)) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(t)),
+        Some(Notice::Info(t)) => format!(r#"<p class="notice" role="status">{}</p>"#, escape(t)),
+        None => String::new(),
+    }
+}
+
+/// The second-factor prompt (TOTP code, or a backup code).
+pub fn mfa_page(brand: Brand<'_>, lead: &str, notice: Option<Notice<'_>>, csrf: &str, rd: &str) -> Response {
+    let content = render(
+        MFA,
+        &[("notice", &notice_html(notice)), ("lead", lead), ("prefix", brand.prefix), ("csrf", csrf), ("rd", rd)],
+    );
+    page(brand, 200, "Two-step verification", &content)
+}
+
+/// Values of the enrolment page.
+#[derive(Debug)]
+pub struct EnrollView<'a> {
+    pub lead: &'a str,
+    pub notice: Option<Notice<'a>>,
+    pub qr_svg: &'a str,
+    pub secret_groups: &'a str,
+    pub uri: &'a str,
+    pub csrf: &'a str,
+    pub rd: &'a str,
+}
+
+pub fn enroll_page(brand: Brand<'_>, v: &EnrollView<'_>) -> Response {
+    let content = render(
+        ENROLL,
+        &[
+            ("notice", &notice_html(v.notice)),
+            ("lead", v.lead),
+            ("qr", v.qr_svg),
+            ("secret_groups", v.secret_groups),
+            ("uri", v.uri),
+            ("prefix", brand.prefix),
+            ("csrf", v.csrf),
+            ("rd", v.rd),
+        ],
+    );
+    page(brand, 200, "Set up two-step verification", &content)
+}
+
+/// The backup codes, shown once.
+pub fn backup_codes_page(brand: Brand<'_>, codes: &[String], rd: &str) -> Response {
+    let items: String =
+        codes.iter().map(|c| format!("<li><code>{}</code></li>", escape(c))).collect::<Vec<_>>().join("\n");
+    let content = render(BACKUP_CODES, &[("codes", &items), ("rd", rd), ("prefix", brand.prefix)]);
+    page(brand, 200, "Save your backup codes", &content)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 pub const ISSUER: &str = "https://idp.test";
 pub const HOST: &str = "app.test";
 pub const T0: u64 = 1_800_000_000;
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789-0123456789-abcdef";
 
 /// What the scripted IdP does at each endpoint.
 #[derive(Clone)]
@@ -173,6 +174,7 @@ pub fn config(tenant_extra: Value, provider_extra: Value) -> String {
             "cookie_keys": [{"id": "c1", "secret": "COOKIE_KEY"}],
             "assertion_keys": [{"id": "a1", "secret": "ASSERTION_KEY"}],
             "issuer": "https://gateway.test",
+            "admin_token": "ADMIN_TOKEN",
         },
         "tenants": [tenant],
     })
@@ -207,6 +209,7 @@ impl Harness {
             "COOKIE_KEY" => Some(Secret::new(vec![7u8; 32])),
             "CLIENT_SECRET" => Some(Secret::new(b"client-secret".to_vec())),
             "ASSERTION_KEY" => Some(Secret::new(assertion.clone().into_bytes())),
+            "ADMIN_TOKEN" => Some(Secret::new(ADMIN_TOKEN.as_bytes().to_vec())),
             _ => None,
         });
         Self { kv: MemoryKv::new(clock.clone()), rt: TestRuntime::new(clock.clone()), clock, fetch, gw, idp }
@@ -297,4 +300,22 @@ pub fn set_cookie_value(r: &Response, name: &str) -> Option<String> {
 
 pub fn json_body(r: &Response) -> Value {
     serde_json::from_slice(&r.body).unwrap()
+}
+
+pub fn post_form(path: &str, cookie: &str, form: &[(&str, &str)]) -> Request {
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    with_session(
+        Request::new("POST", &format!("https://{HOST}{path}"))
+            .unwrap()
+            .header("host", HOST)
+            .header("accept", "text/html")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .with_body(body),
+        cookie,
+    )
+}
+
+/// The value of `<input ... name="NAME" value="...">` on a page.
+pub fn form_field(html: &str, name: &str) -> String {
+    html.split(&format!("name=\"{name}\" value=\"")).nth(1).unwrap().split('"').next().unwrap().to_owned()
 }

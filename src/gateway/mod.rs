@@ -8,6 +8,9 @@
 //!    adds identity;
 //! 3. response filter: [`proxy::downstream_headers`] on the origin's answer.
 
+mod admin;
+mod mfa;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -194,10 +197,22 @@ impl Gateway {
         let prefix = self.prefix();
         let login = format!("{prefix}/login");
         let reload = req.url.path().to_owned();
+        let back = req
+            .headers
+            .get("referer")
+            .and_then(|r| url::Url::parse(r).ok())
+            .filter(|r| r.host_str() == req.url.host_str())
+            .map(|r| r.path().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let verify = format!(
+            "{prefix}/mfa?{}",
+            crate::http::query_encode(&[("rd", &safe_return_path(&back, prefix)), ("reason", "step_up")])
+        );
         let retry = match pres.retry {
             Retry::None => None,
             Retry::Login => Some((login.as_str(), "Sign in again")),
             Retry::Reload => Some((reload.as_str(), "Try again")),
+            Retry::Verify => Some((verify.as_str(), "Verify now")),
         };
         pages::error_page(
             Brand { tenant, prefix },
@@ -276,13 +291,27 @@ impl Gateway {
             ("POST", "/logout") => self.logout(ports, req, tenant).await,
             ("GET", "/logged-out") => Ok(pages::logged_out_page(Brand { tenant: Some(tenant), prefix })),
             ("GET", "/me") => self.me(ports, req, tenant).await,
+            ("GET", "/mfa") => self.mfa_prompt(ports, req, tenant).await,
+            ("POST", "/mfa") => self.mfa_verify(ports, req, tenant).await,
+            ("GET", "/mfa/enroll") => self.mfa_enroll_page(ports, req, tenant, None).await,
+            ("POST", "/mfa/enroll") => self.mfa_enroll_confirm(ports, req, tenant).await,
+            ("POST", "/mfa/backup-codes") => self.mfa_regenerate_codes(ports, req, tenant).await,
+            ("GET", "/continue") => {
+                let mut r = Response::redirect(&safe_return_path(&req.query("rd").unwrap_or_default(), prefix));
+                r.headers.set("cache-control", "no-store");
+                Ok(r)
+            }
+            (_, r) if r.starts_with("/admin/") => self.admin_route(ports, req, tenant, &r["/admin".len()..]).await,
             ("OPTIONS", _) => {
                 // No CORS on gateway routes: answer without any Access-Control-* header.
                 let mut r = Response::new(204);
                 r.headers.set("allow", "GET, HEAD, POST");
                 Ok(r)
             }
-            (_, "/login" | "/oidc/callback" | "/logout" | "/logged-out" | "/me") => Err(Refusal::MethodNotAllowed),
+            (
+                _,
+                "/login" | "/oidc/callback" | "/logout" | "/logged-out" | "/me" | "/mfa" | "/mfa/enroll" | "/continue",
+            ) => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         }
     }
@@ -309,7 +338,7 @@ impl Gateway {
             }
         };
         if record.mfa == MfaState::Pending {
-            return Ok(Action::Respond(self.unauthenticated(req, tenant, false)));
+            return self.mfa_needed(req, false).map(Action::Respond);
         }
         if self.maybe_refresh(ports, tenant, &id, &mut record).await? == Refresh::Ended {
             return Ok(Action::Respond(self.unauthenticated(req, tenant, true)));
@@ -322,6 +351,9 @@ impl Gateway {
         };
         if let Err(denied) = policy::authorize(tenant, &req.method, req.url.path(), &subject) {
             return Err(Refusal::Forbidden { rule: denied.rule });
+        }
+        if self.step_up_due(ports, tenant, req, &record) {
+            return self.mfa_needed(req, true).map(Action::Respond);
         }
         self.touch(ports, tenant, &id, &mut record).await;
         let identity = IdentityHeaders {
@@ -834,7 +866,7 @@ impl Gateway {
         } else {
             None
         };
-        let record = SessionRecord {
+        let mut record = SessionRecord {
             v: 1,
             tenant: tenant.id.clone(),
             user_id: user_id.clone(),
@@ -860,6 +892,7 @@ impl Gateway {
             user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
             country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
         };
+        let next = self.decide_mfa(ports, tenant, p.accept_idp_mfa, &mut record, &pre.return_to).await?;
         self.save_session(ports, tenant, &id, &record).await?;
         let cookie =
             session::sign_session_cookie(&loaded.cookie_keys, &tenant.id, &id).ok_or(Refusal::ConfigInvalid)?;
@@ -867,9 +900,9 @@ impl Gateway {
             ports,
             json!({"event": "login_success", "tenant": tenant.id, "provider": name, "user": user_id, "session": id.handle(),
                    "alg": verified.alg, "kid": verified.kid,
-                   "groups": record.groups, "roles": record.roles, "ip": req.client_ip}),
+                   "groups": record.groups, "roles": record.roles, "mfa": record.mfa, "ip": req.client_ip}),
         );
-        let mut r = Response::redirect(&pre.return_to);
+        let mut r = Response::redirect(&next);
         r.headers.set("cache-control", "no-store");
         r.headers.append("set-cookie", session::set_cookie(SESSION_COOKIE, &cookie, None, "Lax"));
         r.headers.append("set-cookie", session::clear_cookie(PENDING_COOKIE));
@@ -1059,7 +1092,8 @@ impl Gateway {
                         "user_id": r.user_id, "user": r.user, "email": r.email, "email_verified": r.email_verified,
                         "name": r.name, "given_name": r.given_name, "family_name": r.family_name,
                         "preferred_username": r.preferred_username, "groups": r.groups, "roles": r.roles,
-                        "amr": r.amr, "provider": r.provider, "session": id.handle(),
+                        "amr": r.amr, "provider": r.provider, "session": id.handle(), "mfa_at": r.mfa_at,
+                        "csrf": session::csrf_token(&self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default(), &tenant.id, &id),
                         "created": r.created, "expires": r.expires,
                     }),
                 );
