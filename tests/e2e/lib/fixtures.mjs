@@ -56,3 +56,38 @@ export function pageReference(html) {
   const m = html.match(/Reference: <code>([a-z0-9]+)<\/code>/);
   return m ? m[1] : null;
 }
+
+/** RFC 4648 base32 (no padding) to bytes. */
+export function base32Decode(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const clean = text.toUpperCase().replace(/[^A-Z2-7]/g, '');
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const ch of clean) {
+    value = (value << 5) | alphabet.indexOf(ch);
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) computed independently of the gateway. */
+export function totp(secret, time = Date.now() / 1000, { period = 30, digits = 6, algorithm = 'sha1' } = {}) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(time / period)));
+  const mac = crypto.createHmac(algorithm, secret).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const bin = mac.readUInt32BE(offset) & 0x7fffffff;
+  return String(bin % 10 ** digits).padStart(digits, '0');
+}
+
+/** Waits until the next TOTP step starts (so a fresh code is not the one just used). */
+export async function nextStep(period = 30) {
+  const now = Date.now() / 1000;
+  const wait = (Math.floor(now / period) + 1) * period - now + 0.2;
+  await new Promise((r) => setTimeout(r, wait * 1000));
+}
