@@ -1,2 +1,18 @@
 //! SAML 2.0 service provider: XML parsing, Exclusive XML Canonicalization, XML-DSig
 //! verification and the Web SSO profile checks.
+//!
+//! - [`xml`]: one strict parser and tree for untrusted messages (no DTDs, no entities, no
+//!   processing instructions; comments never read as part of a value).
+//! - [`c14n`]: Exclusive XML Canonicalization 1.0 with the enveloped-signature transform.
+//! - [`dsig`]: verification of one enveloped signature with configured IdP certificates.
+//! - [`response`]: `samlp:Response` checks after the Web Browser SSO profile; the only way
+//!   to a [`response::VerifiedAssertion`].
+//! - [`authn_request`]: the SP's AuthnRequest and its HTTP-Redirect encoding.
+//! - [`time`]: SAML `xs:dateTime` values.
+
+pub mod authn_request;
+pub mod c14n;
+pub mod dsig;
+pub mod response;
+pub mod time;
+pub mod xml;
