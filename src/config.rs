@@ -403,24 +403,105 @@ pub struct GroupSettings {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Provider {
     Oidc(Box<OidcProvider>),
+    Saml(Box<SamlConnection>),
 }
 
 impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Provider::Oidc(p) => &p.name,
+            Provider::Saml(p) => &p.name,
         }
     }
 
     pub fn button(&self) -> &Button {
         match self {
             Provider::Oidc(p) => &p.button,
+            Provider::Saml(p) => &p.button,
         }
     }
 
     pub fn as_oidc(&self) -> Option<&OidcProvider> {
         match self {
             Provider::Oidc(p) => Some(p),
+            Provider::Saml(_) => None,
+        }
+    }
+
+    pub fn as_saml(&self) -> Option<&SamlConnection> {
+        match self {
+            Provider::Saml(p) => Some(p),
+            Provider::Oidc(_) => None,
+        }
+    }
+}
+
+/// A SAML 2.0 identity provider (SP-initiated Web SSO, HTTP-Redirect out, HTTP-POST back).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConnection {
+    /// Used in URLs (`?ws=NAME` at the ACS and metadata); unique within the tenant.
+    pub name: String,
+    #[serde(flatten)]
+    pub button: Button,
+    /// The IdP's metadata XML; fills `idp_entity_id`, `idp_sso_url` and
+    /// `idp_certificates` where those are not given.
+    #[serde(default)]
+    pub idp_metadata: Option<String>,
+    #[serde(default)]
+    pub idp_entity_id: String,
+    /// SSO endpoint for the HTTP-Redirect binding.
+    #[serde(default)]
+    pub idp_sso_url: String,
+    /// Signing certificates (PEM or base64 DER); several during a rollover.
+    #[serde(default)]
+    pub idp_certificates: Vec<String>,
+    /// Our entity id (default `https://HOST{prefix}/saml/metadata?ws=NAME`).
+    #[serde(default)]
+    pub sp_entity_id: Option<String>,
+    /// Attribute names for the identity fields; a missing `email` falls back to the NameID
+    /// when it is an email address.
+    #[serde(default)]
+    pub attributes: SamlAttributeMap,
+    #[serde(default = "default_name_id_format")]
+    pub name_id_format: String,
+    #[serde(default = "default_skew")]
+    pub clock_skew: u64,
+    /// Accept responses no request of ours asked for (IdP-initiated login).
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    /// Accept SHA-1 digests and RSA-SHA1 signatures (old IdPs only).
+    #[serde(default)]
+    pub legacy_sha1: bool,
+    /// AuthnContextClassRef values that count as the IdP's own second factor.
+    #[serde(default)]
+    pub mfa_authn_contexts: Vec<String>,
+}
+
+fn default_name_id_format() -> String {
+    "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlAttributeMap {
+    pub email: String,
+    pub display_name: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub groups: String,
+    pub username: String,
+}
+
+impl Default for SamlAttributeMap {
+    fn default() -> Self {
+        Self {
+            email: "email".into(),
+            display_name: "displayName".into(),
+            first_name: "givenName".into(),
+            last_name: "surname".into(),
+            groups: "groups".into(),
+            username: "uid".into(),
         }
     }
 }
@@ -687,8 +768,22 @@ impl Config {
         config.validate(secrets)
     }
 
-    fn validate(self, secrets: &dyn Fn(&str) -> Option<Secret>) -> Result<Loaded, ConfigErrors> {
-        let mut c = Check { errors: Vec::new() };
+    fn validate(mut self, secrets: &dyn Fn(&str) -> Option<Secret>) -> Result<Loaded, ConfigErrors> {
+        // Metadata import first, so the checks below see the filled-in fields.
+        let mut import_errors = Vec::new();
+        for (ti, t) in self.tenants.iter_mut().enumerate() {
+            for (pi, p) in t.providers.iter_mut().enumerate() {
+                if let Provider::Saml(s) = p {
+                    if let Err(e) = s.import_metadata() {
+                        import_errors.push(ConfigError {
+                            path: format!("tenants[{ti}].providers[{pi}].idp_metadata"),
+                            message: e,
+                        });
+                    }
+                }
+            }
+        }
+        let mut c = Check { errors: import_errors };
         let mut named = Secrets::new();
         let g = &self.gateway;
         if !g.prefix.starts_with('/') || g.prefix.ends_with('/') || g.prefix.len() < 2 {
@@ -842,6 +937,7 @@ impl Config {
                 }
                 match p {
                     Provider::Oidc(o) => validate_oidc(&mut c, &pp, o, secrets, &mut named),
+                    Provider::Saml(s) => validate_saml(&mut c, &pp, s),
                 }
             }
         }
@@ -930,6 +1026,57 @@ fn validate_oidc(
     }
     if o.discovery_ttl < 60 || o.jwks_ttl < 60 {
         c.err(format!("{pp}.discovery_ttl"), "cache TTLs must be at least 60 seconds (the KV minimum)");
+    }
+}
+
+impl SamlConnection {
+    /// Fills entity id, SSO URL and certificates from `idp_metadata` where not set.
+    fn import_metadata(&mut self) -> Result<(), String> {
+        let Some(xml) = self.idp_metadata.as_deref() else {
+            return Ok(());
+        };
+        let m = crate::saml::metadata::parse_idp_metadata(xml.as_bytes())?;
+        if self.idp_entity_id.is_empty() {
+            self.idp_entity_id = m.entity_id;
+        }
+        if self.idp_sso_url.is_empty() {
+            self.idp_sso_url = m.sso_redirect_url.ok_or("no SingleSignOnService with the HTTP-Redirect binding")?;
+        }
+        if self.idp_certificates.is_empty() {
+            self.idp_certificates = m.signing_certificates;
+        }
+        Ok(())
+    }
+
+    /// The configured certificates, parsed (validated at load, so failures are skipped).
+    pub fn certificates(&self) -> Vec<crate::saml::dsig::IdpCertificate> {
+        self.idp_certificates
+            .iter()
+            .filter_map(|c| crate::saml::dsig::IdpCertificate::from_pem_or_base64(c).ok())
+            .collect()
+    }
+}
+
+fn validate_saml(c: &mut Check, pp: &str, s: &SamlConnection) {
+    if s.idp_entity_id.is_empty() {
+        c.err(format!("{pp}.idp_entity_id"), "is required (or give idp_metadata)");
+    }
+    if url::Url::parse(&s.idp_sso_url)
+        .map(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u.host_str().unwrap_or_default())))
+        != Ok(true)
+    {
+        c.err(format!("{pp}.idp_sso_url"), "not an https URL");
+    }
+    if s.idp_certificates.is_empty() {
+        c.err(format!("{pp}.idp_certificates"), "at least one signing certificate is required");
+    }
+    for (i, cert) in s.idp_certificates.iter().enumerate() {
+        if let Err(e) = crate::saml::dsig::IdpCertificate::from_pem_or_base64(cert) {
+            c.err(format!("{pp}.idp_certificates[{i}]"), format!("not a usable certificate: {e}"));
+        }
+    }
+    if s.clock_skew > 600 {
+        c.err(format!("{pp}.clock_skew"), "must be at most 600 seconds");
     }
 }
 

@@ -37,6 +37,15 @@ pub enum Refusal {
     },
     AdminUnauthenticated,
     AdminForbidden,
+    /// A SAML response failed verification (or carried a non-success status).
+    Saml {
+        connection: String,
+        error: Box<crate::saml::response::SamlError>,
+    },
+    /// The same assertion was presented again.
+    SamlReplay {
+        connection: String,
+    },
     /// Admin API input refused, with the precise reason.
     BadInput(String),
     UnknownUser,
@@ -65,6 +74,10 @@ impl fmt::Display for Refusal {
             Refusal::AdminForbidden => f.write_str("admin API: caller is not an admin"),
             Refusal::BadInput(e) => write!(f, "bad input: {e}"),
             Refusal::UnknownUser => f.write_str("unknown user"),
+            Refusal::Saml { connection, error } => write!(f, "SAML connection {connection}: {error}"),
+            Refusal::SamlReplay { connection } => {
+                write!(f, "SAML connection {connection}: assertion already used (replay)")
+            }
         }
     }
 }
@@ -118,13 +131,17 @@ impl Refusal {
             Refusal::BadInput(e) => p(400, "bad_input", "Bad request", e.clone(), None),
             Refusal::UnknownUser => p(404, "unknown_user", "Unknown user", "No such user is known here.", None),
             Refusal::Oidc { provider, error } => present_oidc(provider, error),
+            Refusal::SamlReplay { .. } => p(400, "saml_replay", "Sign-in response already used", "This sign-in response was already used. Start again.", Login),
+            Refusal::Saml { connection, error } => present_saml(connection, error),
         }
     }
 
     /// The log event name for this refusal.
     pub fn event(&self) -> &'static str {
         match self {
-            Refusal::Oidc { .. } | Refusal::NoRoles => "login_failure",
+            Refusal::Oidc { .. } | Refusal::NoRoles | Refusal::Saml { .. } | Refusal::SamlReplay { .. } => {
+                "login_failure"
+            }
             Refusal::AdminUnauthenticated | Refusal::AdminForbidden => "admin_refused",
             _ => "refusal",
         }
@@ -162,6 +179,25 @@ fn present_oidc(provider: &str, e: &OidcError) -> Presentation {
         EmailUnverified => p(403, "email_unverified", "Email address not verified", "Your identity provider has not verified your email address. Verify it there, then sign in again.", Login),
         EmailDomainNotAllowed(_) => p(403, "email_domain", "Account not allowed", "Accounts with your email domain cannot sign in to this site.", None),
         MalformedClaim(c) => p(502, "bad_claims", "Unusable account data", format!("The identity provider sent a malformed {c} claim. Tell your administrator."), None),
+    }
+}
+
+fn present_saml(connection: &str, e: &crate::saml::response::SamlError) -> Presentation {
+    use crate::saml::response::SamlError::*;
+    use Retry::*;
+    match e {
+        Status { codes, message } => {
+            let code = codes.last().map(|c| c.rsplit(':').next().unwrap_or(c)).unwrap_or("unknown");
+            let detail = match message {
+                Some(m) if !m.is_empty() => format!("{code}: {}", crate::oidc::truncate(m, 200)),
+                _ => code.to_owned(),
+            };
+            p(403, "idp_error", "Sign-in refused by the identity provider", format!("{connection} did not sign you in ({detail})."), Login)
+        }
+        Unsolicited | UnexpectedInResponseTo(_) => p(400, "unsolicited", "Unexpected sign-in response", "This site did not ask for this sign-in response. Start signing in from this site.", Login),
+        Expired { .. } | NotYetValid { .. } | ConfirmationExpired { .. } | ConfirmationNotYetValid { .. } | SessionExpired { .. } => p(401, "token_time", "Sign-in could not be verified", "The identity provider's answer is outside its validity period; a clock may be wrong. Start again, and tell your administrator if this repeats.", Login),
+        EncryptedAssertionNeedsKey | EncryptedNameIdNeedsKey => p(500, "config_error", "Configuration error", "The identity provider encrypts its answers, which this sign-in method is not set up for. The operators can see the details in the logs.", None),
+        _ => p(401, "invalid_saml_response", "Sign-in could not be verified", format!("The sign-in response from {connection} failed verification, so you were not signed in. Start again, and tell your administrator if this repeats."), Login),
     }
 }
 

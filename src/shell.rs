@@ -10,7 +10,7 @@ use futures_util::future::{select, Either};
 use wasm_bindgen::JsValue;
 use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
 
-use crate::gateway::{Action, Forward, Gateway, MAX_FORM_BODY};
+use crate::gateway::{Action, Forward, Gateway};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
 use crate::ports::{Fetch, FetchError, Kv, KvError, LocalFuture, Ports, Runtime};
 use crate::proxy;
@@ -239,11 +239,12 @@ pub async fn main(mut req: worker::Request, env: Env, _ctx: Context) -> worker::
     let mut body = Vec::new();
     if gw.is_gateway_route(url.path()) && !matches!(req.method(), Method::Get | Method::Head) {
         let declared = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
-        if declared > MAX_FORM_BODY {
+        let limit = gw.body_limit(url.path());
+        if declared > limit {
             return simple(413, "Request body too large");
         }
         body = req.bytes().await.unwrap_or_default();
-        if body.len() > MAX_FORM_BODY {
+        if body.len() > limit {
             return simple(413, "Request body too large");
         }
     }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod mfa;
+mod saml;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -39,6 +40,23 @@ pub const MAX_FORM_BODY: usize = 64 * 1024;
 pub const JWKS_REFETCH_INTERVAL: u64 = 60;
 /// Refresh the access token when it expires within this many seconds.
 pub const REFRESH_MARGIN: u64 = 60;
+
+/// A successful sign-in at an IdP, before the session exists.
+struct SignedIn<'a> {
+    provider: &'a str,
+    user_id: String,
+    identity: oidc::Identity,
+    tokens: Option<String>,
+    access_expires: Option<u64>,
+    /// The IdP's own session limit (SAML `SessionNotOnOrAfter`).
+    expires_cap: Option<u64>,
+    /// Whether the IdP's own second factor counts (per the provider's settings).
+    idp_mfa: bool,
+    return_to: &'a str,
+    /// Extra fields for the audit line.
+    detail: Value,
+    pending_cookie: &'static str,
+}
 
 /// What the shell should do with a request.
 #[derive(Debug)]
@@ -151,6 +169,15 @@ impl Gateway {
 
     pub fn fetch_timeout_ms(&self) -> u64 {
         self.config().map(|l| l.config.gateway.fetch_timeout_ms).unwrap_or(5000)
+    }
+
+    /// Most body bytes the shell reads for a gateway route (the ACS takes SAML responses).
+    pub fn body_limit(&self, path: &str) -> usize {
+        if path == format!("{}/saml/acs", self.prefix()) {
+            saml::MAX_ACS_BODY
+        } else {
+            MAX_FORM_BODY
+        }
     }
 
     /// Whether the path is one of the gateway's own routes (the shell reads their bodies).
@@ -283,6 +310,8 @@ impl Gateway {
             ("GET" | "HEAD", "/assets/tenant.css") => Ok(css(pages::tenant_css(tenant))),
             ("GET", "/login") => self.login_start(ports, req, tenant).await,
             ("GET", "/oidc/callback") => self.oidc_callback(ports, req, tenant, None).await,
+            ("POST", "/saml/acs") => self.saml_acs(ports, req, tenant).await,
+            ("GET" | "HEAD", "/saml/metadata") => self.saml_metadata(req, tenant),
             ("GET", r) if r.starts_with("/oidc/") && r.ends_with("/callback") => {
                 let name = &r["/oidc/".len()..r.len() - "/callback".len()];
                 self.oidc_callback(ports, req, tenant, Some(name)).await
@@ -716,6 +745,9 @@ impl Gateway {
                 return Ok(pages::login_page(Brand { tenant: Some(tenant), prefix }, &buttons, notice));
             }
         };
+        if let Some(c) = tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
+            return self.saml_login_start(ports, req, tenant, c, rd).await;
+        }
         let p = self.oidc_provider(tenant, &provider)?;
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let wrap = |error| Refusal::Oidc { provider: p.name.clone(), error };
@@ -846,15 +878,7 @@ impl Gateway {
             _ => None,
         };
         let identity = oidc::identity(p, &verified, userinfo.as_ref()).map_err(|e| fail(e, &name))?;
-        let mapped = policy::map_groups(&tenant.groups, &identity.groups);
         let user_id = format!("{}/{}", verified.iss, verified.sub);
-        if tenant.groups.require_mapped_group && !mapped.any_mapped {
-            self.log(ports, json!({"level": "warn", "event": "login_failure", "code": "no_roles", "tenant": tenant.id, "provider": name, "user": user_id, "idp_groups": identity.groups}));
-            return Err(Refusal::NoRoles);
-        }
-
-        // The session.
-        let now = ports.now();
         let id = SessionId::from_random(ports.random::<32>());
         let stored = StoredTokens {
             refresh_token: tokens.refresh_token.clone().filter(|_| p.refresh),
@@ -866,12 +890,47 @@ impl Gateway {
         } else {
             None
         };
+        let now = ports.now();
+        let login = SignedIn {
+            provider: &name,
+            user_id,
+            identity,
+            tokens: sealed,
+            access_expires: tokens.expires_in.map(|e| now + e).filter(|_| stored.refresh_token.is_some()),
+            expires_cap: None,
+            idp_mfa: p.accept_idp_mfa,
+            return_to: &pre.return_to,
+            detail: json!({"alg": verified.alg, "kid": verified.kid}),
+            pending_cookie: PENDING_COOKIE,
+        };
+        self.finish_login(ports, req, tenant, id, login).await
+    }
+
+    /// Common end of every sign-in (OIDC or SAML): group mapping and the "no roles" check,
+    /// the session record, the second-factor decision, the cookie and the audit line.
+    async fn finish_login(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        id: SessionId,
+        login: SignedIn<'_>,
+    ) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let identity = login.identity;
+        let mapped = policy::map_groups(&tenant.groups, &identity.groups);
+        if tenant.groups.require_mapped_group && !mapped.any_mapped {
+            self.log(ports, json!({"level": "warn", "event": "login_failure", "code": "no_roles", "tenant": tenant.id, "provider": login.provider, "user": login.user_id, "idp_groups": identity.groups}));
+            return Err(Refusal::NoRoles);
+        }
+        let now = ports.now();
+        let absolute = now + tenant.session.absolute_timeout;
         let mut record = SessionRecord {
             v: 1,
             tenant: tenant.id.clone(),
-            user_id: user_id.clone(),
+            user_id: login.user_id.clone(),
             user: identity.user.clone(),
-            provider: name.clone(),
+            provider: login.provider.to_owned(),
             email: identity.email.clone(),
             email_verified: identity.email_verified,
             name: identity.name.clone(),
@@ -883,29 +942,29 @@ impl Gateway {
             amr: identity.amr.clone(),
             created: now,
             last_seen: now,
-            expires: now + tenant.session.absolute_timeout,
+            expires: login.expires_cap.map_or(absolute, |cap| cap.min(absolute)),
             mfa: MfaState::NotRequired,
             mfa_at: None,
             idp_sid: identity.sid.clone(),
-            tokens: sealed,
-            access_expires: tokens.expires_in.map(|e| now + e).filter(|_| stored.refresh_token.is_some()),
+            tokens: login.tokens,
+            access_expires: login.access_expires,
             user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
             country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
         };
-        let next = self.decide_mfa(ports, tenant, p.accept_idp_mfa, &mut record, &pre.return_to).await?;
+        let next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
         self.save_session(ports, tenant, &id, &record).await?;
         let cookie =
             session::sign_session_cookie(&loaded.cookie_keys, &tenant.id, &id).ok_or(Refusal::ConfigInvalid)?;
-        self.log(
-            ports,
-            json!({"event": "login_success", "tenant": tenant.id, "provider": name, "user": user_id, "session": id.handle(),
-                   "alg": verified.alg, "kid": verified.kid,
-                   "groups": record.groups, "roles": record.roles, "mfa": record.mfa, "ip": req.client_ip}),
-        );
+        let mut line = json!({"event": "login_success", "tenant": tenant.id, "provider": login.provider, "user": login.user_id,
+                   "session": id.handle(), "groups": record.groups, "roles": record.roles, "mfa": record.mfa, "ip": req.client_ip});
+        if let (Some(m), serde_json::Value::Object(extra)) = (line.as_object_mut(), login.detail) {
+            m.extend(extra);
+        }
+        self.log(ports, line);
         let mut r = Response::redirect(&next);
         r.headers.set("cache-control", "no-store");
         r.headers.append("set-cookie", session::set_cookie(SESSION_COOKIE, &cookie, None, "Lax"));
-        r.headers.append("set-cookie", session::clear_cookie(PENDING_COOKIE));
+        r.headers.append("set-cookie", session::clear_cookie(login.pending_cookie));
         Ok(r)
     }
 

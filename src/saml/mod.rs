@@ -13,6 +13,7 @@
 pub mod authn_request;
 pub mod c14n;
 pub mod dsig;
+pub mod metadata;
 pub mod response;
 pub mod time;
 pub mod xml;

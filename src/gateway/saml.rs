@@ -1,0 +1,262 @@
+//! SAML 2.0 Web SSO at the edge: the AuthnRequest (HTTP-Redirect), the ACS (HTTP-POST)
+//! with the replay cache, and the SP metadata. Verification itself is in [`crate::saml`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{base_url, Gateway, SignedIn};
+use crate::config::{SamlConnection, Tenant};
+use crate::crypto::{self, b64url};
+use crate::error::Refusal;
+use crate::http::{Request, Response};
+use crate::oidc::{Identity, OidcError};
+use crate::ports::Ports;
+use crate::redirect::safe_return_path;
+use crate::saml::authn_request::{self, AuthnRequestParams};
+use crate::saml::response::{Expectations, SamlResponse};
+use crate::saml::xml::XmlLimits;
+use crate::session::{self, SessionId};
+
+/// The pending-login cookie for SAML: the ACS is a cross-site POST from the IdP, which
+/// `SameSite=Lax` cookies do not accompany, so this one is `SameSite=None` (still
+/// `__Host-`, `Secure`, `HttpOnly`, and only a keyed hash of the RelayState).
+pub const SAML_PENDING_COOKIE: &str = "__Host-portcullis_saml_pending";
+/// Largest ACS form body read (a 10 MB post is refused before parsing).
+pub const MAX_ACS_BODY: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SamlPreLogin {
+    tenant: String,
+    connection: String,
+    request_id: String,
+    return_to: String,
+    created: u64,
+}
+
+fn state_key(tenant: &str, relay_state: &str) -> String {
+    format!("samlstate:{tenant}:{}", crypto::sha256_hex(relay_state.as_bytes()))
+}
+
+fn first<'a>(attrs: &'a std::collections::BTreeMap<String, Vec<String>>, name: &str) -> Option<&'a String> {
+    if name.is_empty() {
+        return None;
+    }
+    attrs.get(name).and_then(|v| v.first())
+}
+
+impl Gateway {
+    fn saml_connection<'t>(&self, tenant: &'t Tenant, name: &str) -> Result<&'t SamlConnection, Refusal> {
+        tenant
+            .providers
+            .iter()
+            .find(|p| p.name() == name)
+            .and_then(|p| p.as_saml())
+            .ok_or_else(|| Refusal::UnknownProvider(name.to_owned()))
+    }
+
+    fn sp_entity_id(&self, req: &Request, c: &SamlConnection) -> String {
+        c.sp_entity_id
+            .clone()
+            .unwrap_or_else(|| format!("{}{}/saml/metadata?ws={}", base_url(req), self.prefix(), c.name))
+    }
+
+    fn acs_url(&self, req: &Request, c: &SamlConnection) -> String {
+        format!("{}{}/saml/acs?ws={}", base_url(req), self.prefix(), c.name)
+    }
+
+    /// `GET {prefix}/login?provider=NAME` for a SAML connection: AuthnRequest out.
+    pub(super) async fn saml_login_start(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        c: &SamlConnection,
+        rd: String,
+    ) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let sp_entity_id = self.sp_entity_id(req, c);
+        let acs_url = self.acs_url(req, c);
+        let params = AuthnRequestParams {
+            sp_entity_id: &sp_entity_id,
+            acs_url: &acs_url,
+            idp_sso_url: &c.idp_sso_url,
+            name_id_format: Some(&c.name_id_format),
+            force_authn: false,
+        };
+        let authn = authn_request::build(&params, ports.now(), &ports.random::<20>())
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let relay_state = b64url(&ports.random::<32>());
+        let pre = SamlPreLogin {
+            tenant: tenant.id.clone(),
+            connection: c.name.clone(),
+            request_id: authn.id.clone(),
+            return_to: rd,
+            created: ports.now(),
+        };
+        let ttl = loaded.config.gateway.login_state_ttl;
+        let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        ports.kv.put(&state_key(&tenant.id, &relay_state), &value, Some(ttl)).await?;
+        let location = authn_request::redirect_url(&c.idp_sso_url, &authn, Some(&relay_state))
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let pending =
+            session::pending_cookie(&loaded.cookie_keys, &tenant.id, &relay_state).ok_or(Refusal::ConfigInvalid)?;
+        self.log(ports, json!({"event": "login_start", "tenant": tenant.id, "provider": c.name, "protocol": "saml", "ip": req.client_ip}));
+        let mut r = Response::redirect(&location);
+        r.headers.set("cache-control", "no-store");
+        r.headers.append("set-cookie", session::set_cookie(SAML_PENDING_COOKIE, &pending, Some(ttl + 300), "None"));
+        Ok(r)
+    }
+
+    /// `POST {prefix}/saml/acs[?ws=NAME]`: the Response, verified after SAML profiles
+    /// 4.1.4.3 (see `crate::saml::response`), then the replay cache and the session.
+    pub(super) async fn saml_acs(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let form = req.form();
+        let value = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let ws = req.query("ws");
+        let hint = ws.clone().unwrap_or_else(|| "saml".into());
+        let saml_response = value("SAMLResponse")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Refusal::BadInput("SAMLResponse is missing".into()))?;
+        let relay_state = value("RelayState").filter(|r| !r.is_empty());
+        let limits = XmlLimits::default();
+        let parsed = SamlResponse::from_post_binding(&saml_response, &limits)
+            .map_err(|error| Refusal::Saml { connection: hint.clone(), error: Box::new(error) })?;
+        let state_error = |error: OidcError, who: &str| Refusal::Oidc { provider: who.to_owned(), error };
+
+        // The pending login this answers, if any (single use, bound to this browser).
+        let ttl = loaded.config.gateway.login_state_ttl;
+        let mut pre: Option<SamlPreLogin> = None;
+        if let Some(relay) = relay_state.as_deref().filter(|r| r.len() <= 128) {
+            let key = state_key(&tenant.id, relay);
+            let used_key = format!("used:{key}");
+            match ports.kv.get(&key).await? {
+                Some(raw) => {
+                    let cookie = req
+                        .headers
+                        .cookie(SAML_PENDING_COOKIE)
+                        .ok_or_else(|| state_error(OidcError::PendingCookieMissing, &hint))?;
+                    if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, relay) {
+                        return Err(state_error(OidcError::PendingCookieMismatch, &hint));
+                    }
+                    ports.kv.delete(&key).await?;
+                    ports.kv.put(&used_key, "1", Some(ttl)).await?;
+                    let p: SamlPreLogin =
+                        serde_json::from_str(&raw).map_err(|_| state_error(OidcError::StateUnknown, &hint))?;
+                    if ports.now() > p.created + ttl {
+                        return Err(state_error(OidcError::StateUnknown, &p.connection));
+                    }
+                    pre = Some(p);
+                }
+                None if ports.kv.get(&used_key).await?.is_some() => {
+                    return Err(state_error(OidcError::StateReplayed, &hint))
+                }
+                // A RelayState we never issued: an expired login, or an IdP-initiated
+                // login's own RelayState (checked below).
+                None if parsed.unverified_in_response_to().is_some() => {
+                    return Err(state_error(OidcError::StateUnknown, &hint))
+                }
+                None => {}
+            }
+        }
+        let name = match (&pre, &ws) {
+            (Some(p), Some(w)) if &p.connection != w => return Err(state_error(OidcError::ProviderMismatch, w)),
+            (Some(p), _) => p.connection.clone(),
+            (None, Some(w)) => w.clone(),
+            (None, None) => {
+                let mut saml = tenant.providers.iter().filter_map(|p| p.as_saml());
+                match (saml.next(), saml.next()) {
+                    (Some(only), None) => only.name.clone(),
+                    _ => return Err(Refusal::BadInput("several SAML connections: the ACS URL needs ?ws=NAME".into())),
+                }
+            }
+        };
+        let c = self.saml_connection(tenant, &name)?;
+        let certs = c.certificates();
+        // The ACS URL is the address this response was posted to.
+        let acs_url = match &ws {
+            Some(w) => format!("{}{}/saml/acs?ws={}", base_url(req), self.prefix(), w),
+            None => format!("{}{}/saml/acs", base_url(req), self.prefix()),
+        };
+        let sp_entity_id = self.sp_entity_id(req, c);
+        let expectations = Expectations {
+            idp_entity_id: &c.idp_entity_id,
+            idp_certs: &certs,
+            sp_entity_id: &sp_entity_id,
+            acs_url: &acs_url,
+            expected_in_response_to: pre.as_ref().map(|p| p.request_id.as_str()),
+            allow_unsolicited: c.allow_idp_initiated,
+            now: ports.now(),
+            skew: c.clock_skew,
+            legacy_sha1: c.legacy_sha1,
+        };
+        let assertion = parsed
+            .verify(&expectations)
+            .map_err(|error| Refusal::Saml { connection: name.clone(), error: Box::new(error) })?;
+
+        // Replay: each assertion is accepted once, remembered until it expires.
+        let now = ports.now();
+        let replay_key = format!(
+            "samlid:{}:{}",
+            tenant.id,
+            crypto::sha256_hex(format!("{}\n{}", assertion.issuer, assertion.assertion_id).as_bytes())
+        );
+        if ports.kv.get(&replay_key).await?.is_some() {
+            return Err(Refusal::SamlReplay { connection: name });
+        }
+        let keep = (assertion.not_on_or_after.max(0) as u64).saturating_sub(now) + c.clock_skew;
+        ports.kv.put(&replay_key, "1", Some(keep.max(60))).await?;
+
+        let a = &assertion.attributes;
+        let map = &c.attributes;
+        let email = first(a, &map.email)
+            .cloned()
+            .or_else(|| assertion.name_id.contains('@').then(|| assertion.name_id.clone()));
+        let idp_mfa = assertion.authn_context_class_ref.as_ref().is_some_and(|r| c.mfa_authn_contexts.contains(r));
+        let identity = Identity {
+            user: assertion.name_id.clone(),
+            email_verified: email.is_some(),
+            email,
+            name: first(a, &map.display_name).cloned(),
+            given_name: first(a, &map.first_name).cloned(),
+            family_name: first(a, &map.last_name).cloned(),
+            preferred_username: first(a, &map.username).cloned(),
+            groups: a.get(&map.groups).cloned().unwrap_or_default(),
+            amr: if idp_mfa { vec!["mfa".to_owned()] } else { Vec::new() },
+            sid: assertion.session_index.clone(),
+        };
+        let return_to = match &pre {
+            Some(p) => p.return_to.clone(),
+            None => safe_return_path(relay_state.as_deref().unwrap_or("/"), self.prefix()),
+        };
+        let login = SignedIn {
+            provider: &name,
+            user_id: format!("{}/{}", assertion.issuer, assertion.name_id),
+            identity,
+            tokens: None,
+            access_expires: None,
+            expires_cap: assertion.session_not_on_or_after.map(|t| t.max(0) as u64),
+            idp_mfa,
+            return_to: &return_to,
+            detail: json!({"protocol": "saml", "solicited": pre.is_some(), "authn_context": assertion.authn_context_class_ref}),
+            pending_cookie: SAML_PENDING_COOKIE,
+        };
+        let id = SessionId::from_random(ports.random::<32>());
+        self.finish_login(ports, req, tenant, id, login).await
+    }
+
+    /// `GET {prefix}/saml/metadata?ws=NAME`: the SP metadata for one connection.
+    pub(super) fn saml_metadata(&self, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        let name = req
+            .query("ws")
+            .ok_or_else(|| Refusal::BadInput("query parameter ws (the connection name) is required".into()))?;
+        let c = self.saml_connection(tenant, &name)?;
+        let xml =
+            crate::saml::metadata::sp_metadata(&self.sp_entity_id(req, c), &self.acs_url(req, c), &c.name_id_format);
+        let mut r = Response::new(200);
+        r.headers.set("content-type", "application/samlmetadata+xml; charset=utf-8");
+        r.headers.set("cache-control", "public, max-age=300");
+        r.body = xml.into_bytes();
+        Ok(r)
+    }
+}
