@@ -1,0 +1,172 @@
+// SAML 2.0 SP-initiated login end to end: the gateway in workerd, a SAML IdP that signs
+// fresh Responses with xmlsec1, and a real origin.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Client, parseForms, submitForm, NAVIGATION_HEADERS } from './lib/client.mjs';
+import { freePort, startGateway } from './lib/gateway.mjs';
+import { gatewaySecrets, gatewaySection, pageReference, waitForEvent } from './lib/fixtures.mjs';
+import { startSamlIdp, certificateBase64, KEYS } from './peers/saml_idp.mjs';
+import { startOrigin } from './peers/origin.mjs';
+
+describe('SAML SP-initiated login', () => {
+  let idp;
+  let origin;
+  let gw;
+  let port;
+  const site = (p) => `http://localhost:${port}${p}`;
+
+  before(async () => {
+    port = await freePort();
+    origin = await startOrigin();
+    idp = await startSamlIdp({ key: 'rsa', sign: 'assertion' });
+    gw = await startGateway({
+      port,
+      config: {
+        gateway: gatewaySection({ session_cache_ttl: 1 }),
+        tenants: [{
+          id: 'acme', name: 'Acme', hosts: ['localhost'], origin: origin.url,
+          groups: { map: { engineering: ['eng'] }, roles: { superuser: ['admins'] } },
+          providers: [
+            // Imported from the IdP's metadata document, plus the EC certificate (rollover list).
+            { type: 'saml', name: 'corp', label: 'Corp SAML', idp_metadata: idp.metadata(),
+              idp_certificates: [idp.certificateBase64(), certificateBase64(new URL(`../fixtures/saml/keys/${KEYS.ec.cert}`, import.meta.url))] },
+            { type: 'saml', name: 'portal', label: 'Portal', idp_entity_id: idp.entityId, idp_sso_url: idp.ssoUrl,
+              idp_certificates: [idp.certificateBase64()], allow_idp_initiated: true },
+          ],
+        }],
+      },
+      secrets: gatewaySecrets(),
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await idp?.close();
+    await origin?.close();
+  });
+
+  /** Starts a login and returns the IdP's auto-posting page (not submitted yet). */
+  async function toIdp(rd = '/docs', client = new Client()) {
+    const { final } = await client.navigate(site(`/_portcullis/login?provider=corp&rd=${encodeURIComponent(rd)}`));
+    assert.equal(final.status, 200, final.text);
+    const form = parseForms(final.text)[0];
+    assert.ok(form?.fields.SAMLResponse, 'the IdP answers with an auto-posting form');
+    return { client, page: final, form };
+  }
+
+  async function post(client, page, form, values = {}) {
+    return (await submitForm(client, page.url, form, values)).final;
+  }
+
+  async function login(rd = '/docs') {
+    const { client, page, form } = await toIdp(rd);
+    return { client, final: await post(client, page, form), form };
+  }
+
+  async function refusal(final, status, code, cause) {
+    assert.equal(final.status, status, final.text);
+    const line = await waitForEvent(gw, (l) => l.reference === pageReference(final.text));
+    assert.equal(line.code, code);
+    if (cause) assert.match(line.cause, cause);
+    return line;
+  }
+
+  for (const [sign, key] of [['assertion', 'rsa'], ['response', 'rsa'], ['both', 'rsa'], ['assertion', 'ec'], ['response', 'ec']]) {
+    test(`a login with the ${sign} signed (${key}) reaches the origin`, async () => {
+      idp.set({ sign, key });
+      const { final } = await login('/docs?page=2');
+      assert.equal(final.status, 200, final.text);
+      const seen = final.json();
+      assert.equal(seen.path, '/docs');
+      assert.equal(seen.headers['x-portcullis-user'], `${idp.entityId}/alice@example.com`);
+      assert.equal(seen.headers['x-portcullis-email'], 'alice@example.com');
+      assert.equal(seen.headers['x-portcullis-name'], 'Alice Example');
+      assert.equal(seen.headers['x-portcullis-groups'], 'admins,eng');
+      assert.equal(seen.headers['x-portcullis-roles'], 'superuser');
+      assert.ok(seen.headers['x-portcullis-assertion']);
+    });
+  }
+
+  test('the AuthnRequest names our ACS, entity id and a fresh ID', async () => {
+    idp.reset();
+    idp.set({ key: 'rsa', sign: 'assertion' });
+    await toIdp();
+    const req = idp.requests.at(-1);
+    assert.equal(req.acsUrl, site('/_portcullis/saml/acs?ws=corp'));
+    assert.equal(req.issuer, site('/_portcullis/saml/metadata?ws=corp'));
+    assert.match(req.id, /^_[0-9a-f]{32,}$|^_[A-Za-z0-9_-]{20,}$/);
+    const md = await new Client().get(site('/_portcullis/saml/metadata?ws=corp'));
+    assert.match(md.text, /AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"/);
+  });
+
+  const refusals = [
+    ['a signature by another key', { key: 'untrusted' }, 401, 'invalid_saml_response', /signature|certificate|key/i],
+    ['an attribute changed after signing', { mutate: (x) => x.replace('Alice Example', 'Mallory Example') }, 401, 'invalid_saml_response', /digest/i],
+    ['an unsigned response', { sign: 'none' }, 401, 'invalid_saml_response', /is signed/i],
+    ['a wrong audience', { audience: 'https://other-sp.example' }, 401, 'invalid_saml_response', /audience/i],
+    ['a wrong Recipient', { recipient: 'https://evil.example/acs' }, 401, 'invalid_saml_response', /Recipient/i],
+    ['a wrong Destination', { destination: 'https://evil.example/acs' }, 401, 'invalid_saml_response', /Destination/i],
+    ['a wrong InResponseTo', { inResponseTo: '_not-our-request' }, 401, 'invalid_saml_response', /InResponseTo/i],
+    ['a missing InResponseTo', { inResponseTo: null }, 401, 'invalid_saml_response', /InResponseTo/i],
+    ['an expired assertion', { clockOffset: -3600 }, 401, 'token_time', null],
+    ['an assertion not yet valid', { clockOffset: 3600 }, 401, 'token_time', null],
+    ['SHA-1 when legacy algorithms are off', { signatureAlgorithm: 'sha1', digest: 'sha1' }, 401, 'invalid_saml_response', /SHA-1|sha1/i],
+  ];
+  for (const [what, opts, status, code, cause] of refusals) {
+    test(`refused: ${what}`, async () => {
+      idp.reset();
+      idp.set({ key: 'rsa', sign: 'assertion', ...opts });
+      const { final } = await login();
+      await refusal(final, status, code, cause);
+      idp.reset();
+    });
+  }
+
+  test('refused: status Responder is shown with its message', async () => {
+    idp.reset();
+    idp.set({ sign: 'response', status: 'urn:oasis:names:tc:SAML:2.0:status:Responder', statusMessage: 'Account disabled' });
+    const { final } = await login();
+    await refusal(final, 403, 'idp_error', /Responder/);
+    assert.match(final.text, /Responder: Account disabled/);
+    idp.reset();
+  });
+
+  test('refused: the same response posted twice (login state is single use)', async () => {
+    idp.reset();
+    idp.set({ key: 'rsa', sign: 'assertion' });
+    const { client, page, form } = await toIdp();
+    assert.equal((await post(client, page, form)).status, 200);
+    const again = await post(client, page, form);
+    await refusal(again, 400, 'state_replayed', null);
+  });
+
+  test('refused: an IdP-initiated assertion replayed', async () => {
+    idp.reset();
+    const acs = site('/_portcullis/saml/acs?ws=portal');
+    const { samlResponse } = await idp.idpInitiated(acs, { spEntityId: site('/_portcullis/saml/metadata?ws=portal'), relayState: '/welcome' });
+    const a = new Client();
+    const first = await a.post(acs, new URLSearchParams({ SAMLResponse: samlResponse, RelayState: '/welcome' }), { headers: NAVIGATION_HEADERS });
+    assert.equal(first.status, 302, first.text);
+    assert.equal(first.headers.get('location'), '/welcome');
+    const b = new Client();
+    const second = await b.post(acs, new URLSearchParams({ SAMLResponse: samlResponse, RelayState: '/welcome' }), { headers: NAVIGATION_HEADERS });
+    await refusal(second, 400, 'saml_replay', /replay/);
+  });
+
+  test('refused: unsolicited responses where IdP-initiated login is off', async () => {
+    idp.reset();
+    const acs = site('/_portcullis/saml/acs?ws=corp');
+    const { samlResponse } = await idp.idpInitiated(acs, { spEntityId: site('/_portcullis/saml/metadata?ws=corp') });
+    const r = await new Client().post(acs, new URLSearchParams({ SAMLResponse: samlResponse }), { headers: NAVIGATION_HEADERS });
+    await refusal(r, 400, 'unsolicited', null);
+  });
+
+  test('refused: a 10 MB body and a DOCTYPE', async () => {
+    const big = 'A'.repeat(10 * 1024 * 1024);
+    const r = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: big }), { headers: NAVIGATION_HEADERS });
+    assert.equal(r.status, 413);
+    const evil = Buffer.from('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol">&x;</samlp:Response>').toString('base64');
+    const d = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: evil }), { headers: NAVIGATION_HEADERS });
+    await refusal(d, 401, 'invalid_saml_response', /DOCTYPE/i);
+  });
+});
