@@ -180,6 +180,49 @@ fn bench_request_path() {
     });
 }
 
+fn bench_saml() {
+    use portcullis::saml::dsig::IdpCertificate;
+    use portcullis::saml::response::{Expectations, SamlResponse};
+    use portcullis::saml::xml::{Document, XmlLimits};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/saml");
+    let cert = IdpCertificate::from_pem_or_base64(&std::fs::read_to_string(format!("{dir}/keys/idp-rsa.crt")).unwrap())
+        .unwrap();
+    let certs = [cert];
+    let exp = Expectations {
+        idp_entity_id: "https://idp.example.com/metadata",
+        idp_certs: &certs,
+        sp_entity_id: "https://sp.example.com/saml/metadata",
+        acs_url: "https://sp.example.com/saml/acs",
+        expected_in_response_to: Some("_req-6c1e8f4a"),
+        allow_unsolicited: false,
+        now: 1_900_000_000,
+        skew: 60,
+        legacy_sha1: false,
+    };
+    for name in ["bench-8k.xml", "bench-40k.xml"] {
+        let xml = std::fs::read(format!("{dir}/signed/{name}")).unwrap();
+        let limits = XmlLimits::default();
+        SamlResponse::parse(&xml, &limits).unwrap().verify(&exp).unwrap();
+        measure(&format!("SAML Response parse+verify, RSA-SHA256, {} KB", xml.len() / 1024), || {
+            black_box(SamlResponse::parse(&xml, &limits).unwrap().verify(&exp).unwrap());
+        });
+        let doc = Document::parse(&xml, &limits).unwrap();
+        measure(&format!("exclusive C14N of the whole document, {} KB", xml.len() / 1024), || {
+            black_box(portcullis::saml::c14n::canonicalize(&doc, doc.root(), &[], None).unwrap());
+        });
+    }
+}
+
+fn bench_totp() {
+    use portcullis::mfa::{totp_code, verify_totp, TotpParams};
+    let secret = [42u8; 20];
+    let params = TotpParams::default();
+    let code = totp_code(&secret, NOW, &params).unwrap();
+    measure("TOTP verification (SHA-1, window ±1, constant time)", || {
+        black_box(verify_totp(&secret, black_box(&code), NOW, &params, None).unwrap());
+    });
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -188,4 +231,6 @@ fn main() {
     bench_id_tokens();
     bench_cookies();
     bench_request_path();
+    bench_saml();
+    bench_totp();
 }

@@ -9,6 +9,8 @@
 //! 3. response filter: [`proxy::downstream_headers`] on the origin's answer.
 
 mod admin;
+#[cfg(feature = "bench")]
+mod bench;
 mod mfa;
 mod saml;
 
@@ -173,7 +175,7 @@ impl Gateway {
 
     /// Most body bytes the shell reads for a gateway route (the ACS takes SAML responses).
     pub fn body_limit(&self, path: &str) -> usize {
-        if path == format!("{}/saml/acs", self.prefix()) {
+        if path == format!("{}/saml/acs", self.prefix()) || path == format!("{}/bench", self.prefix()) {
             saml::MAX_ACS_BODY
         } else {
             MAX_FORM_BODY
@@ -311,6 +313,8 @@ impl Gateway {
             ("GET", "/login") => self.login_start(ports, req, tenant).await,
             ("GET", "/oidc/callback") => self.oidc_callback(ports, req, tenant, None).await,
             ("POST", "/saml/acs") => self.saml_acs(ports, req, tenant).await,
+            #[cfg(feature = "bench")]
+            ("POST", "/bench") => self.bench(req),
             ("GET" | "HEAD", "/saml/metadata") => self.saml_metadata(req, tenant),
             ("GET", r) if r.starts_with("/oidc/") && r.ends_with("/callback") => {
                 let name = &r["/oidc/".len()..r.len() - "/callback".len()];

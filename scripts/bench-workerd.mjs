@@ -1,0 +1,164 @@
+// Benchmarks in the real runtime (workerd, via wrangler dev), reported in BENCHMARKS.md:
+//  1. core operations inside the isolate: the bench build's POST /_portcullis/bench runs an
+//     operation N times; time(N) - time(0), divided by N, is the cost per operation;
+//  2. the same ID-token and cookie checks in a small JavaScript Worker using `jose`;
+//  3. end to end on loopback: the origin directly, through the gateway with a session,
+//     and unauthenticated requests being redirected (requests/s, p50, p99).
+// Run: node scripts/bench-workerd.mjs  (after `bash scripts/build.sh -d build-bench --features bench`)
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { Client, loginViaOp } from '../tests/e2e/lib/client.mjs';
+import { REPO_ROOT, freePort, startGateway } from '../tests/e2e/lib/gateway.mjs';
+import { gatewaySecrets, gatewaySection, oidcProvider } from '../tests/e2e/lib/fixtures.mjs';
+import { startOp } from '../tests/e2e/peers/op.mjs';
+import { startOrigin } from '../tests/e2e/peers/origin.mjs';
+
+const N = Number(process.env.BENCH_N || 200);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function request(url, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+async function timeOp(url, op, n, input) {
+  const body = JSON.stringify({ op, n, input });
+  const t0 = process.hrtime.bigint();
+  const r = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', host: 'localhost' }, body });
+  const t1 = process.hrtime.bigint();
+  if (r.status !== 200) throw new Error(`${op}: ${r.status} ${r.body}`);
+  return Number(t1 - t0) / 1e6;
+}
+
+/** Per-operation cost in µs: median over rounds of (time(N) - time(0)) / N. */
+async function perOp(url, op, input) {
+  await timeOp(url, op, 20, input);
+  const samples = [];
+  for (let round = 0; round < 5; round += 1) {
+    const empty = await timeOp(url, op, 0, input);
+    const full = await timeOp(url, op, N, input);
+    samples.push(((full - empty) * 1000) / N);
+  }
+  samples.sort((a, b) => a - b);
+  return samples[2];
+}
+
+async function load(url, headers, { total = 4000, concurrency = 16 } = {}) {
+  const latencies = [];
+  let next = 0;
+  const statuses = new Map();
+  const t0 = process.hrtime.bigint();
+  async function worker() {
+    while (next < total) {
+      next += 1;
+      const s = process.hrtime.bigint();
+      const r = await request(url, { headers });
+      latencies.push(Number(process.hrtime.bigint() - s) / 1e6);
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  latencies.sort((a, b) => a - b);
+  const q = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
+  return { rps: total / seconds, p50: q(0.5), p99: q(0.99), statuses: Object.fromEntries(statuses) };
+}
+
+async function tokens() {
+  const now = Math.floor(Date.now() / 1000);
+  const out = {};
+  for (const [alg, opts] of [['RS256', { modulusLength: 2048 }], ['ES256', {}], ['EdDSA', { crv: 'Ed25519' }]]) {
+    const { publicKey, privateKey } = await generateKeyPair(alg, { ...opts, extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg };
+    const token = await new SignJWT({ nonce: 'n-1', email: 'alice@example.com' })
+      .setProtectedHeader({ alg, kid: 'k1' }).setIssuer('https://idp.test').setSubject('alice')
+      .setAudience('client').setIssuedAt(now).setExpirationTime(now + 3600).sign(privateKey);
+    out[alg] = { token, jwks: { keys: [jwk] }, issuer: 'https://idp.test', client_id: 'client', nonce: 'n-1', now };
+  }
+  return out;
+}
+
+function samlInput(file) {
+  const dir = path.join(REPO_ROOT, 'tests/fixtures/saml');
+  return {
+    response: fs.readFileSync(path.join(dir, 'signed', file)).toString('base64'),
+    cert: fs.readFileSync(path.join(dir, 'keys/idp-rsa.crt'), 'utf8'),
+    idp: 'https://idp.example.com/metadata', sp: 'https://sp.example.com/saml/metadata',
+    acs: 'https://sp.example.com/saml/acs', in_response_to: '_req-6c1e8f4a', now: 1_900_000_000,
+  };
+}
+
+const results = [];
+const report = (name, value, unit = 'µs/op') => {
+  results.push({ name, value, unit });
+  console.log(`${name.padEnd(64)} ${value.toFixed(1).padStart(10)} ${unit}`);
+};
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-'));
+const benchMain = path.join(REPO_ROOT, 'build-bench', 'index.js');
+if (!fs.existsSync(benchMain)) throw new Error('build the bench worker first: bash scripts/build.sh -d build-bench --features bench');
+const wranglerConfig = path.join(tmp, 'wrangler.toml');
+fs.writeFileSync(wranglerConfig, `name = "portcullis-bench"\nmain = "${benchMain}"\ncompatibility_date = "2025-09-01"\n[[kv_namespaces]]\nbinding = "PORTCULLIS_KV"\nid = "00000000000000000000000000000000"\n`);
+
+const stops = [];
+try {
+  const origin = await startOrigin();
+  stops.push(() => origin.close());
+  const port = await freePort();
+  const op = await startOp({ clients: [{ client_id: 'bench', client_secret: 'bench-secret', redirect_uris: [`http://localhost:${port}/_portcullis/oidc/callback`] }] });
+  stops.push(() => op.close());
+  const gw = await startGateway({
+    port, wranglerConfig,
+    config: {
+      gateway: gatewaySection(),
+      tenants: [{ id: 'bench', hosts: ['localhost'], origin: origin.url, providers: [oidcProvider('corp', op, 'bench', { refresh: false })] }],
+    },
+    secrets: gatewaySecrets({ SECRET_CORP: 'bench-secret' }),
+  });
+  stops.push(() => gw.stop());
+  const jose = await startGateway({ config: '{}', wranglerConfig: path.join(REPO_ROOT, 'bench/jose-worker/wrangler.toml') }).catch(() => null);
+  if (jose) stops.push(() => jose.stop());
+
+  const benchUrl = `http://localhost:${port}/_portcullis/bench`;
+  console.log(`workerd, per operation inside the isolate (N=${N}, median of 5 rounds)`);
+  const toks = await tokens();
+  for (const alg of ['RS256', 'ES256', 'EdDSA']) {
+    report(`Portcullis (wasm): ID token verify ${alg}`, await perOp(benchUrl, 'id_token', toks[alg]));
+    if (jose) report(`jose (JS, WebCrypto): ID token verify ${alg}`, await perOp(`${jose.url}/bench`, 'id_token', toks[alg]));
+  }
+  report('Portcullis (wasm): session cookie verify', await perOp(benchUrl, 'cookie', {}));
+  if (jose) report('jose worker (WebCrypto HMAC): session cookie verify', await perOp(`${jose.url}/bench`, 'cookie', {}));
+  report('Portcullis (wasm): TOTP verify', await perOp(benchUrl, 'totp', { now: Math.floor(Date.now() / 1000) }));
+  report('Portcullis (wasm): SAML Response parse+verify, 8 KB', await perOp(benchUrl, 'saml', samlInput('bench-8k.xml')));
+  report('Portcullis (wasm): SAML Response parse+verify, 40 KB', await perOp(benchUrl, 'saml', samlInput('bench-40k.xml')));
+
+  // End to end on loopback.
+  const client = new Client();
+  const { final } = await loginViaOp(client, `http://localhost:${port}/_portcullis/login?provider=corp&rd=/`);
+  if (final.status !== 200) throw new Error(`login failed: ${final.status}`);
+  const cookie = client.cookieHeaderFor(`http://localhost:${port}/`);
+  console.log('\nend to end on loopback (4000 requests, 16 concurrent)');
+  const direct = await load(`${origin.url}/page`, {});
+  const through = await load(`http://localhost:${port}/page`, { cookie, host: `localhost:${port}` });
+  const redirect = await load(`http://localhost:${port}/page`, { accept: 'text/html', 'sec-fetch-mode': 'navigate', host: `localhost:${port}` });
+  for (const [name, r] of [['origin directly', direct], ['through the gateway, valid session', through], ['unauthenticated, redirected to login', redirect]]) {
+    console.log(`${name.padEnd(40)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  ${JSON.stringify(r.statuses)}`);
+  }
+  console.log(`gateway added latency (p50): ${(through.p50 - direct.p50).toFixed(2)} ms`);
+} finally {
+  for (const stop of stops.reverse()) await stop().catch(() => {});
+  agent.destroy();
+  fs.rmSync(tmp, { recursive: true, force: true });
+}

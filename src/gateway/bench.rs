@@ -1,0 +1,92 @@
+//! `POST {prefix}/bench` (only with the `bench` feature): runs one core operation N times
+//! inside the isolate so a client can time it in the real runtime (wall time of N runs
+//! minus wall time of 0 runs). The inputs come in the request body.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::Gateway;
+use crate::error::Refusal;
+use crate::http::{Request, Response};
+
+#[derive(Deserialize)]
+struct BenchRequest {
+    op: String,
+    n: u32,
+    #[serde(default)]
+    input: Value,
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl Gateway {
+    pub(super) fn bench(&self, req: &Request) -> Result<Response, Refusal> {
+        let b: BenchRequest = serde_json::from_slice(&req.body).map_err(|e| Refusal::BadInput(e.to_string()))?;
+        let i = &b.input;
+        let now = i.get("now").and_then(Value::as_u64).unwrap_or(0);
+        let bad = |e: String| Refusal::BadInput(e);
+        match b.op.as_str() {
+            "id_token" => {
+                let keys = crate::oidc::jwks::parse_jwks(i["jwks"].to_string().as_bytes()).map_err(bad)?.keys;
+                let token = crate::oidc::UntrustedIdToken::new(s(i, "token"));
+                let exp = crate::oidc::id_token::Expectations {
+                    issuer: s(i, "issuer"),
+                    client_id: s(i, "client_id"),
+                    trusted_audiences: &[],
+                    hmac_secret: None,
+                    now,
+                    skew: 60,
+                    iat_window: 3600,
+                    nonce: Some(s(i, "nonce")),
+                    access_token: None,
+                };
+                for _ in 0..b.n {
+                    token.verify(&keys, &exp).map_err(|e| bad(e.to_string()))?;
+                }
+            }
+            "saml" => {
+                use crate::saml::response::{Expectations, SamlResponse};
+                let cert = crate::saml::dsig::IdpCertificate::from_pem_or_base64(s(i, "cert"))
+                    .map_err(|e| bad(e.to_string()))?;
+                let certs = [cert];
+                let exp = Expectations {
+                    idp_entity_id: s(i, "idp"),
+                    idp_certs: &certs,
+                    sp_entity_id: s(i, "sp"),
+                    acs_url: s(i, "acs"),
+                    expected_in_response_to: Some(s(i, "in_response_to")),
+                    allow_unsolicited: false,
+                    now,
+                    skew: 60,
+                    legacy_sha1: false,
+                };
+                let limits = crate::saml::xml::XmlLimits::default();
+                for _ in 0..b.n {
+                    SamlResponse::from_post_binding(s(i, "response"), &limits)
+                        .and_then(|r| r.verify(&exp))
+                        .map_err(|e| bad(e.to_string()))?;
+                }
+            }
+            "totp" => {
+                let params = crate::mfa::TotpParams::default();
+                let secret = [42u8; 20];
+                let code = crate::mfa::totp_code(&secret, now, &params).map_err(|e| bad(format!("{e:?}")))?;
+                for _ in 0..b.n {
+                    crate::mfa::verify_totp(&secret, &code, now, &params, None).map_err(|e| bad(format!("{e:?}")))?;
+                }
+            }
+            "cookie" => {
+                let keys = self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default();
+                let id = crate::session::SessionId::from_random([3; 32]);
+                let cookie = crate::session::sign_session_cookie(&keys, "bench", &id).unwrap_or_default();
+                for _ in 0..b.n {
+                    crate::session::verify_session_cookie(&keys, "bench", &cookie).map_err(|e| bad(e.to_string()))?;
+                }
+            }
+            other => return Err(bad(format!("unknown op {other}"))),
+        }
+        Ok(Response::json(200, &json!({"op": b.op, "n": b.n, "ok": true})))
+    }
+}
