@@ -8,7 +8,7 @@ use p256::pkcs8::DecodePrivateKey;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::crypto::{b64_decode, b64url};
+use crate::crypto::{b64url, pem_or_base64_der};
 use crate::secret::Secret;
 
 pub const LIFETIME: u64 = 300;
@@ -35,11 +35,6 @@ impl std::fmt::Debug for SigningKey {
 /// PKCS#8 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
 const ED25519_PKCS8_PREFIX: [u8; 16] =
     [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-
-fn pem_or_base64_der(text: &str) -> Option<Vec<u8>> {
-    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("");
-    b64_decode(&body)
-}
 
 impl SigningKey {
     pub fn parse(id: &str, secret: &Secret) -> Result<Self, String> {

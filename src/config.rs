@@ -476,6 +476,16 @@ pub struct SamlConnection {
     /// AuthnContextClassRef values that count as the IdP's own second factor.
     #[serde(default)]
     pub mfa_authn_contexts: Vec<String>,
+    /// Sign AuthnRequests (HTTP-Redirect query signature, RSA-SHA256) with `sp_private_key`.
+    #[serde(default)]
+    pub sign_requests: bool,
+    /// Worker secret with the SP's RSA private key (PKCS#8): signs requests and decrypts
+    /// encrypted assertions.
+    #[serde(default)]
+    pub sp_private_key: Option<String>,
+    /// The SP's certificate (PEM or base64 DER) for the metadata, matching `sp_private_key`.
+    #[serde(default)]
+    pub sp_certificate: Option<String>,
 }
 
 fn default_name_id_format() -> String {
@@ -937,7 +947,7 @@ impl Config {
                 }
                 match p {
                     Provider::Oidc(o) => validate_oidc(&mut c, &pp, o, secrets, &mut named),
-                    Provider::Saml(s) => validate_saml(&mut c, &pp, s),
+                    Provider::Saml(s) => validate_saml(&mut c, &pp, s, secrets, &mut named),
                 }
             }
         }
@@ -1057,7 +1067,29 @@ impl SamlConnection {
     }
 }
 
-fn validate_saml(c: &mut Check, pp: &str, s: &SamlConnection) {
+fn validate_saml(
+    c: &mut Check,
+    pp: &str,
+    s: &SamlConnection,
+    secrets: &dyn Fn(&str) -> Option<Secret>,
+    named: &mut Secrets,
+) {
+    match &s.sp_private_key {
+        Some(name) => match secrets(name) {
+            Some(secret) => match crate::crypto::rsa_private_key(secret.expose_str()) {
+                Ok(_) => named.insert(name, secret),
+                Err(e) => c.err(format!("{pp}.sp_private_key"), format!("Worker secret {name}: {e}")),
+            },
+            None => c.err(format!("{pp}.sp_private_key"), format!("Worker secret {name} is not set")),
+        },
+        None if s.sign_requests => c.err(format!("{pp}.sign_requests"), "needs sp_private_key"),
+        None => {}
+    }
+    if let Some(cert) = &s.sp_certificate {
+        if crate::saml::dsig::IdpCertificate::from_pem_or_base64(cert).is_err() {
+            c.err(format!("{pp}.sp_certificate"), "not a usable certificate");
+        }
+    }
     if s.idp_entity_id.is_empty() {
         c.err(format!("{pp}.idp_entity_id"), "is required (or give idp_metadata)");
     }

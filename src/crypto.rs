@@ -26,6 +26,23 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
     STANDARD.decode(&clean).ok().or_else(|| b64url_decode(&clean))
 }
 
+/// The DER bytes of a PEM block (any label) or of plain base64.
+pub fn pem_or_base64_der(text: &str) -> Option<Vec<u8>> {
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("");
+    b64_decode(&body)
+}
+
+/// An RSA private key from a Worker secret (PKCS#8, PEM or base64 DER).
+pub fn rsa_private_key(text: &str) -> Result<rsa::RsaPrivateKey, String> {
+    use rsa::pkcs8::DecodePrivateKey;
+    let der = pem_or_base64_der(text).ok_or("not PEM or base64")?;
+    let key = rsa::RsaPrivateKey::from_pkcs8_der(&der).map_err(|_| "not a PKCS#8 RSA private key".to_owned())?;
+    if rsa::traits::PublicKeyParts::size(&key) * 8 < 2048 {
+        return Err("RSA key shorter than 2048 bits".into());
+    }
+    Ok(key)
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }

@@ -97,3 +97,44 @@ fn redirect_url_refuses_bad_input() {
         AuthnRequestError::InvalidUrl("javascript:alert(1)".into())
     );
 }
+
+#[test]
+fn signed_redirect_carries_a_verifiable_rsa_sha256_signature() {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use rsa::pkcs8::DecodePrivateKey;
+    let pem = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/saml/keys/other-rsa.key"))
+        .unwrap();
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+    let params = portcullis::saml::authn_request::AuthnRequestParams {
+        sp_entity_id: "https://sp.test/metadata",
+        acs_url: "https://sp.test/acs",
+        idp_sso_url: "https://idp.test/sso?tenant=1",
+        name_id_format: None,
+        force_authn: false,
+    };
+    let req = portcullis::saml::authn_request::build(&params, 1_800_000_000, &[7u8; 20]).unwrap();
+    let url = portcullis::saml::authn_request::redirect_url_signed(
+        "https://idp.test/sso?tenant=1",
+        &req,
+        Some("rs-1"),
+        Some(&key),
+    )
+    .unwrap();
+    let query = url.split_once('?').unwrap().1;
+    assert!(query.starts_with("tenant=1&SAMLRequest="), "the IdP's own query parameters stay first");
+    // The signed octets are the query as sent, from SAMLRequest up to SigAlg.
+    let (signed, signature) = query.split_once("&Signature=").unwrap();
+    let signed = signed.strip_prefix("tenant=1&").unwrap();
+    assert!(signed.ends_with("&SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23rsa-sha256"));
+    let sig_b64: String =
+        url::form_urlencoded::parse(format!("s={signature}").as_bytes()).next().unwrap().1.into_owned();
+    let sig = STANDARD.decode(sig_b64).unwrap();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(signed.as_bytes());
+    let public = key.to_public_key();
+    public.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig).unwrap();
+    // Changing RelayState breaks it.
+    let tampered = signed.replace("RelayState=rs-1", "RelayState=rs-2");
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(tampered.as_bytes());
+    assert!(public.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig).is_err());
+}

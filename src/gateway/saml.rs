@@ -54,6 +54,16 @@ impl Gateway {
             .ok_or_else(|| Refusal::UnknownProvider(name.to_owned()))
     }
 
+    /// The SP's RSA key, when the connection names one (validated at load).
+    fn sp_key(&self, c: &SamlConnection) -> Result<Option<rsa::RsaPrivateKey>, Refusal> {
+        let Some(name) = &c.sp_private_key else {
+            return Ok(None);
+        };
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let secret = loaded.secrets.get(name).ok_or(Refusal::ConfigInvalid)?;
+        crate::crypto::rsa_private_key(secret.expose_str()).map(Some).map_err(|_| Refusal::ConfigInvalid)
+    }
+
     fn sp_entity_id(&self, req: &Request, c: &SamlConnection) -> String {
         c.sp_entity_id
             .clone()
@@ -96,8 +106,14 @@ impl Gateway {
         let ttl = loaded.config.gateway.login_state_ttl;
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         ports.kv.put(&state_key(&tenant.id, &relay_state), &value, Some(ttl)).await?;
-        let location = authn_request::redirect_url(&c.idp_sso_url, &authn, Some(&relay_state))
-            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let key = self.sp_key(c)?;
+        let location = authn_request::redirect_url_signed(
+            &c.idp_sso_url,
+            &authn,
+            Some(&relay_state),
+            key.as_ref().filter(|_| c.sign_requests),
+        )
+        .map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let pending =
             session::pending_cookie(&loaded.cookie_keys, &tenant.id, &relay_state).ok_or(Refusal::ConfigInvalid)?;
         self.log(ports, json!({"event": "login_start", "tenant": tenant.id, "provider": c.name, "protocol": "saml", "ip": req.client_ip}));
@@ -251,8 +267,15 @@ impl Gateway {
             .query("ws")
             .ok_or_else(|| Refusal::BadInput("query parameter ws (the connection name) is required".into()))?;
         let c = self.saml_connection(tenant, &name)?;
-        let xml =
-            crate::saml::metadata::sp_metadata(&self.sp_entity_id(req, c), &self.acs_url(req, c), &c.name_id_format);
+        let cert =
+            c.sp_certificate.as_deref().and_then(crate::crypto::pem_or_base64_der).map(|d| crate::crypto::b64(&d));
+        let xml = crate::saml::metadata::sp_metadata(
+            &self.sp_entity_id(req, c),
+            &self.acs_url(req, c),
+            &c.name_id_format,
+            cert.as_deref(),
+            c.sign_requests,
+        );
         let mut r = Response::new(200);
         r.headers.set("content-type", "application/samlmetadata+xml; charset=utf-8");
         r.headers.set("cache-control", "public, max-age=300");

@@ -30,6 +30,7 @@ pub enum AuthnRequestError {
     RandomTooShort { got: usize },
     InvalidUrl(String),
     RelayStateTooLong { len: usize },
+    Signing(String),
 }
 
 impl fmt::Display for AuthnRequestError {
@@ -39,6 +40,7 @@ impl fmt::Display for AuthnRequestError {
                 write!(f, "request ID needs at least {MIN_ID_RANDOM_BYTES} random bytes, got {got}")
             }
             AuthnRequestError::InvalidUrl(u) => write!(f, "invalid IdP SSO URL {u:?}"),
+            AuthnRequestError::Signing(e) => write!(f, "signing the request failed: {e}"),
             AuthnRequestError::RelayStateTooLong { len } => {
                 write!(f, "RelayState of {len} bytes exceeds {MAX_RELAY_STATE}")
             }
@@ -114,12 +116,27 @@ pub fn build(params: &AuthnRequestParams<'_>, now: u64, random: &[u8]) -> Result
     Ok(AuthnRequest { id, issue_instant, xml })
 }
 
+/// Signature algorithm of signed redirects.
+pub const SIG_ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+
 /// The URL that sends the browser to the IdP with `request` over HTTP-Redirect: the IdP SSO
 /// URL (its own query kept) plus `SAMLRequest` and, when given, `RelayState`.
 pub fn redirect_url(
     idp_sso_url: &str,
     request: &AuthnRequest,
     relay_state: Option<&str>,
+) -> Result<String, AuthnRequestError> {
+    redirect_url_signed(idp_sso_url, request, relay_state, None)
+}
+
+/// As [`redirect_url`], signed per SAML bindings 3.4.4.1 when `key` is given: RSA-SHA256
+/// over the octets `SAMLRequest=…&RelayState=…&SigAlg=…` exactly as they appear
+/// URL-encoded in the query, added as `SigAlg` and `Signature` parameters.
+pub fn redirect_url_signed(
+    idp_sso_url: &str,
+    request: &AuthnRequest,
+    relay_state: Option<&str>,
+    key: Option<&rsa::RsaPrivateKey>,
 ) -> Result<String, AuthnRequestError> {
     if let Some(rs) = relay_state {
         if rs.len() > MAX_RELAY_STATE {
@@ -132,12 +149,23 @@ pub fn redirect_url(
     }
     let deflated = miniz_oxide::deflate::compress_to_vec(request.xml.as_bytes(), 6);
     let encoded = STANDARD.encode(deflated);
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("SAMLRequest", &encoded);
-        if let Some(rs) = relay_state {
-            q.append_pair("RelayState", rs);
-        }
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let mut signed = format!("SAMLRequest={}", enc(&encoded));
+    if let Some(rs) = relay_state {
+        signed.push_str(&format!("&RelayState={}", enc(rs)));
     }
+    if let Some(key) = key {
+        signed.push_str(&format!("&SigAlg={}", enc(SIG_ALG_RSA_SHA256)));
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(signed.as_bytes());
+        let sig = key
+            .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+            .map_err(|e| AuthnRequestError::Signing(e.to_string()))?;
+        signed.push_str(&format!("&Signature={}", enc(&STANDARD.encode(sig))));
+    }
+    let query = match url.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{signed}"),
+        _ => signed,
+    };
+    url.set_query(Some(&query));
     Ok(url.into())
 }

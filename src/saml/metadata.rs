@@ -53,12 +53,29 @@ pub fn parse_idp_metadata(xml: &[u8]) -> Result<IdpMetadata, String> {
     Ok(IdpMetadata { entity_id: entity_id.to_owned(), sso_redirect_url, signing_certificates })
 }
 
-/// The SP's metadata for one connection.
-pub fn sp_metadata(entity_id: &str, acs_url: &str, name_id_format: &str) -> String {
+/// The SP's metadata for one connection. `certificate` (base64 DER) is published for
+/// signing (when requests are signed) and for encryption (when a key is configured).
+pub fn sp_metadata(
+    entity_id: &str,
+    acs_url: &str,
+    name_id_format: &str,
+    certificate: Option<&str>,
+    requests_signed: bool,
+) -> String {
+    let keys: String = certificate
+        .map(|c| {
+            let info = format!(
+                r#"<ds:KeyInfo xmlns:ds="{DSIG_NS}"><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"#,
+                escape(c)
+            );
+            let signing = if requests_signed { format!("\n    <md:KeyDescriptor use=\"signing\">{info}</md:KeyDescriptor>") } else { String::new() };
+            format!("{signing}\n    <md:KeyDescriptor use=\"encryption\">{info}</md:KeyDescriptor>")
+        })
+        .unwrap_or_default();
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <md:EntityDescriptor xmlns:md="{METADATA_NS}" entityID="{}">
-  <md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+  <md:SPSSODescriptor AuthnRequestsSigned="{requests_signed}" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{keys}
     <md:NameIDFormat>{}</md:NameIDFormat>
     <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{}" index="0" isDefault="true"/>
   </md:SPSSODescriptor>
