@@ -448,6 +448,12 @@ pub struct SamlConnection {
     /// `idp_certificates` where those are not given.
     #[serde(default)]
     pub idp_metadata: Option<String>,
+    /// Where to fetch the IdP's metadata (cached for `metadata_ttl`); it fills the same
+    /// fields at run time, so certificate rollovers at the IdP need no redeploy.
+    #[serde(default)]
+    pub idp_metadata_url: Option<String>,
+    #[serde(default = "default_metadata_ttl")]
+    pub metadata_ttl: u64,
     #[serde(default)]
     pub idp_entity_id: String,
     /// SSO endpoint for the HTTP-Redirect binding.
@@ -486,6 +492,10 @@ pub struct SamlConnection {
     /// The SP's certificate (PEM or base64 DER) for the metadata, matching `sp_private_key`.
     #[serde(default)]
     pub sp_certificate: Option<String>,
+}
+
+fn default_metadata_ttl() -> u64 {
+    86400
 }
 
 fn default_name_id_format() -> String {
@@ -1090,8 +1100,16 @@ fn validate_saml(
             c.err(format!("{pp}.sp_certificate"), "not a usable certificate");
         }
     }
+    if let Some(u) = &s.idp_metadata_url {
+        check_idp_url(c, &format!("{pp}.idp_metadata_url"), u);
+        if s.metadata_ttl < 60 {
+            c.err(format!("{pp}.metadata_ttl"), "must be at least 60 seconds (the KV minimum)");
+        }
+        // The rest comes from the fetched metadata; whatever is given here still wins.
+        return;
+    }
     if s.idp_entity_id.is_empty() {
-        c.err(format!("{pp}.idp_entity_id"), "is required (or give idp_metadata)");
+        c.err(format!("{pp}.idp_entity_id"), "is required (or give idp_metadata or idp_metadata_url)");
     }
     if url::Url::parse(&s.idp_sso_url)
         .map(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u.host_str().unwrap_or_default())))

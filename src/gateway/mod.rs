@@ -80,6 +80,7 @@ pub struct Forward {
 #[derive(Debug, Default)]
 struct ProviderState {
     meta: Option<(ProviderMetadata, u64)>,
+    saml_meta: Option<(crate::saml::metadata::IdpMetadata, u64)>,
     jwks: Option<(Rc<Vec<Jwk>>, u64)>,
     last_forced_jwks: u64,
 }

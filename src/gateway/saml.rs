@@ -37,6 +37,14 @@ fn state_key(tenant: &str, relay_state: &str) -> String {
     format!("samlstate:{tenant}:{}", crypto::sha256_hex(relay_state.as_bytes()))
 }
 
+/// The IdP side of a connection after metadata: configured values win, the rest comes
+/// from the fetched metadata.
+struct SamlIdp {
+    entity_id: String,
+    sso_url: String,
+    certs: Vec<crate::saml::dsig::IdpCertificate>,
+}
+
 fn first<'a>(attrs: &'a std::collections::BTreeMap<String, Vec<String>>, name: &str) -> Option<&'a String> {
     if name.is_empty() {
         return None;
@@ -52,6 +60,76 @@ impl Gateway {
             .find(|p| p.name() == name)
             .and_then(|p| p.as_saml())
             .ok_or_else(|| Refusal::UnknownProvider(name.to_owned()))
+    }
+
+    /// Resolves the IdP's entity id, SSO URL and certificates, fetching `idp_metadata_url`
+    /// when configured (cached in the isolate and in KV for `metadata_ttl`).
+    async fn saml_idp(&self, ports: Ports<'_>, tenant: &Tenant, c: &SamlConnection) -> Result<SamlIdp, Refusal> {
+        let configured =
+            SamlIdp { entity_id: c.idp_entity_id.clone(), sso_url: c.idp_sso_url.clone(), certs: c.certificates() };
+        let Some(url) = &c.idp_metadata_url else {
+            return Ok(configured);
+        };
+        let unavailable = |e: String| Refusal::Oidc {
+            provider: c.name.clone(),
+            error: OidcError::Discovery(format!("SAML metadata {url}: {e}")),
+        };
+        let key = format!("{}:{}", tenant.id, c.name);
+        let now = ports.now();
+        let cached = self
+            .providers
+            .borrow()
+            .get(&key)
+            .and_then(|s| s.saml_meta.clone())
+            .filter(|(_, at)| now < at + c.metadata_ttl);
+        let meta = match cached {
+            Some((m, _)) => m,
+            None => {
+                let kv_key = format!("samlmd:{key}");
+                let from_kv = match ports.kv.get(&kv_key).await {
+                    Ok(Some(raw)) => {
+                        super::cached_doc(&raw).filter(|(_, at)| now < at + c.metadata_ttl).and_then(|(body, at)| {
+                            crate::saml::metadata::parse_idp_metadata(body.as_bytes()).ok().map(|m| (m, at))
+                        })
+                    }
+                    _ => None,
+                };
+                let (m, at) = match from_kv {
+                    Some(hit) => hit,
+                    None => {
+                        let resp = ports
+                            .fetch
+                            .fetch(crate::http::Outbound::get(url), self.fetch_timeout_ms(), super::MAX_IDP_BODY)
+                            .await
+                            .map_err(|e| unavailable(e.to_string()))?;
+                        if resp.status != 200 {
+                            return Err(unavailable(format!("answered {}", resp.status)));
+                        }
+                        let m = crate::saml::metadata::parse_idp_metadata(&resp.body).map_err(unavailable)?;
+                        self.store_doc(ports, &kv_key, &resp.body, now, c.metadata_ttl).await;
+                        (m, now)
+                    }
+                };
+                self.providers.borrow_mut().entry(key).or_default().saml_meta = Some((m.clone(), at));
+                m
+            }
+        };
+        Ok(SamlIdp {
+            entity_id: if configured.entity_id.is_empty() { meta.entity_id.clone() } else { configured.entity_id },
+            sso_url: if configured.sso_url.is_empty() {
+                meta.sso_redirect_url.clone().unwrap_or_default()
+            } else {
+                configured.sso_url
+            },
+            certs: if configured.certs.is_empty() {
+                meta.signing_certificates
+                    .iter()
+                    .filter_map(|c| crate::saml::dsig::IdpCertificate::from_pem_or_base64(c).ok())
+                    .collect()
+            } else {
+                configured.certs
+            },
+        })
     }
 
     /// The SP's RSA key, when the connection names one (validated at load).
@@ -84,12 +162,13 @@ impl Gateway {
         rd: String,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let idp = self.saml_idp(ports, tenant, c).await?;
         let sp_entity_id = self.sp_entity_id(req, c);
         let acs_url = self.acs_url(req, c);
         let params = AuthnRequestParams {
             sp_entity_id: &sp_entity_id,
             acs_url: &acs_url,
-            idp_sso_url: &c.idp_sso_url,
+            idp_sso_url: &idp.sso_url,
             name_id_format: Some(&c.name_id_format),
             force_authn: false,
         };
@@ -108,7 +187,7 @@ impl Gateway {
         ports.kv.put(&state_key(&tenant.id, &relay_state), &value, Some(ttl)).await?;
         let key = self.sp_key(c)?;
         let location = authn_request::redirect_url_signed(
-            &c.idp_sso_url,
+            &idp.sso_url,
             &authn,
             Some(&relay_state),
             key.as_ref().filter(|_| c.sign_requests),
@@ -188,7 +267,7 @@ impl Gateway {
             }
         };
         let c = self.saml_connection(tenant, &name)?;
-        let certs = c.certificates();
+        let idp = self.saml_idp(ports, tenant, c).await?;
         // The ACS URL is the address this response was posted to.
         let acs_url = match &ws {
             Some(w) => format!("{}{}/saml/acs?ws={}", base_url(req), self.prefix(), w),
@@ -196,8 +275,8 @@ impl Gateway {
         };
         let sp_entity_id = self.sp_entity_id(req, c);
         let expectations = Expectations {
-            idp_entity_id: &c.idp_entity_id,
-            idp_certs: &certs,
+            idp_entity_id: &idp.entity_id,
+            idp_certs: &idp.certs,
             sp_entity_id: &sp_entity_id,
             acs_url: &acs_url,
             expected_in_response_to: pre.as_ref().map(|p| p.request_id.as_str()),

@@ -30,6 +30,8 @@ describe('SAML SP-initiated login', () => {
             // Imported from the IdP's metadata document, plus the EC certificate (rollover list).
             { type: 'saml', name: 'corp', label: 'Corp SAML', idp_metadata: idp.metadata(),
               idp_certificates: [idp.certificateBase64(), certificateBase64(new URL(`../fixtures/saml/keys/${KEYS.ec.cert}`, import.meta.url))] },
+            // Only the metadata URL: entity id, SSO URL and certificates are fetched at run time.
+            { type: 'saml', name: 'fetched', label: 'Fetched', idp_metadata_url: idp.metadataUrl },
             { type: 'saml', name: 'portal', label: 'Portal', idp_entity_id: idp.entityId, idp_sso_url: idp.ssoUrl,
               idp_certificates: [idp.certificateBase64()], allow_idp_initiated: true },
           ],
@@ -86,6 +88,17 @@ describe('SAML SP-initiated login', () => {
       assert.ok(seen.headers['x-portcullis-assertion']);
     });
   }
+
+  test('a connection configured by its metadata URL signs in', async () => {
+    idp.reset();
+    idp.set({ key: 'rsa', sign: 'response' });
+    const client = new Client();
+    const { final: page } = await client.navigate(site('/_portcullis/login?provider=fetched&rd=/m'));
+    assert.equal(page.status, 200, page.text);
+    const { final } = await submitForm(client, page.url, parseForms(page.text)[0]);
+    assert.equal(final.status, 200, final.text);
+    assert.equal(final.json().path, '/m');
+  });
 
   test('the AuthnRequest names our ACS, entity id and a fresh ID', async () => {
     idp.reset();
