@@ -90,6 +90,8 @@ pub struct GatewaySettings {
     pub login_state_ttl: u64,
     /// Worker secret holding the admin API bearer token (none: token access is off).
     pub admin_token: Option<String>,
+    /// Days audit events are kept in KV (they are never deleted before).
+    pub audit_retention_days: u64,
 }
 
 impl Default for GatewaySettings {
@@ -106,6 +108,7 @@ impl Default for GatewaySettings {
             last_seen_interval: 60,
             login_state_ttl: 600,
             admin_token: None,
+            audit_retention_days: 90,
         }
     }
 }
@@ -842,6 +845,9 @@ impl Config {
         }
         if !(60..=3600).contains(&g.login_state_ttl) {
             c.err("gateway.login_state_ttl", "must be between 60 (the KV minimum) and 3600 seconds");
+        }
+        if !(1..=3650).contains(&g.audit_retention_days) {
+            c.err("gateway.audit_retention_days", "must be between 1 and 3650");
         }
         if g.session_cache_ttl > 300 {
             c.err("gateway.session_cache_ttl", "must be at most 300 seconds (it is the revocation delay)");

@@ -49,6 +49,7 @@ pub enum Refusal {
     /// Admin API input refused, with the precise reason.
     BadInput(String),
     UnknownUser,
+    UnknownSession,
 }
 
 impl fmt::Display for Refusal {
@@ -74,6 +75,7 @@ impl fmt::Display for Refusal {
             Refusal::AdminForbidden => f.write_str("admin API: caller is not an admin"),
             Refusal::BadInput(e) => write!(f, "bad input: {e}"),
             Refusal::UnknownUser => f.write_str("unknown user"),
+            Refusal::UnknownSession => f.write_str("unknown session"),
             Refusal::Saml { connection, error } => write!(f, "SAML connection {connection}: {error}"),
             Refusal::SamlReplay { connection } => {
                 write!(f, "SAML connection {connection}: assertion already used (replay)")
@@ -130,6 +132,7 @@ impl Refusal {
             Refusal::AdminForbidden => p(403, "admin_forbidden", "Admins only", "Your account is not an admin of this site.", None),
             Refusal::BadInput(e) => p(400, "bad_input", "Bad request", e.clone(), None),
             Refusal::UnknownUser => p(404, "unknown_user", "Unknown user", "No such user is known here.", None),
+            Refusal::UnknownSession => p(404, "unknown_session", "Unknown session", "No such session exists (it may have ended already).", None),
             Refusal::Oidc { provider, error } => present_oidc(provider, error),
             Refusal::SamlReplay { .. } => p(400, "saml_replay", "Sign-in response already used", "This sign-in response was already used. Start again.", Login),
             Refusal::Saml { connection, error } => present_saml(connection, error),

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use super::sessions::user_index_key;
 use super::{Gateway, Lookup};
 use crate::config::Tenant;
 use crate::crypto;
@@ -84,6 +85,127 @@ impl Gateway {
                     Err(Refusal::UnknownUser)
                 }
             }
+            ("GET", "/sessions") => {
+                let user_id = required_query(req, "user_id")?;
+                let live = self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, &user_id)).await?;
+                if live.is_empty() {
+                    return Err(Refusal::UnknownUser);
+                }
+                let list: Vec<Value> = live
+                    .iter()
+                    .map(|(h, r)| {
+                        json!({"session": h, "created": r.created, "last_seen": r.last_seen, "expires": r.expires,
+                               "provider": r.provider, "user_agent": r.user_agent, "country": r.country, "mfa": r.mfa})
+                    })
+                    .collect();
+                Ok(json!({ "user_id": user_id, "sessions": list }))
+            }
+            ("POST", "/sessions/revoke") => {
+                let session = body_field(req, "session")?;
+                if self.revoke_session(ports, tenant, &session, &actor, "revoked by an admin").await? {
+                    Ok(json!({ "revoked": 1 }))
+                } else {
+                    Err(Refusal::UnknownSession)
+                }
+            }
+            ("POST", "/sessions/revoke-user") => {
+                let user_id = body_field(req, "user_id")?;
+                let live = self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, &user_id)).await?;
+                if live.is_empty() {
+                    return Err(Refusal::UnknownUser);
+                }
+                let mut n = 0;
+                for (h, _) in live {
+                    n += u32::from(
+                        self.revoke_session(
+                            ports,
+                            tenant,
+                            &h,
+                            &actor,
+                            "all of the user's sessions revoked by an admin",
+                        )
+                        .await?,
+                    );
+                }
+                Ok(json!({ "user_id": user_id, "revoked": n }))
+            }
+            ("POST", "/sessions/revoke-provider") => {
+                let provider = body_field(req, "provider")?;
+                if !tenant.providers.iter().any(|p| p.name() == provider) {
+                    return Err(Refusal::BadInput(format!("no provider named {provider:?} in this tenant")));
+                }
+                // An incident tool: walks the tenant's sessions (up to 1000 per call; call
+                // again until it reports 0).
+                let prefix = format!("sess:{}:", tenant.id);
+                let mut n = 0;
+                for key in ports.kv.list(&prefix, 1000).await? {
+                    let Some(raw) = ports.kv.get(&key).await? else { continue };
+                    if serde_json::from_str::<crate::session::SessionRecord>(&raw).is_ok_and(|r| r.provider == provider)
+                    {
+                        let hash = key.trim_start_matches(&prefix).to_owned();
+                        n += u32::from(
+                            self.revoke_session(
+                                ports,
+                                tenant,
+                                &hash,
+                                &actor,
+                                "provider's sessions revoked by an admin",
+                            )
+                            .await?,
+                        );
+                    }
+                }
+                Ok(json!({ "provider": provider, "revoked": n }))
+            }
+            ("GET", "/providers") => Ok(json!({ "providers": self.provider_status(ports, tenant) })),
+            ("POST", "/providers/refresh") => {
+                let name = body_field(req, "provider")?;
+                let p = self
+                    .oidc_provider(tenant, &name)
+                    .map_err(|_| Refusal::BadInput(format!("no OIDC provider named {name:?}")))?;
+                self.providers.borrow_mut().remove(&format!("{}:{}", tenant.id, p.name));
+                let m = self.metadata(ports, tenant, p).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+                let keys =
+                    self.jwks(ports, tenant, p, &m, true).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+                Ok(
+                    json!({ "provider": name, "issuer": m.issuer, "kids": keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>() }),
+                )
+            }
+            ("GET", "/keys") => {
+                let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+                let ids = |keys: &[crate::crypto::KeyWithId]| keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
+                Ok(json!({
+                    "cookie_keys": { "signing": loaded.cookie_keys.first().map(|k| k.id.clone()), "verifying": ids(&loaded.cookie_keys) },
+                    "encryption_keys": { "sealing": loaded.encryption_keys.first().map(|k| k.id.clone()), "opening": ids(&loaded.encryption_keys) },
+                    "assertion_keys": { "signing": self.signing_keys.first().map(|k| k.id.clone()),
+                                        "published": self.signing_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>() },
+                }))
+            }
+            ("GET", "/config") => {
+                // The document holds secret names only, never values.
+                let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+                Ok(json!({ "gateway": loaded.config.gateway, "tenant": tenant }))
+            }
+            ("GET", "/audit") => {
+                let day = required_query(req, "date")?;
+                if day.len() != 10 || crate::saml::time::parse(&format!("{day}T00:00:00Z")).is_none() {
+                    return Err(Refusal::BadInput("date must be YYYY-MM-DD".into()));
+                }
+                let user = req.query("user");
+                let event = req.query("event");
+                let mut out = Vec::new();
+                for key in ports.kv.list(&format!("audit:{}:{day}:", tenant.id), 1000).await? {
+                    let Some(raw) = ports.kv.get(&key).await? else { continue };
+                    let Ok(v) = serde_json::from_str::<Value>(&raw) else { continue };
+                    let matches = |field: &str, want: &Option<String>| {
+                        want.as_deref().is_none_or(|w| v.get(field).and_then(Value::as_str) == Some(w))
+                    };
+                    if matches("user", &user) && matches("event", &event) {
+                        out.push(v);
+                    }
+                }
+                Ok(json!({ "date": day, "events": out }))
+            }
             _ => Err(Refusal::NotFound),
         };
         self.log(
@@ -95,4 +217,20 @@ impl Gateway {
         r.headers.set("cache-control", "no-store");
         Ok(r)
     }
+}
+
+fn required_query(req: &Request, name: &str) -> Result<String, Refusal> {
+    req.query(name)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Refusal::BadInput(format!("query parameter {name} is required")))
+}
+
+fn body_field(req: &Request, name: &str) -> Result<String, Refusal> {
+    let body: Value =
+        serde_json::from_slice(&req.body).map_err(|e| Refusal::BadInput(format!("body is not JSON: {e}")))?;
+    body.get(name)
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Refusal::BadInput(format!("field {name} (string) is required")))
 }

@@ -11,8 +11,10 @@
 mod admin;
 #[cfg(feature = "bench")]
 mod bench;
+mod logout;
 mod mfa;
 mod saml;
+mod sessions;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -99,7 +101,28 @@ pub struct Gateway {
     signing_keys: Vec<SigningKey>,
     providers: RefCell<HashMap<String, ProviderState>>,
     sessions: RefCell<HashMap<String, CachedSession>>,
+    /// Audit events of the requests in flight, written to KV when a request ends.
+    audit_queue: RefCell<Vec<Value>>,
 }
+
+/// Events kept in the audit trail (KV, `gateway.audit_retention_days`) besides the log.
+pub const AUDIT_EVENTS: &[&str] = &[
+    "login_success",
+    "login_failure",
+    "logout",
+    "session_revoked",
+    "session_expired",
+    "mfa_enrolled",
+    "mfa_verified",
+    "mfa_failed",
+    "mfa_locked",
+    "mfa_reset",
+    "backup_code_used",
+    "backup_codes_regenerated",
+    "admin_call",
+    "admin_refused",
+    "backchannel_logout",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refresh {
@@ -147,7 +170,13 @@ impl Gateway {
             Ok(l) => l.assertion_keys.iter().filter_map(|k| SigningKey::parse(&k.id, &k.key).ok()).collect(),
             Err(_) => Vec::new(),
         };
-        Self { loaded, signing_keys, providers: RefCell::default(), sessions: RefCell::default() }
+        Self {
+            loaded,
+            signing_keys,
+            providers: RefCell::default(),
+            sessions: RefCell::default(),
+            audit_queue: RefCell::default(),
+        }
     }
 
     /// The configuration errors as a log line, if the document was refused.
@@ -195,6 +224,32 @@ impl Gateway {
             m.entry("level").or_insert(json!("info"));
         }
         ports.rt.log(&event.to_string());
+        let audited = event.get("event").and_then(Value::as_str).is_some_and(|e| AUDIT_EVENTS.contains(&e));
+        if audited && event.get("tenant").and_then(Value::as_str).is_some() {
+            self.audit_queue.borrow_mut().push(event);
+        }
+    }
+
+    /// Writes queued audit events under time-ordered keys
+    /// (`audit:{tenant}:{YYYY-MM-DD}:{ms}:{random}`) with the retention TTL. A failed write
+    /// is logged; the event is in the log line already.
+    async fn flush_audit(&self, ports: Ports<'_>) {
+        let events: Vec<Value> = std::mem::take(&mut *self.audit_queue.borrow_mut());
+        if events.is_empty() {
+            return;
+        }
+        let days = self.config().map(|l| l.config.gateway.audit_retention_days).unwrap_or(90);
+        for e in events {
+            let tenant = e.get("tenant").and_then(Value::as_str).unwrap_or_default();
+            let ms = ports.rt.now_ms();
+            let day = &crate::saml::time::format(ms / 1000)[..10];
+            let key = format!("audit:{tenant}:{day}:{ms:013}:{}", crypto::hex(&ports.random::<4>()));
+            if let Err(err) = ports.kv.put(&key, &e.to_string(), Some(days * 86400)).await {
+                ports.rt.log(
+                    &json!({"level": "error", "event": "audit_write_failed", "cause": err.to_string()}).to_string(),
+                );
+            }
+        }
     }
 
     /// Renders a refusal (HTML page or JSON) and writes its log line.
@@ -258,6 +313,12 @@ impl Gateway {
 
     /// Entry point: everything a request can lead to.
     pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Action {
+        let action = self.handle_inner(ports, req).await;
+        self.flush_audit(ports).await;
+        action
+    }
+
+    async fn handle_inner(&self, ports: Ports<'_>, req: &Request) -> Action {
         let path = req.url.path().to_owned();
         let prefix = self.prefix().to_owned();
         if path == format!("{prefix}/health") {
@@ -314,6 +375,11 @@ impl Gateway {
             ("GET", "/login") => self.login_start(ports, req, tenant).await,
             ("GET", "/oidc/callback") => self.oidc_callback(ports, req, tenant, None).await,
             ("POST", "/saml/acs") => self.saml_acs(ports, req, tenant).await,
+            ("POST", "/oidc/backchannel-logout") => Ok(self.backchannel_logout(ports, req, tenant, None).await),
+            ("POST", r) if r.starts_with("/oidc/") && r.ends_with("/backchannel-logout") => {
+                let name = &r["/oidc/".len()..r.len() - "/backchannel-logout".len()];
+                Ok(self.backchannel_logout(ports, req, tenant, Some(name)).await)
+            }
             #[cfg(feature = "bench")]
             ("POST", "/bench") => self.bench(req),
             ("GET" | "HEAD", "/saml/metadata") => self.saml_metadata(req, tenant),
@@ -712,6 +778,26 @@ impl Gateway {
         }
     }
 
+    /// Cached discovery and key state of the tenant's OIDC providers (admin API).
+    fn provider_status(&self, ports: Ports<'_>, tenant: &Tenant) -> Vec<Value> {
+        let now = ports.now();
+        let cache = self.providers.borrow();
+        tenant
+            .providers
+            .iter()
+            .map(|p| {
+                let state = cache.get(&format!("{}:{}", tenant.id, p.name()));
+                json!({
+                    "name": p.name(),
+                    "type": if p.as_oidc().is_some() { "oidc" } else { "saml" },
+                    "discovery_age": state.and_then(|s| s.meta.as_ref()).map(|(_, at)| now.saturating_sub(*at)),
+                    "jwks_age": state.and_then(|s| s.jwks.as_ref()).map(|(_, at)| now.saturating_sub(*at)),
+                    "kids": state.and_then(|s| s.jwks.as_ref()).map(|(k, _)| k.iter().map(|k| k.kid.clone()).collect::<Vec<_>>()),
+                })
+            })
+            .collect()
+    }
+
     fn oidc_provider<'t>(&self, tenant: &'t Tenant, name: &str) -> Result<&'t OidcProvider, Refusal> {
         tenant
             .providers
@@ -958,6 +1044,7 @@ impl Gateway {
         };
         let next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
         self.save_session(ports, tenant, &id, &record).await?;
+        self.index_session(ports, tenant, &id, &record).await;
         let cookie =
             session::sign_session_cookie(&loaded.cookie_keys, &tenant.id, &id).ok_or(Refusal::ConfigInvalid)?;
         let mut line = json!({"event": "login_success", "tenant": tenant.id, "provider": login.provider, "user": login.user_id,

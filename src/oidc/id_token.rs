@@ -73,6 +73,11 @@ pub enum IdTokenError {
     /// 3.1.3.8.
     AtHashMismatch,
     MissingSub,
+    /// Back-Channel Logout 1.0, 2.6: the logout token's own rules.
+    LogoutEventMissing,
+    LogoutNonceForbidden,
+    LogoutSubjectMissing,
+    LogoutJtiMissing,
 }
 
 impl fmt::Display for IdTokenError {
@@ -102,6 +107,10 @@ impl fmt::Display for IdTokenError {
             NonceMismatch => f.write_str("nonce does not match the login's nonce"),
             AtHashMismatch => f.write_str("at_hash does not match the access token"),
             MissingSub => f.write_str("sub is missing"),
+            LogoutEventMissing => f.write_str("events has no back-channel logout event"),
+            LogoutNonceForbidden => f.write_str("a logout token must not contain a nonce"),
+            LogoutSubjectMissing => f.write_str("a logout token needs sub or sid"),
+            LogoutJtiMissing => f.write_str("jti is missing"),
         }
     }
 }
@@ -337,6 +346,82 @@ impl UntrustedIdToken {
             kid,
             claims: claims.custom,
         })
+    }
+}
+
+/// A validated back-channel logout token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLogoutToken {
+    pub iss: String,
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+}
+
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+impl UntrustedIdToken {
+    /// Validates a logout token after OpenID Connect Back-Channel Logout 1.0, section 2.6:
+    /// signature, `iss`, `aud` and `iat` as for an ID token (steps 2, 3, 6-10 of Core
+    /// 3.1.3.7), then `events`, no `nonce`, `sub` or `sid`, `jti`.
+    pub fn verify_logout(&self, keys: &[Jwk], exp: &Expectations<'_>) -> Result<VerifiedLogoutToken, IdTokenError> {
+        let segments = self.raw.split('.').count();
+        if segments != 3 || self.raw.len() > 64 * 1024 {
+            return Err(IdTokenError::Malformed("not a compact JWS".into()));
+        }
+        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let alg = token.algorithm().to_owned();
+        let claims = if HMAC_ALGS.contains(&alg.as_str()) {
+            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
+            check_hmac(&token, &alg, secret)?
+        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+            let key = select_key(keys, &alg, token.header().key_id.as_deref())?;
+            check_signature(&token, &alg, &key.key)?
+        } else {
+            return Err(IdTokenError::AlgorithmNotAllowed(alg));
+        };
+        let c = &claims.custom;
+        let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
+        if iss != exp.issuer {
+            return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
+        }
+        let aud = audiences(c.get("aud"));
+        if !aud.iter().any(|a| a == exp.client_id) {
+            return Err(IdTokenError::AudienceMissingClient);
+        }
+        let now = exp.now as i64;
+        let skew = exp.skew as i64;
+        let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
+        if iat > now + skew {
+            return Err(IdTokenError::IatInFuture { iat, now: exp.now });
+        }
+        if now - iat > exp.iat_window as i64 + skew {
+            return Err(IdTokenError::IatTooOld { iat, now: exp.now });
+        }
+        if let Some(e) = claims.expiration.map(|t| t.timestamp()) {
+            if now >= e + skew {
+                return Err(IdTokenError::Expired { exp: e, now: exp.now });
+            }
+        }
+        let event_ok = c
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+            .is_some_and(Value::is_object);
+        if !event_ok {
+            return Err(IdTokenError::LogoutEventMissing);
+        }
+        if c.contains_key("nonce") {
+            return Err(IdTokenError::LogoutNonceForbidden);
+        }
+        let sub = c.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        let sid = c.get("sid").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        if sub.is_none() && sid.is_none() {
+            return Err(IdTokenError::LogoutSubjectMissing);
+        }
+        let jti =
+            c.get("jti").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::LogoutJtiMissing)?;
+        Ok(VerifiedLogoutToken { iss: iss.to_owned(), sub, sid, jti: jti.to_owned() })
     }
 }
 

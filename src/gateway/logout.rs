@@ -1,0 +1,147 @@
+//! OpenID Connect Back-Channel Logout 1.0 receiver: the IdP posts a signed logout token;
+//! every session of that IdP session (`sid`), or of the user (`sub`) when there is no `sid`,
+//! is revoked.
+
+use serde_json::json;
+
+use super::sessions::{sid_index_key, user_index_key};
+use super::Gateway;
+use crate::config::{OidcProvider, Provider, Tenant};
+use crate::crypto;
+use crate::http::{Request, Response};
+use crate::oidc::id_token::{Expectations, VerifiedLogoutToken};
+use crate::oidc::UntrustedIdToken;
+use crate::ports::Ports;
+
+fn refuse(description: &str) -> Response {
+    let mut r = Response::json(400, &json!({"error": "invalid_request", "error_description": description}));
+    r.headers.set("cache-control", "no-store");
+    r
+}
+
+impl Gateway {
+    async fn verify_logout_token(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        p: &OidcProvider,
+        raw: &str,
+    ) -> Result<VerifiedLogoutToken, String> {
+        let loaded = self.config().ok_or("no configuration")?;
+        let m = self.metadata(ports, tenant, p).await.map_err(|e| e.to_string())?;
+        let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
+        let audiences = crate::oidc::audience_patterns(p);
+        let exp = Expectations {
+            issuer: &m.issuer,
+            client_id: &p.client_id,
+            trusted_audiences: &audiences,
+            hmac_secret: if p.allow_hmac_id_tokens { secret.map(|s| s.expose()) } else { None },
+            now: ports.now(),
+            skew: p.clock_skew,
+            iat_window: p.iat_window,
+            nonce: None,
+            access_token: None,
+        };
+        let token = UntrustedIdToken::new(raw);
+        let keys = self.jwks(ports, tenant, p, &m, false).await.map_err(|e| e.to_string())?;
+        match token.verify_logout(&keys, &exp) {
+            Err(crate::oidc::IdTokenError::UnknownKey(_) | crate::oidc::IdTokenError::BadSignature) => {
+                let keys = self.jwks(ports, tenant, p, &m, true).await.map_err(|e| e.to_string())?;
+                token.verify_logout(&keys, &exp).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// `POST {prefix}/oidc/backchannel-logout` (or `/oidc/NAME/backchannel-logout`).
+    pub(super) async fn backchannel_logout(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        path_provider: Option<&str>,
+    ) -> Response {
+        let Some(raw) = req.form_value("logout_token").filter(|t| !t.is_empty()) else {
+            return refuse("logout_token is missing");
+        };
+        // Candidates: the named provider, or every OIDC provider (the token's own issuer and
+        // audience decide which one verifies it).
+        let candidates: Vec<&OidcProvider> = tenant
+            .providers
+            .iter()
+            .filter_map(Provider::as_oidc)
+            .filter(|p| path_provider.is_none_or(|n| n == p.name))
+            .collect();
+        let mut last_error = String::from("no OIDC provider");
+        let mut verified = None;
+        for p in candidates {
+            match self.verify_logout_token(ports, tenant, p, &raw).await {
+                Ok(t) => {
+                    verified = Some((p, t));
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        let Some((p, token)) = verified else {
+            self.log(ports, json!({"level": "warn", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "refused", "cause": last_error}));
+            return refuse("the logout token is not valid");
+        };
+        // Each logout token is accepted once.
+        let jti_key =
+            format!("jti:{}:{}", tenant.id, crypto::sha256_hex(format!("{}\n{}", token.iss, token.jti).as_bytes()));
+        match ports.kv.get(&jti_key).await {
+            Ok(Some(_)) => {
+                self.log(ports, json!({"level": "warn", "event": "backchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "refused", "cause": "jti already used"}));
+                return refuse("the logout token was already used");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
+                let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
+                r.headers.set("cache-control", "no-store");
+                return r;
+            }
+        }
+        let ttl = (p.iat_window + p.clock_skew).max(60) * 2;
+        let result: Result<u32, crate::error::Refusal> = async {
+            ports.kv.put(&jti_key, "1", Some(ttl)).await?;
+            let key = match (&token.sid, &token.sub) {
+                (Some(sid), _) => sid_index_key(&tenant.id, &p.name, sid),
+                (None, Some(sub)) => user_index_key(&tenant.id, &format!("{}/{sub}", token.iss)),
+                (None, None) => return Ok(0),
+            };
+            let user = token.sub.as_ref().map(|s| format!("{}/{s}", token.iss));
+            let mut n = 0;
+            for (hash, record) in self.indexed_sessions(ports, tenant, &key).await? {
+                if record.provider != p.name || user.as_ref().is_some_and(|u| u != &record.user_id) {
+                    continue;
+                }
+                n += u32::from(
+                    self.revoke_session(ports, tenant, &hash, &format!("idp:{}", p.name), "back-channel logout")
+                        .await?,
+                );
+            }
+            Ok(n)
+        }
+        .await;
+        match result {
+            Ok(n) => {
+                self.log(
+                    ports,
+                    json!({"event": "backchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "ok",
+                    "revoked": n, "user": token.sub.map(|s| format!("{}/{s}", token.iss))}),
+                );
+                let mut r = Response::new(200);
+                r.headers.set("cache-control", "no-store");
+                r
+            }
+            Err(e) => {
+                self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
+                let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
+                r.headers.set("cache-control", "no-store");
+                r
+            }
+        }
+    }
+}

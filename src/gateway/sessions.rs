@@ -1,0 +1,129 @@
+//! Session indexes: per user (for the admin API's listing and revocation) and per IdP
+//! session id (for back-channel logout). Revocation deletes the session record; indexes are
+//! pruned when read, so entries of sessions that expired by TTL disappear.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Gateway;
+use crate::config::Tenant;
+use crate::crypto;
+use crate::error::Refusal;
+use crate::ports::Ports;
+use crate::session::{SessionId, SessionRecord};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(super) struct IndexEntry {
+    /// SHA-256 of the session id (the record is `sess:{tenant}:{hash}`).
+    pub session: String,
+    pub created: u64,
+    pub expires: u64,
+}
+
+pub(super) fn user_index_key(tenant: &str, user_id: &str) -> String {
+    format!("usess:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
+}
+
+pub(super) fn sid_index_key(tenant: &str, provider: &str, sid: &str) -> String {
+    format!("bsid:{tenant}:{provider}:{}", crypto::sha256_hex(sid.as_bytes()))
+}
+
+pub(super) fn record_key(tenant: &str, session_hash: &str) -> String {
+    format!("sess:{tenant}:{session_hash}")
+}
+
+impl Gateway {
+    async fn read_index(&self, ports: Ports<'_>, key: &str) -> Result<Vec<IndexEntry>, Refusal> {
+        Ok(ports.kv.get(key).await?.and_then(|raw| serde_json::from_str(&raw).ok()).unwrap_or_default())
+    }
+
+    async fn write_index(&self, ports: Ports<'_>, key: &str, entries: &[IndexEntry]) -> Result<(), Refusal> {
+        if entries.is_empty() {
+            ports.kv.delete(key).await?;
+            return Ok(());
+        }
+        let now = ports.now();
+        let ttl = entries.iter().map(|e| e.expires).max().unwrap_or(now).saturating_sub(now).max(60);
+        let value = serde_json::to_string(entries).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        ports.kv.put(key, &value, Some(ttl)).await?;
+        Ok(())
+    }
+
+    /// Adds a new session to the user's index (and the IdP-session index). KV has no
+    /// compare-and-set, so two sign-ins of one user in the same second may lose an entry;
+    /// the session itself is unaffected, only its listing.
+    pub(super) async fn index_session(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) {
+        let entry = IndexEntry { session: id.hash(), created: record.created, expires: record.expires };
+        let now = ports.now();
+        let mut keys = vec![user_index_key(&tenant.id, &record.user_id)];
+        if let Some(sid) = &record.idp_sid {
+            keys.push(sid_index_key(&tenant.id, &record.provider, sid));
+        }
+        for key in keys {
+            let result = async {
+                let mut entries = self.read_index(ports, &key).await?;
+                entries.retain(|e| e.expires > now);
+                entries.push(entry.clone());
+                self.write_index(ports, &key, &entries).await
+            }
+            .await;
+            if let Err(e) = result {
+                self.log(ports, json!({"level": "warn", "event": "session_index_failed", "tenant": tenant.id, "cause": e.to_string()}));
+            }
+        }
+    }
+
+    /// The live sessions of an index, pruning entries whose record is gone.
+    pub(super) async fn indexed_sessions(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Vec<(String, SessionRecord)>, Refusal> {
+        let entries = self.read_index(ports, key).await?;
+        let mut live = Vec::new();
+        let mut kept = Vec::new();
+        for e in &entries {
+            if let Some(raw) = ports.kv.get(&record_key(&tenant.id, &e.session)).await? {
+                if let Ok(r) = serde_json::from_str::<SessionRecord>(&raw) {
+                    live.push((e.session.clone(), r));
+                    kept.push(e.clone());
+                }
+            }
+        }
+        if kept.len() != entries.len() {
+            self.write_index(ports, key, &kept).await?;
+        }
+        Ok(live)
+    }
+
+    /// Revokes one session by its hash; `false` if it did not exist.
+    pub(super) async fn revoke_session(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        session_hash: &str,
+        actor: &str,
+        cause: &str,
+    ) -> Result<bool, Refusal> {
+        let key = record_key(&tenant.id, session_hash);
+        let Some(raw) = ports.kv.get(&key).await? else {
+            return Ok(false);
+        };
+        ports.kv.delete(&key).await?;
+        self.sessions.borrow_mut().remove(&key);
+        let user = serde_json::from_str::<SessionRecord>(&raw).map(|r| r.user_id).unwrap_or_default();
+        self.log(
+            ports,
+            json!({"level": "warn", "event": "session_revoked", "tenant": tenant.id, "actor": actor, "user": user,
+                   "session": &session_hash[..16.min(session_hash.len())], "cause": cause}),
+        );
+        Ok(true)
+    }
+}

@@ -1,0 +1,187 @@
+//! Admin API (sessions, providers, keys, config, audit) and back-channel logout, through
+//! the gateway core with in-memory ports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use jwt_compact::alg::Es256;
+use jwt_compact::{AlgorithmExt, Claims, Header};
+use portcullis::http::{Request, Response};
+use serde_json::{json, Value};
+
+fn harness() -> Harness {
+    Harness::new(&config(json!({}), json!({})))
+}
+
+fn admin(h: &Harness, method: &str, path: &str, body: Value) -> Response {
+    let r = Request::new(method, &format!("https://{HOST}/_portcullis/admin{path}"))
+        .unwrap()
+        .header("host", HOST)
+        .header("accept", "application/json")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .with_body(if body.is_null() { Vec::new() } else { body.to_string().into_bytes() });
+    h.respond(&r)
+}
+
+const USER: &str = "https://idp.test/alice";
+
+#[test]
+fn an_admin_lists_a_users_sessions_and_revokes_one() {
+    let h = harness();
+    let a = h.login();
+    let b = h.login();
+    let list = admin(&h, "GET", &format!("/sessions?user_id={}", urlencode(USER)), Value::Null);
+    assert_eq!(list.status, 200, "{}", list.text());
+    let sessions = json_body(&list)["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0]["provider"], "corp");
+    let first = sessions[0]["session"].as_str().unwrap().to_owned();
+    let revoked = admin(&h, "POST", "/sessions/revoke", json!({"session": first}));
+    assert_eq!(revoked.status, 200);
+    // Exactly one of the two browsers is out.
+    let forwarded = [&a, &b]
+        .iter()
+        .filter(|c| matches!(h.handle(&with_session(api("/x"), c)), portcullis::gateway::Action::Forward(_)))
+        .count();
+    assert_eq!(forwarded, 1);
+    assert_eq!(admin(&h, "POST", "/sessions/revoke", json!({"session": first})).status, 404);
+    let line = h.events("session_revoked").pop().unwrap();
+    assert_eq!(line["actor"], "api-token");
+    assert_eq!(line["user"], USER);
+}
+
+#[test]
+fn revoke_all_of_a_user_and_all_of_a_provider() {
+    let h = harness();
+    let a = h.login();
+    h.login();
+    let r = admin(&h, "POST", "/sessions/revoke-user", json!({"user_id": USER}));
+    assert_eq!(json_body(&r)["revoked"], 2);
+    assert_eq!(h.respond(&with_session(api("/x"), &a)).status, 401);
+    assert_eq!(admin(&h, "GET", &format!("/sessions?user_id={}", urlencode(USER)), Value::Null).status, 404);
+    h.login();
+    let r = admin(&h, "POST", "/sessions/revoke-provider", json!({"provider": "corp"}));
+    assert_eq!(json_body(&r)["revoked"], 1);
+    let bad = admin(&h, "POST", "/sessions/revoke-provider", json!({"provider": "nope"}));
+    assert_eq!(bad.status, 400);
+    assert_eq!(json_body(&bad)["message"], "no provider named \"nope\" in this tenant");
+}
+
+#[test]
+fn the_index_forgets_sessions_that_expired_by_ttl() {
+    let h = harness();
+    h.login();
+    h.clock.advance(3601);
+    h.login();
+    let list = admin(&h, "GET", &format!("/sessions?user_id={}", urlencode(USER)), Value::Null);
+    assert_eq!(json_body(&list)["sessions"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn keys_config_and_providers_show_no_secret() {
+    let h = harness();
+    h.login();
+    let keys = json_body(&admin(&h, "GET", "/keys", Value::Null));
+    assert_eq!(keys["cookie_keys"]["signing"], "c1");
+    assert_eq!(keys["assertion_keys"]["published"], json!(["a1"]));
+    let cfg = admin(&h, "GET", "/config", Value::Null);
+    let text = cfg.text();
+    assert!(text.contains("\"client_secret\":\"CLIENT_SECRET\""), "secrets appear by name");
+    assert!(!text.contains("client-secret"), "never by value");
+    let providers = json_body(&admin(&h, "GET", "/providers", Value::Null));
+    assert_eq!(providers["providers"][0]["kids"], json!(["key-1"]));
+    h.idp.borrow_mut().rotate();
+    let refreshed = json_body(&admin(&h, "POST", "/providers/refresh", json!({"provider": "corp"})));
+    assert_eq!(refreshed["kids"], json!(["key-1-next"]));
+}
+
+#[test]
+fn audit_trail_lists_events_by_day_user_and_event() {
+    let h = harness();
+    h.login();
+    admin(&h, "POST", "/sessions/revoke-user", json!({"user_id": USER}));
+    let day = &portcullis::saml::time::format(h.clock.now())[..10];
+    let all = json_body(&admin(&h, "GET", &format!("/audit?date={day}"), Value::Null));
+    let events: Vec<&str> = all["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert!(
+        events.contains(&"login_success") && events.contains(&"session_revoked") && events.contains(&"admin_call"),
+        "{events:?}"
+    );
+    let revoked = json_body(&admin(&h, "GET", &format!("/audit?date={day}&event=session_revoked"), Value::Null));
+    assert_eq!(revoked["events"].as_array().unwrap().len(), 1);
+    assert!(h.kv.ttl_of(&h.kv.keys().into_iter().find(|k| k.starts_with("audit:")).unwrap()).unwrap() > 89 * 86400);
+    assert_eq!(admin(&h, "GET", "/audit?date=yesterday", Value::Null).status, 400);
+}
+
+fn logout_token(h: &Harness, claims: Value) -> String {
+    let idp = h.idp.borrow();
+    let mut c = Claims::new(claims);
+    c.issued_at = chrono::DateTime::from_timestamp(h.clock.now() as i64, 0);
+    Es256.token(&Header::empty().with_key_id(idp.kid.clone()).with_token_type("logout+jwt"), &c, &idp.key).unwrap()
+}
+
+fn backchannel(h: &Harness, token: &str) -> Response {
+    let body = format!("logout_token={}", urlencode(token));
+    h.respond(
+        &Request::new("POST", &format!("https://{HOST}/_portcullis/oidc/backchannel-logout"))
+            .unwrap()
+            .header("host", HOST)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .with_body(body),
+    )
+}
+
+#[test]
+fn back_channel_logout_revokes_the_idp_session_once() {
+    let h = harness();
+    let cookie = h.login();
+    let events = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    let good = json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-1", "sid": "idp-session-1", "sub": "alice", "events": events});
+    let r = backchannel(&h, &logout_token(&h, good.clone()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.respond(&with_session(api("/x"), &cookie)).status, 401);
+    // The same token again is a replay.
+    let again = backchannel(&h, &logout_token(&h, good.clone()));
+    assert_eq!(again.status, 400);
+    assert!(h.rt.logs.borrow().iter().any(|l| l.contains("jti already used")));
+    // Refusals: a nonce, no event, no sub/sid, wrong audience, and a forged signature.
+    for (bad, why) in [
+        (
+            json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-2", "sid": "s", "events": events, "nonce": "n"}),
+            "nonce",
+        ),
+        (json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-3", "sid": "s"}), "back-channel logout event"),
+        (json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-4", "events": events}), "sub or sid"),
+        (json!({"iss": ISSUER, "aud": "someone-else", "jti": "j-5", "sid": "s", "events": events}), "client id"),
+    ] {
+        let r = backchannel(&h, &logout_token(&h, bad));
+        assert_eq!(r.status, 400);
+        assert!(h.rt.logs.borrow().last().unwrap().contains(why), "{why}: {:?}", h.rt.logs.borrow().last());
+    }
+    let mut forged =
+        logout_token(&h, json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-6", "sid": "s", "events": events}));
+    forged.pop();
+    forged.push('A');
+    assert_eq!(backchannel(&h, &forged).status, 400);
+}
+
+#[test]
+fn back_channel_logout_by_sub_revokes_all_of_the_users_sessions() {
+    let h = harness();
+    let a = h.login();
+    let b = h.login();
+    let events = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    let r = backchannel(
+        &h,
+        &logout_token(
+            &h,
+            json!({"iss": ISSUER, "aud": "gateway-client", "jti": "k-1", "sub": "alice", "events": events}),
+        ),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(h.respond(&with_session(api("/x"), &a)).status, 401);
+    assert_eq!(h.respond(&with_session(api("/x"), &b)).status, 401);
+    let line = h.events("backchannel_logout").pop().unwrap();
+    assert_eq!(line["revoked"], 2);
+}
