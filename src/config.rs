@@ -92,6 +92,24 @@ pub struct GatewaySettings {
     pub admin_token: Option<String>,
     /// Days audit events are kept in KV (they are never deleted before).
     pub audit_retention_days: u64,
+    /// Also send every audit event to this HTTP endpoint (a SIEM webhook), after the
+    /// response, with retries.
+    pub audit_webhook: Option<AuditWebhook>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWebhook {
+    pub url: String,
+    /// Worker secret sent as `Authorization: Bearer …`.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
 }
 
 impl Default for GatewaySettings {
@@ -109,6 +127,7 @@ impl Default for GatewaySettings {
             login_state_ttl: 600,
             admin_token: None,
             audit_retention_days: 90,
+            audit_webhook: None,
         }
     }
 }
@@ -845,6 +864,20 @@ impl Config {
         }
         if !(60..=3600).contains(&g.login_state_ttl) {
             c.err("gateway.login_state_ttl", "must be between 60 (the KV minimum) and 3600 seconds");
+        }
+        if let Some(w) = &g.audit_webhook {
+            match url::Url::parse(&w.url) {
+                Ok(u)
+                    if u.scheme() == "https"
+                        || (u.scheme() == "http" && is_loopback(u.host_str().unwrap_or_default())) => {}
+                _ => c.err("gateway.audit_webhook.url", "not an https URL"),
+            }
+            if let Some(t) = &w.token {
+                check_secret(&mut c, secrets, "gateway.audit_webhook.token", t, &mut named);
+            }
+            if !(1..=10).contains(&w.attempts) {
+                c.err("gateway.audit_webhook.attempts", "must be between 1 and 10");
+            }
         }
         if !(1..=3650).contains(&g.audit_retention_days) {
             c.err("gateway.audit_retention_days", "must be between 1 and 3650");

@@ -223,7 +223,7 @@ async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Respo
 }
 
 #[event(fetch)]
-pub async fn main(mut req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let gw = gateway(&env);
     let url = req.url()?;
     if url.as_str().len() > MAX_URL_BYTES {
@@ -253,11 +253,23 @@ pub async fn main(mut req: worker::Request, env: Env, _ctx: Context) -> worker::
 
     let kv = WorkerKv(env.kv(KV_BINDING).ok());
     let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime };
-    match gw.handle(ports, &core_req).await {
+    let response = match gw.handle(ports, &core_req).await {
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
             Ok(r) => Ok(r),
             Err(e) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
         },
+    };
+    let jobs = gw.take_deferred();
+    if !jobs.is_empty() {
+        let gw = gw.clone();
+        ctx.wait_until(async move {
+            let kv = WorkerKv(None);
+            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime };
+            for job in jobs {
+                gw.run_deferred(ports, job, |ms| Delay::from(Duration::from_millis(ms))).await;
+            }
+        });
     }
+    response
 }

@@ -185,3 +185,49 @@ fn back_channel_logout_by_sub_revokes_all_of_the_users_sessions() {
     let line = h.events("backchannel_logout").pop().unwrap();
     assert_eq!(line["revoked"], 2);
 }
+
+#[test]
+fn front_channel_logout_revokes_the_idp_session() {
+    let h = harness();
+    let cookie = h.login();
+    let bad = h.respond(&api("/_portcullis/oidc/frontchannel-logout?iss=https%3A%2F%2Fevil.test&sid=idp-session-1"));
+    assert_eq!(bad.status, 400);
+    h.forward(&with_session(api("/x"), &cookie));
+    let r =
+        h.respond(&api(&format!("/_portcullis/oidc/frontchannel-logout?iss={}&sid=idp-session-1", urlencode(ISSUER))));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers.get("content-security-policy"), Some("default-src 'none'; frame-ancestors https://idp.test"));
+    assert_eq!(h.respond(&with_session(api("/x"), &cookie)).status, 401);
+}
+
+#[test]
+fn audit_events_go_to_the_webhook_after_the_response_with_retries() {
+    let mut doc: Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
+    doc["gateway"]["audit_webhook"] = json!({"url": "https://siem.test/hook", "token": "ADMIN_TOKEN", "attempts": 3});
+    let h = Harness::new(&doc.to_string());
+    h.login();
+    let jobs = h.gw.take_deferred();
+    assert_eq!(jobs.len(), 1, "one delivery per request, after the response");
+    let body: Value = serde_json::from_slice(jobs[0].request.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["events"][0]["event"], "login_success");
+    assert_eq!(jobs[0].request.headers.get("authorization"), Some(&*format!("Bearer {ADMIN_TOKEN}")));
+    // The SIEM fails twice, then accepts: three attempts, no failure logged.
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let c = calls.clone();
+    let idp = h.idp.clone();
+    h.fetch.set(move |r| {
+        if r.url == "https://siem.test/hook" {
+            c.set(c.get() + 1);
+            let status = if c.get() < 3 { 503 } else { 204 };
+            return Ok(portcullis::testing::json_response(status, &json!({})));
+        }
+        idp.borrow().answer(r)
+    });
+    pollster::block_on(h.gw.run_deferred(h.ports(), jobs[0].clone(), |_| async {}));
+    assert_eq!(calls.get(), 3);
+    assert!(!h.rt.logs.borrow().iter().any(|l| l.contains("audit_webhook_failed")));
+    // Always failing: the failure is logged after the last attempt.
+    h.fetch.set(|_| Err(portcullis::ports::FetchError::Timeout));
+    pollster::block_on(h.gw.run_deferred(h.ports(), jobs[0].clone(), |_| async {}));
+    assert!(h.rt.logs.borrow().iter().any(|l| l.contains("audit_webhook_failed") && l.contains("timed out")));
+}

@@ -145,3 +145,41 @@ impl Gateway {
         }
     }
 }
+
+impl Gateway {
+    /// `GET {prefix}/oidc/frontchannel-logout?iss=…&sid=…` (Front-Channel Logout 1.0): the
+    /// IdP loads this in an iframe; sessions of that IdP session are revoked. The page may
+    /// be framed by the IdP only.
+    pub(super) async fn frontchannel_logout(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Response {
+        let (Some(iss), Some(sid)) =
+            (req.query("iss").filter(|i| !i.is_empty()), req.query("sid").filter(|s| !s.is_empty()))
+        else {
+            return refuse("iss and sid are required");
+        };
+        let provider = tenant.providers.iter().filter_map(Provider::as_oidc).find(|p| p.issuer_id() == iss);
+        let Some(p) = provider else {
+            self.log(ports, json!({"level": "warn", "event": "frontchannel_logout", "tenant": tenant.id, "outcome": "refused", "cause": "iss names no provider"}));
+            return refuse("iss names no provider of this site");
+        };
+        let mut n = 0;
+        let key = sid_index_key(&tenant.id, &p.name, &sid);
+        if let Ok(sessions) = self.indexed_sessions(ports, tenant, &key).await {
+            for (hash, record) in sessions {
+                if record.provider == p.name {
+                    n += u32::from(
+                        self.revoke_session(ports, tenant, &hash, &format!("idp:{}", p.name), "front-channel logout")
+                            .await
+                            .unwrap_or(false),
+                    );
+                }
+            }
+        }
+        self.log(ports, json!({"event": "frontchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "ok", "revoked": n}));
+        let origin = url::Url::parse(&iss).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+        let mut r = Response::html(200, "<!doctype html><title>Signed out</title><p>Signed out.</p>".to_owned());
+        r.headers.set("content-security-policy", format!("default-src 'none'; frame-ancestors {origin}"));
+        r.headers.set("cache-control", "no-store");
+        r.headers.append("set-cookie", crate::session::clear_cookie(crate::session::SESSION_COOKIE));
+        r
+    }
+}

@@ -103,6 +103,15 @@ pub struct Gateway {
     sessions: RefCell<HashMap<String, CachedSession>>,
     /// Audit events of the requests in flight, written to KV when a request ends.
     audit_queue: RefCell<Vec<Value>>,
+    /// Work to do after the response (the shell runs it with `waitUntil`).
+    deferred: RefCell<Vec<Deferred>>,
+}
+
+/// An outbound call made after the response, retried up to `attempts` times with backoff.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub request: Outbound,
+    pub attempts: u32,
 }
 
 /// Events kept in the audit trail (KV, `gateway.audit_retention_days`) besides the log.
@@ -176,6 +185,7 @@ impl Gateway {
             providers: RefCell::default(),
             sessions: RefCell::default(),
             audit_queue: RefCell::default(),
+            deferred: RefCell::default(),
         }
     }
 
@@ -201,6 +211,32 @@ impl Gateway {
 
     pub fn fetch_timeout_ms(&self) -> u64 {
         self.config().map(|l| l.config.gateway.fetch_timeout_ms).unwrap_or(5000)
+    }
+
+    /// Work the shell runs after the response (`waitUntil`): audit webhook deliveries.
+    pub fn take_deferred(&self) -> Vec<Deferred> {
+        std::mem::take(&mut *self.deferred.borrow_mut())
+    }
+
+    /// Runs one deferred call with retries and backoff (1 s, 2 s, …); the outcome is logged,
+    /// never shown to the user. `sleep_ms` is the runtime's timer.
+    pub async fn run_deferred<F, Fut>(&self, ports: Ports<'_>, job: Deferred, sleep_ms: F)
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut last = String::new();
+        for attempt in 1..=job.attempts.max(1) {
+            match ports.fetch.fetch(job.request.clone(), self.fetch_timeout_ms(), 64 * 1024).await {
+                Ok(r) if (200..300).contains(&r.status) => return,
+                Ok(r) => last = format!("answered {}", r.status),
+                Err(e) => last = e.to_string(),
+            }
+            if attempt < job.attempts {
+                sleep_ms(1000 << (attempt - 1)).await;
+            }
+        }
+        ports.rt.log(&json!({"level": "error", "event": "audit_webhook_failed", "url": job.request.url, "cause": last, "attempts": job.attempts}).to_string());
     }
 
     /// Most body bytes the shell reads for a gateway route (the ACS takes SAML responses).
@@ -239,6 +275,16 @@ impl Gateway {
             return;
         }
         let days = self.config().map(|l| l.config.gateway.audit_retention_days).unwrap_or(90);
+        if let Some((w, loaded)) = self.config().and_then(|l| l.config.gateway.audit_webhook.as_ref().map(|w| (w, l))) {
+            let mut request = Outbound::get(&w.url);
+            request.method = "POST";
+            request.headers.set("content-type", "application/json");
+            if let Some(token) = w.token.as_deref().and_then(|n| loaded.secrets.get(n)) {
+                request.headers.set("authorization", format!("Bearer {}", token.expose_str()));
+            }
+            request.body = Some(json!({ "events": events }).to_string().into_bytes());
+            self.deferred.borrow_mut().push(Deferred { request, attempts: w.attempts });
+        }
         for e in events {
             let tenant = e.get("tenant").and_then(Value::as_str).unwrap_or_default();
             let ms = ports.rt.now_ms();
@@ -376,6 +422,7 @@ impl Gateway {
             ("GET", "/oidc/callback") => self.oidc_callback(ports, req, tenant, None).await,
             ("POST", "/saml/acs") => self.saml_acs(ports, req, tenant).await,
             ("POST", "/oidc/backchannel-logout") => Ok(self.backchannel_logout(ports, req, tenant, None).await),
+            ("GET", "/oidc/frontchannel-logout") => Ok(self.frontchannel_logout(ports, req, tenant).await),
             ("POST", r) if r.starts_with("/oidc/") && r.ends_with("/backchannel-logout") => {
                 let name = &r["/oidc/".len()..r.len() - "/backchannel-logout".len()];
                 Ok(self.backchannel_logout(ports, req, tenant, Some(name)).await)
