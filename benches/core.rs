@@ -198,6 +198,7 @@ fn bench_saml() {
         now: 1_900_000_000,
         skew: 60,
         legacy_sha1: false,
+        decryption_key: None,
     };
     for name in ["bench-8k.xml", "bench-40k.xml"] {
         let xml = std::fs::read(format!("{dir}/signed/{name}")).unwrap();

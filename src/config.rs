@@ -481,6 +481,9 @@ pub struct SamlConnection {
     /// SSO endpoint for the HTTP-Redirect binding.
     #[serde(default)]
     pub idp_sso_url: String,
+    /// Single Logout endpoint (HTTP-Redirect); with it, signing out also signs out at the IdP.
+    #[serde(default)]
+    pub idp_slo_url: Option<String>,
     /// Signing certificates (PEM or base64 DER); several during a rollover.
     #[serde(default)]
     pub idp_certificates: Vec<String>,
@@ -1103,6 +1106,9 @@ impl SamlConnection {
         }
         if self.idp_certificates.is_empty() {
             self.idp_certificates = m.signing_certificates;
+        }
+        if self.idp_slo_url.is_none() {
+            self.idp_slo_url = m.slo_redirect_url;
         }
         Ok(())
     }

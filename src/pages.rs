@@ -168,7 +168,9 @@ pub fn error_page(brand: Brand<'_>, e: &ErrorView<'_>) -> Response {
 pub fn logout_page(brand: Brand<'_>, who: Option<&str>, csrf: &str) -> Response {
     let who = who.map(|w| format!(" as {w}")).unwrap_or_default();
     let content = render(LOGOUT, &[("who", &who), ("csrf", csrf), ("prefix", brand.prefix)]);
-    page(brand, 200, "Sign out", &content)
+    // Signing out continues at the IdP (RP-initiated logout, SAML SLO): browsers apply
+    // form-action to the redirect after the post, so this page allows leaving the site.
+    secure_headers(page(brand, 200, "Sign out", &content), " https: http:")
 }
 
 pub fn logged_out_page(brand: Brand<'_>) -> Response {

@@ -52,6 +52,7 @@ fn expectations(certs: &[IdpCertificate]) -> Expectations<'_> {
         now: NOW,
         skew: SKEW,
         legacy_sha1: false,
+        decryption_key: None,
     }
 }
 

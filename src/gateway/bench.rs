@@ -61,6 +61,7 @@ impl Gateway {
                     now,
                     skew: 60,
                     legacy_sha1: false,
+                    decryption_key: None,
                 };
                 let limits = crate::saml::xml::XmlLimits::default();
                 for _ in 0..b.n {

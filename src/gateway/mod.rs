@@ -430,6 +430,7 @@ impl Gateway {
             #[cfg(feature = "bench")]
             ("POST", "/bench") => self.bench(req),
             ("GET" | "HEAD", "/saml/metadata") => self.saml_metadata(req, tenant),
+            ("GET", "/saml/slo") => self.saml_slo(ports, req, tenant).await,
             ("GET", r) if r.starts_with("/oidc/") && r.ends_with("/callback") => {
                 let name = &r["/oidc/".len()..r.len() - "/callback".len()];
                 self.oidc_callback(ports, req, tenant, Some(name)).await
@@ -1246,6 +1247,8 @@ impl Gateway {
             self.sessions.borrow_mut().remove(&key);
             self.log(ports, json!({"event": "logout", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": req.client_ip}));
             if let Some(url) = self.rp_logout_url(ports, req, tenant, &id, &record).await {
+                location = url;
+            } else if let Some(url) = self.saml_logout_url(ports, req, tenant, &record) {
                 location = url;
             }
         }

@@ -148,6 +148,10 @@ impl Gateway {
             .unwrap_or_else(|| format!("{}{}/saml/metadata?ws={}", base_url(req), self.prefix(), c.name))
     }
 
+    fn slo_url(&self, req: &Request, c: &SamlConnection) -> String {
+        format!("{}{}/saml/slo?ws={}", base_url(req), self.prefix(), c.name)
+    }
+
     fn acs_url(&self, req: &Request, c: &SamlConnection) -> String {
         format!("{}{}/saml/acs?ws={}", base_url(req), self.prefix(), c.name)
     }
@@ -268,6 +272,7 @@ impl Gateway {
         };
         let c = self.saml_connection(tenant, &name)?;
         let idp = self.saml_idp(ports, tenant, c).await?;
+        let decryption_key = self.sp_key(c)?;
         // The ACS URL is the address this response was posted to.
         let acs_url = match &ws {
             Some(w) => format!("{}{}/saml/acs?ws={}", base_url(req), self.prefix(), w),
@@ -284,6 +289,7 @@ impl Gateway {
             now: ports.now(),
             skew: c.clock_skew,
             legacy_sha1: c.legacy_sha1,
+            decryption_key: decryption_key.as_ref(),
         };
         let assertion = parsed
             .verify(&expectations)
@@ -340,6 +346,106 @@ impl Gateway {
         self.finish_login(ports, req, tenant, id, login).await
     }
 
+    /// `GET {prefix}/saml/slo?ws=NAME`: Single Logout over HTTP-Redirect. A signed
+    /// LogoutRequest from the IdP revokes the user's sessions of that connection (matching
+    /// SessionIndex when given) and is answered with a LogoutResponse; a LogoutResponse
+    /// (the answer to our own request) ends on the signed-out page.
+    pub(super) async fn saml_slo(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+        let name = req
+            .query("ws")
+            .ok_or_else(|| Refusal::BadInput("query parameter ws (the connection name) is required".into()))?;
+        let c = self.saml_connection(tenant, &name)?;
+        let idp = self.saml_idp(ports, tenant, c).await?;
+        let query = req.url.query().unwrap_or_default();
+        let bad = |e: String| Refusal::BadInput(format!("SAML logout: {e}"));
+        if req.query("SAMLResponse").is_some() {
+            let xml = crate::saml::logout::verify_redirect(query, "SAMLResponse", &idp.certs).map_err(bad)?;
+            let text = String::from_utf8_lossy(&xml);
+            if !text.contains(&format!(">{}<", crate::pages::escape(&idp.entity_id))) {
+                return Err(bad("LogoutResponse is not from the IdP".into()));
+            }
+            self.log(ports, json!({"event": "saml_logout_response", "tenant": tenant.id, "provider": c.name}));
+            let mut r = Response::redirect(&format!("{}/logged-out", self.prefix()));
+            r.headers.set("cache-control", "no-store");
+            return Ok(r);
+        }
+        let xml = crate::saml::logout::verify_redirect(query, "SAMLRequest", &idp.certs).map_err(bad)?;
+        let lr = crate::saml::logout::parse_logout_request(&xml).map_err(bad)?;
+        if lr.issuer != idp.entity_id {
+            return Err(bad(format!("Issuer {:?} is not the IdP", lr.issuer)));
+        }
+        if lr.destination.as_deref().is_some_and(|d| d != self.slo_url(req, c)) {
+            return Err(bad("Destination is not this SLO endpoint".into()));
+        }
+        if lr.not_on_or_after.is_some_and(|t| (ports.now() as i64) >= t + c.clock_skew as i64) {
+            return Err(bad("LogoutRequest expired".into()));
+        }
+        let user_id = format!("{}/{}", lr.issuer, lr.name_id);
+        let mut n = 0;
+        for (hash, record) in
+            self.indexed_sessions(ports, tenant, &super::sessions::user_index_key(&tenant.id, &user_id)).await?
+        {
+            let index_matches = lr.session_indexes.is_empty()
+                || record.idp_sid.as_ref().is_some_and(|s| lr.session_indexes.contains(s));
+            if record.provider == c.name && index_matches {
+                n += u32::from(
+                    self.revoke_session(ports, tenant, &hash, &format!("idp:{}", c.name), "SAML single logout").await?,
+                );
+            }
+        }
+        self.log(
+            ports,
+            json!({"event": "saml_logout", "tenant": tenant.id, "provider": c.name, "user": user_id, "revoked": n}),
+        );
+        let Some(slo) = c.idp_slo_url.as_deref() else {
+            let mut r = Response::new(200);
+            r.headers.set("cache-control", "no-store");
+            return Ok(r);
+        };
+        let id = format!("_{}", crypto::hex(&ports.random::<16>()));
+        let response =
+            crate::saml::logout::logout_response_xml(&id, &lr.id, &self.sp_entity_id(req, c), slo, ports.now());
+        let key = self.sp_key(c)?;
+        let relay = req.query("RelayState");
+        let location = authn_request::redirect_binding_url(
+            slo,
+            "SAMLResponse",
+            &response,
+            relay.as_deref(),
+            key.as_ref().filter(|_| c.sign_requests),
+        )
+        .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let mut r = Response::redirect(&location);
+        r.headers.set("cache-control", "no-store");
+        Ok(r)
+    }
+
+    /// Where to send the browser after a local sign-out of a SAML session: the IdP's SLO
+    /// endpoint with our LogoutRequest, when the connection has one.
+    pub(super) fn saml_logout_url(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        record: &crate::session::SessionRecord,
+    ) -> Option<String> {
+        let c = self.saml_connection(tenant, &record.provider).ok()?;
+        let slo = c.idp_slo_url.as_deref()?;
+        let id = format!("_{}", crypto::hex(&ports.random::<16>()));
+        let xml = crate::saml::logout::logout_request_xml(
+            &id,
+            &self.sp_entity_id(req, c),
+            slo,
+            &record.user,
+            &c.name_id_format,
+            record.idp_sid.as_deref(),
+            ports.now(),
+        );
+        let key = self.sp_key(c).ok()?;
+        authn_request::redirect_binding_url(slo, "SAMLRequest", &xml, None, key.as_ref().filter(|_| c.sign_requests))
+            .ok()
+    }
+
     /// `GET {prefix}/saml/metadata?ws=NAME`: the SP metadata for one connection.
     pub(super) fn saml_metadata(&self, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
         let name = req
@@ -351,6 +457,7 @@ impl Gateway {
         let xml = crate::saml::metadata::sp_metadata(
             &self.sp_entity_id(req, c),
             &self.acs_url(req, c),
+            &self.slo_url(req, c),
             &c.name_id_format,
             cert.as_deref(),
             c.sign_requests,

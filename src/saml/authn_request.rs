@@ -116,6 +116,52 @@ pub fn build(params: &AuthnRequestParams<'_>, now: u64, random: &[u8]) -> Result
     Ok(AuthnRequest { id, issue_instant, xml })
 }
 
+/// The HTTP-Redirect binding (bindings 3.4.4): `param` (`SAMLRequest` or `SAMLResponse`)
+/// carries the DEFLATEd, base64 message; with `key`, the query is signed (3.4.4.1).
+pub fn redirect_binding_url(
+    base: &str,
+    param: &str,
+    xml: &str,
+    relay_state: Option<&str>,
+    key: Option<&rsa::RsaPrivateKey>,
+) -> Result<String, AuthnRequestError> {
+    let url = url::Url::parse(base).map_err(|_| AuthnRequestError::InvalidUrl(base.to_owned()))?;
+    if url.cannot_be_a_base() || !matches!(url.scheme(), "https" | "http") {
+        return Err(AuthnRequestError::InvalidUrl(base.to_owned()));
+    }
+    binding_url(url, param, xml, relay_state, key)
+}
+
+fn binding_url(
+    mut url: url::Url,
+    param: &str,
+    xml: &str,
+    relay_state: Option<&str>,
+    key: Option<&rsa::RsaPrivateKey>,
+) -> Result<String, AuthnRequestError> {
+    let deflated = miniz_oxide::deflate::compress_to_vec(xml.as_bytes(), 6);
+    let encoded = STANDARD.encode(deflated);
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let mut signed = format!("{param}={}", enc(&encoded));
+    if let Some(rs) = relay_state {
+        signed.push_str(&format!("&RelayState={}", enc(rs)));
+    }
+    if let Some(key) = key {
+        signed.push_str(&format!("&SigAlg={}", enc(SIG_ALG_RSA_SHA256)));
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(signed.as_bytes());
+        let sig = key
+            .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+            .map_err(|e| AuthnRequestError::Signing(e.to_string()))?;
+        signed.push_str(&format!("&Signature={}", enc(&STANDARD.encode(sig))));
+    }
+    let query = match url.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{signed}"),
+        _ => signed,
+    };
+    url.set_query(Some(&query));
+    Ok(url.into())
+}
+
 /// Signature algorithm of signed redirects.
 pub const SIG_ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
@@ -143,29 +189,5 @@ pub fn redirect_url_signed(
             return Err(AuthnRequestError::RelayStateTooLong { len: rs.len() });
         }
     }
-    let mut url = url::Url::parse(idp_sso_url).map_err(|_| AuthnRequestError::InvalidUrl(idp_sso_url.to_owned()))?;
-    if url.cannot_be_a_base() || !matches!(url.scheme(), "https" | "http") {
-        return Err(AuthnRequestError::InvalidUrl(idp_sso_url.to_owned()));
-    }
-    let deflated = miniz_oxide::deflate::compress_to_vec(request.xml.as_bytes(), 6);
-    let encoded = STANDARD.encode(deflated);
-    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let mut signed = format!("SAMLRequest={}", enc(&encoded));
-    if let Some(rs) = relay_state {
-        signed.push_str(&format!("&RelayState={}", enc(rs)));
-    }
-    if let Some(key) = key {
-        signed.push_str(&format!("&SigAlg={}", enc(SIG_ALG_RSA_SHA256)));
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(signed.as_bytes());
-        let sig = key
-            .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
-            .map_err(|e| AuthnRequestError::Signing(e.to_string()))?;
-        signed.push_str(&format!("&Signature={}", enc(&STANDARD.encode(sig))));
-    }
-    let query = match url.query() {
-        Some(q) if !q.is_empty() => format!("{q}&{signed}"),
-        _ => signed,
-    };
-    url.set_query(Some(&query));
-    Ok(url.into())
+    redirect_binding_url(idp_sso_url, "SAMLRequest", &request.xml, relay_state, key)
 }

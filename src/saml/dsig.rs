@@ -134,6 +134,31 @@ impl IdpCertificate {
         Ok(Self { der: der.to_vec(), key })
     }
 
+    /// Verifies a detached signature such as the HTTP-Redirect binding's query signature
+    /// (bindings 3.4.4.1): RSA-SHA256/384/512 or ECDSA-SHA256 (DER or raw r||s). SHA-1 is
+    /// refused.
+    pub fn verify_detached(&self, sig_alg: &str, data: &[u8], signature: &[u8]) -> bool {
+        use sha2::Digest;
+        match (sig_alg, &self.key) {
+            (RSA_SHA256, PublicKey::Rsa(k)) => {
+                k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha2::Sha256::digest(data), signature).is_ok()
+            }
+            (RSA_SHA384, PublicKey::Rsa(k)) => {
+                k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), &sha2::Sha384::digest(data), signature).is_ok()
+            }
+            (RSA_SHA512, PublicKey::Rsa(k)) => {
+                k.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha512>(), &sha2::Sha512::digest(data), signature).is_ok()
+            }
+            (ECDSA_SHA256, PublicKey::P256(k)) => {
+                use p256::ecdsa::signature::Verifier;
+                let sig = p256::ecdsa::Signature::from_slice(signature)
+                    .or_else(|_| p256::ecdsa::Signature::from_der(signature));
+                sig.is_ok_and(|s| k.verify(data, &s).is_ok())
+            }
+            _ => false,
+        }
+    }
+
     pub fn der(&self) -> &[u8] {
         &self.der
     }

@@ -12,6 +12,7 @@ pub const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Re
 pub struct IdpMetadata {
     pub entity_id: String,
     pub sso_redirect_url: Option<String>,
+    pub slo_redirect_url: Option<String>,
     /// Base64 DER bodies of the signing certificates.
     pub signing_certificates: Vec<String>,
 }
@@ -33,6 +34,11 @@ pub fn parse_idp_metadata(xml: &[u8]) -> Result<IdpMetadata, String> {
         .find(|s| doc.attribute(*s, "Binding") == Some(BINDING_REDIRECT))
         .and_then(|s| doc.attribute(s, "Location"))
         .map(str::to_owned);
+    let slo_redirect_url = doc
+        .children_named(idp, METADATA_NS, "SingleLogoutService")
+        .find(|s| doc.attribute(*s, "Binding") == Some(BINDING_REDIRECT))
+        .and_then(|s| doc.attribute(s, "Location"))
+        .map(str::to_owned);
     let mut signing_certificates = Vec::new();
     for kd in doc.children_named(idp, METADATA_NS, "KeyDescriptor") {
         if doc.attribute(kd, "use").is_some_and(|u| u != "signing") {
@@ -50,7 +56,7 @@ pub fn parse_idp_metadata(xml: &[u8]) -> Result<IdpMetadata, String> {
     if signing_certificates.is_empty() {
         return Err("no signing certificate in the IDPSSODescriptor".into());
     }
-    Ok(IdpMetadata { entity_id: entity_id.to_owned(), sso_redirect_url, signing_certificates })
+    Ok(IdpMetadata { entity_id: entity_id.to_owned(), sso_redirect_url, slo_redirect_url, signing_certificates })
 }
 
 /// The SP's metadata for one connection. `certificate` (base64 DER) is published for
@@ -58,6 +64,7 @@ pub fn parse_idp_metadata(xml: &[u8]) -> Result<IdpMetadata, String> {
 pub fn sp_metadata(
     entity_id: &str,
     acs_url: &str,
+    slo_url: &str,
     name_id_format: &str,
     certificate: Option<&str>,
     requests_signed: bool,
@@ -77,12 +84,14 @@ pub fn sp_metadata(
 <md:EntityDescriptor xmlns:md="{METADATA_NS}" entityID="{}">
   <md:SPSSODescriptor AuthnRequestsSigned="{requests_signed}" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{keys}
     <md:NameIDFormat>{}</md:NameIDFormat>
+    <md:SingleLogoutService Binding="{BINDING_REDIRECT}" Location="{}"/>
     <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{}" index="0" isDefault="true"/>
   </md:SPSSODescriptor>
 </md:EntityDescriptor>
 "#,
         escape(entity_id),
         escape(name_id_format),
+        escape(slo_url),
         escape(acs_url)
     )
 }

@@ -14,6 +14,12 @@
 //! - no two elements may share an `ID`;
 //! - every signature present on the Response or the Assertion must verify.
 //!
+//! An `EncryptedAssertion` is decrypted with the SP key ([`Expectations::decryption_key`]):
+//! the plaintext must be exactly one `Assertion`, which is put in the document text in place of
+//! the `EncryptedAssertion` before the whole document is parsed again with the same parser and
+//! limits; every check above then runs on that document. A Response signature covers the
+//! encrypted form, so it is verified on the received document, before decrypting.
+//!
 //! The replay cache is the caller's: store `assertion_id` until `not_on_or_after` and refuse
 //! an assertion whose ID is already stored (profile 4.1.4.5).
 
@@ -26,6 +32,7 @@ use base64::Engine;
 use crate::saml::dsig::{verify_enveloped, DsigError, IdpCertificate, DSIG_NS};
 use crate::saml::time;
 use crate::saml::xml::{Document, NodeData, NodeId, XmlError, XmlLimits};
+use crate::saml::xmlenc::{decrypt_in_place, XmlEncError};
 
 pub const PROTOCOL_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub const ASSERTION_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -63,9 +70,11 @@ pub enum SamlError {
     MultipleAssertions(usize),
     /// The only assertion is not a child of the Response.
     AssertionMisplaced,
-    /// An `EncryptedAssertion`: decrypting needs the SP's private key, which is not
-    /// configured (decryption is not implemented yet).
+    /// An `EncryptedAssertion`, and no SP decryption key is configured.
     EncryptedAssertionNeedsKey,
+    /// The `EncryptedAssertion` could not be decrypted. Failures that depend on the key or
+    /// the plaintext are all [`XmlEncError::DecryptionFailed`].
+    Decryption(XmlEncError),
     /// An `EncryptedID` in the subject, which needs the SP's private key as well.
     EncryptedNameIdNeedsKey,
     /// Neither the Response nor the Assertion carries a signature.
@@ -153,8 +162,9 @@ impl fmt::Display for SamlError {
             MultipleAssertions(n) => write!(f, "response contains {n} assertions (exactly one allowed)"),
             AssertionMisplaced => f.write_str("the assertion is not a child of the response"),
             EncryptedAssertionNeedsKey => {
-                f.write_str("encrypted assertions need the SP key, which is not configured (not supported yet)")
+                f.write_str("the assertion is encrypted and no SP decryption key is configured")
             }
+            Decryption(e) => write!(f, "encrypted assertion: {e}"),
             EncryptedNameIdNeedsKey => f.write_str("encrypted NameIDs need the SP key (not supported yet)"),
             NotSigned => f.write_str("neither the response nor the assertion is signed"),
             MultipleSignatures => f.write_str("an element carries several signatures"),
@@ -206,14 +216,20 @@ impl From<XmlError> for SamlError {
     }
 }
 
+impl From<XmlEncError> for SamlError {
+    fn from(e: XmlEncError) -> Self {
+        SamlError::Decryption(e)
+    }
+}
+
 impl From<DsigError> for SamlError {
     fn from(e: DsigError) -> Self {
         SamlError::Signature(e)
     }
 }
 
-/// What the response must be checked against.
-#[derive(Debug, Clone)]
+/// What the response must be checked against. `Debug` leaves the decryption key out.
+#[derive(Clone)]
 pub struct Expectations<'a> {
     pub idp_entity_id: &'a str,
     /// The IdP's signing certificates (several during a rollover). The only source of keys.
@@ -229,6 +245,27 @@ pub struct Expectations<'a> {
     pub skew: u64,
     /// Accept SHA-1 digests and RSA-SHA1 signatures.
     pub legacy_sha1: bool,
+    /// The SP's RSA key for `EncryptedAssertion`s (RSA-OAEP key transport; AES-GCM or
+    /// AES-CBC content). `None`: encrypted assertions are refused with
+    /// [`SamlError::EncryptedAssertionNeedsKey`].
+    pub decryption_key: Option<&'a rsa::RsaPrivateKey>,
+}
+
+impl fmt::Debug for Expectations<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Expectations")
+            .field("idp_entity_id", &self.idp_entity_id)
+            .field("idp_certs", &self.idp_certs)
+            .field("sp_entity_id", &self.sp_entity_id)
+            .field("acs_url", &self.acs_url)
+            .field("expected_in_response_to", &self.expected_in_response_to)
+            .field("allow_unsolicited", &self.allow_unsolicited)
+            .field("now", &self.now)
+            .field("skew", &self.skew)
+            .field("legacy_sha1", &self.legacy_sha1)
+            .field("decryption_key", &self.decryption_key.map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// The identity an IdP asserted, read from a verified assertion only. `Debug` leaves the
@@ -270,6 +307,10 @@ impl fmt::Debug for VerifiedAssertion {
 #[derive(Clone)]
 pub struct SamlResponse {
     doc: Document,
+    /// The text `doc` was parsed from (byte order mark removed), for putting a decrypted
+    /// assertion in place of the encrypted one.
+    source: String,
+    limits: XmlLimits,
 }
 
 impl fmt::Debug for SamlResponse {
@@ -278,11 +319,20 @@ impl fmt::Debug for SamlResponse {
     }
 }
 
-/// Where the assertion to use is. Decryption of `Encrypted` will parse the plaintext into its
-/// own document and continue with the same checks.
+/// Where the assertion to use is.
 enum AssertionSource {
     Plain(NodeId),
-    Encrypted(#[allow(dead_code)] NodeId),
+    Encrypted(NodeId),
+}
+
+/// How the Response's own signature is handled for the document being checked.
+#[derive(Clone, Copy)]
+enum ResponseSignature {
+    /// Verify it, if present, in this document.
+    Verify,
+    /// Already verified (over the encrypted form, in the received document) when `true`;
+    /// absent when `false`.
+    VerifiedBeforeDecryption(bool),
 }
 
 fn attr<'d>(doc: &'d Document, id: NodeId, element: &'static str, name: &'static str) -> Result<&'d str, SamlError> {
@@ -344,7 +394,10 @@ fn signature_child(doc: &Document, id: NodeId) -> Result<Option<NodeId>, SamlErr
 impl SamlResponse {
     /// Parses the decoded (XML) bytes of a `SAMLResponse`.
     pub fn parse(bytes: &[u8], limits: &XmlLimits) -> Result<Self, SamlError> {
-        Ok(Self { doc: Document::parse(bytes, limits)? })
+        let doc = Document::parse(bytes, limits)?;
+        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let source = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?.to_owned();
+        Ok(Self { doc, source, limits: *limits })
     }
 
     /// Decodes the `SAMLResponse` form field of the HTTP-POST binding (base64, line breaks
@@ -368,92 +421,135 @@ impl SamlResponse {
     /// Runs every check and returns the asserted identity.
     pub fn verify(&self, exp: &Expectations<'_>) -> Result<VerifiedAssertion, SamlError> {
         let doc = &self.doc;
-        let now = now_i64(exp.now);
-        let skew = now_i64(exp.skew);
-        let response = doc.root();
-
-        // Core 3.2.2: the document element is a protocol Response, version 2.0, with an ID.
-        if !doc.is_element(response, PROTOCOL_NS, "Response") {
-            return Err(SamlError::NotAResponse(doc.element(response).map(|e| e.qname()).unwrap_or_default()));
-        }
-        let version = attr(doc, response, "Response", "Version")?;
-        if version != "2.0" {
-            return Err(SamlError::UnsupportedVersion(version.to_owned()));
-        }
-        attr(doc, response, "Response", "ID")?;
-        time_attr(doc, response, "IssueInstant")?
-            .ok_or(SamlError::MissingAttribute { element: "Response", attribute: "IssueInstant" })?;
-
-        // Signature wrapping relies on two elements with one ID; no document may have them.
-        if let Some(id) = doc.duplicate_id() {
-            return Err(SamlError::DuplicateId(id));
-        }
-
-        // Core 3.2.2.1: anything but a top-level Success status ends processing here.
-        let status =
-            doc.children_named(response, PROTOCOL_NS, "Status").next().ok_or(SamlError::MissingElement("Status"))?;
-        let mut codes = Vec::new();
-        let mut code = doc.children_named(status, PROTOCOL_NS, "StatusCode").next();
-        while let Some(c) = code {
-            codes.push(attr(doc, c, "StatusCode", "Value")?.to_owned());
-            code = doc.children_named(c, PROTOCOL_NS, "StatusCode").next();
-        }
-        if codes.first().map(String::as_str) != Some(STATUS_SUCCESS) {
-            let message = match doc.children_named(status, PROTOCOL_NS, "StatusMessage").next() {
-                Some(m) => Some(doc.text(m)?),
-                None => None,
-            };
-            return Err(SamlError::Status { codes, message });
-        }
-
+        let response = check_envelope(doc)?;
         // Profile 4.1.4.2: the assertion. Exactly one in the whole document, a child of the
         // Response; an assertion hidden elsewhere (Extensions, ds:Object, Advice) is refused.
-        let source = locate_assertion(doc, response)?;
-        let assertion = match source {
-            AssertionSource::Plain(a) => a,
-            AssertionSource::Encrypted(_) => return Err(SamlError::EncryptedAssertionNeedsKey),
-        };
-
-        // Profile 4.1.4.3 / core 5: the assertion must be covered by a verified signature:
-        // the Response's (which covers its children) or its own. Every signature present on
-        // either must verify.
-        let response_sig = signature_child(doc, response)?;
-        let assertion_sig = signature_child(doc, assertion)?;
-        let mut covered = false;
-        if let Some(sig) = response_sig {
-            let verified = verify_enveloped(doc, sig, exp.idp_certs, exp.legacy_sha1)?;
-            covered |= verified.node() == response && doc.parent(assertion) == Some(response);
-        }
-        if let Some(sig) = assertion_sig {
-            let verified = verify_enveloped(doc, sig, exp.idp_certs, exp.legacy_sha1)?;
-            covered |= verified.node() == assertion;
-        }
-        if !covered {
-            return Err(SamlError::NotSigned);
-        }
-
-        // Profile 4.1.4.2: the Response's Issuer, when present, is the IdP.
-        if let Some(issuer) = saml_child(doc, response, "Issuer") {
-            check_issuer(doc, issuer, exp.idp_entity_id)?;
-        }
-        // Bindings 3.5.5.2: Destination, when present (and always when signed), is this ACS.
-        match doc.attribute(response, "Destination") {
-            Some(d) if d != exp.acs_url => {
-                return Err(SamlError::DestinationMismatch { expected: exp.acs_url.to_owned(), actual: d.to_owned() })
+        match locate_assertion(doc, response)? {
+            AssertionSource::Plain(assertion) => verify_located(doc, assertion, exp, ResponseSignature::Verify),
+            AssertionSource::Encrypted(encrypted) => {
+                let key = exp.decryption_key.ok_or(SamlError::EncryptedAssertionNeedsKey)?;
+                // The Response's signature covers the EncryptedAssertion as received: verify it
+                // here, before the private key touches anything an attacker may have changed.
+                let response_signed = match signature_child(doc, response)? {
+                    Some(sig) => {
+                        let verified = verify_enveloped(doc, sig, exp.idp_certs, exp.legacy_sha1)?;
+                        verified.node() == response
+                    }
+                    None => false,
+                };
+                let decrypted =
+                    decrypt_in_place(doc, &self.source, encrypted, key, &self.limits, ASSERTION_NS, "Assertion")?;
+                // The same checks on the document with the assertion in place; only the
+                // Response signature is not verified again (its digest is over the ciphertext).
+                let response = check_envelope(&decrypted)?;
+                let AssertionSource::Plain(assertion) = locate_assertion(&decrypted, response)? else {
+                    return Err(SamlError::Decryption(XmlEncError::DecryptionFailed));
+                };
+                verify_located(&decrypted, assertion, exp, ResponseSignature::VerifiedBeforeDecryption(response_signed))
             }
-            None if response_sig.is_some() => return Err(SamlError::MissingDestination),
-            _ => {}
         }
-        // Profile 4.1.4.3 / 4.1.5: InResponseTo names the pending request; unsolicited
-        // responses only when allowed, and then they must not name a request.
-        if exp.expected_in_response_to.is_none() && !exp.allow_unsolicited {
-            return Err(SamlError::Unsolicited);
-        }
-        check_in_response_to(doc.attribute(response, "InResponseTo"), exp)?;
-
-        // From here on everything is read below the verified assertion element.
-        verify_assertion(doc, assertion, exp, now, skew)
     }
+}
+
+/// Core 3.2.2: the document element is a protocol Response, version 2.0, with an ID, no two
+/// elements share an ID, and the status is Success. Returns the Response element.
+fn check_envelope(doc: &Document) -> Result<NodeId, SamlError> {
+    let response = doc.root();
+    if !doc.is_element(response, PROTOCOL_NS, "Response") {
+        return Err(SamlError::NotAResponse(doc.element(response).map(|e| e.qname()).unwrap_or_default()));
+    }
+    let version = attr(doc, response, "Response", "Version")?;
+    if version != "2.0" {
+        return Err(SamlError::UnsupportedVersion(version.to_owned()));
+    }
+    attr(doc, response, "Response", "ID")?;
+    time_attr(doc, response, "IssueInstant")?
+        .ok_or(SamlError::MissingAttribute { element: "Response", attribute: "IssueInstant" })?;
+
+    // Signature wrapping relies on two elements with one ID; no document may have them.
+    if let Some(id) = doc.duplicate_id() {
+        return Err(SamlError::DuplicateId(id));
+    }
+
+    // Core 3.2.2.1: anything but a top-level Success status ends processing here.
+    let status =
+        doc.children_named(response, PROTOCOL_NS, "Status").next().ok_or(SamlError::MissingElement("Status"))?;
+    let mut codes = Vec::new();
+    let mut code = doc.children_named(status, PROTOCOL_NS, "StatusCode").next();
+    while let Some(c) = code {
+        codes.push(attr(doc, c, "StatusCode", "Value")?.to_owned());
+        code = doc.children_named(c, PROTOCOL_NS, "StatusCode").next();
+    }
+    if codes.first().map(String::as_str) != Some(STATUS_SUCCESS) {
+        let message = match doc.children_named(status, PROTOCOL_NS, "StatusMessage").next() {
+            Some(m) => Some(doc.text(m)?),
+            None => None,
+        };
+        return Err(SamlError::Status { codes, message });
+    }
+    Ok(response)
+}
+
+/// Every check after the assertion is found: signatures, the Response's fields, then the
+/// assertion itself.
+fn verify_located(
+    doc: &Document,
+    assertion: NodeId,
+    exp: &Expectations<'_>,
+    response_signature: ResponseSignature,
+) -> Result<VerifiedAssertion, SamlError> {
+    let now = now_i64(exp.now);
+    let skew = now_i64(exp.skew);
+    let response = doc.root();
+
+    // Profile 4.1.4.3 / core 5: the assertion must be covered by a verified signature:
+    // the Response's (which covers its children) or its own. Every signature present on
+    // either must verify.
+    let mut covered = false;
+    let response_signed = match response_signature {
+        ResponseSignature::Verify => {
+            let response_sig = signature_child(doc, response)?;
+            if let Some(sig) = response_sig {
+                let verified = verify_enveloped(doc, sig, exp.idp_certs, exp.legacy_sha1)?;
+                covered |= verified.node() == response && doc.parent(assertion) == Some(response);
+            }
+            response_sig.is_some()
+        }
+        ResponseSignature::VerifiedBeforeDecryption(signed) => {
+            // It covered the EncryptedAssertion, whose plaintext is now in its place.
+            covered |= signed && doc.parent(assertion) == Some(response);
+            signed
+        }
+    };
+    if let Some(sig) = signature_child(doc, assertion)? {
+        let verified = verify_enveloped(doc, sig, exp.idp_certs, exp.legacy_sha1)?;
+        covered |= verified.node() == assertion;
+    }
+    if !covered {
+        return Err(SamlError::NotSigned);
+    }
+
+    // Profile 4.1.4.2: the Response's Issuer, when present, is the IdP.
+    if let Some(issuer) = saml_child(doc, response, "Issuer") {
+        check_issuer(doc, issuer, exp.idp_entity_id)?;
+    }
+    // Bindings 3.5.5.2: Destination, when present (and always when signed), is this ACS.
+    match doc.attribute(response, "Destination") {
+        Some(d) if d != exp.acs_url => {
+            return Err(SamlError::DestinationMismatch { expected: exp.acs_url.to_owned(), actual: d.to_owned() })
+        }
+        None if response_signed => return Err(SamlError::MissingDestination),
+        _ => {}
+    }
+    // Profile 4.1.4.3 / 4.1.5: InResponseTo names the pending request; unsolicited
+    // responses only when allowed, and then they must not name a request.
+    if exp.expected_in_response_to.is_none() && !exp.allow_unsolicited {
+        return Err(SamlError::Unsolicited);
+    }
+    check_in_response_to(doc.attribute(response, "InResponseTo"), exp)?;
+
+    // From here on everything is read below the verified assertion element.
+    verify_assertion(doc, assertion, exp, now, skew)
 }
 
 fn locate_assertion(doc: &Document, response: NodeId) -> Result<AssertionSource, SamlError> {

@@ -1,6 +1,10 @@
 // SAML 2.0 SP-initiated login end to end: the gateway in workerd, a SAML IdP that signs
 // fresh Responses with xmlsec1, and a real origin.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Client, parseForms, submitForm, NAVIGATION_HEADERS } from './lib/client.mjs';
 import { freePort, startGateway } from './lib/gateway.mjs';
@@ -30,6 +34,9 @@ describe('SAML SP-initiated login', () => {
             // Imported from the IdP's metadata document, plus the EC certificate (rollover list).
             { type: 'saml', name: 'corp', label: 'Corp SAML', idp_metadata: idp.metadata(),
               idp_certificates: [idp.certificateBase64(), certificateBase64(new URL(`../fixtures/saml/keys/${KEYS.ec.cert}`, import.meta.url))] },
+            // Encrypted assertions, decrypted with the SP key from a Worker secret.
+            { type: 'saml', name: 'sealed', label: 'Sealed', idp_metadata: idp.metadata(), sp_private_key: 'SP_KEY',
+              sp_certificate: fs.readFileSync(new URL('../fixtures/saml/keys/sp-rsa.crt', import.meta.url), 'utf8') },
             // Only the metadata URL: entity id, SSO URL and certificates are fetched at run time.
             { type: 'saml', name: 'fetched', label: 'Fetched', idp_metadata_url: idp.metadataUrl },
             { type: 'saml', name: 'portal', label: 'Portal', idp_entity_id: idp.entityId, idp_sso_url: idp.ssoUrl,
@@ -37,7 +44,7 @@ describe('SAML SP-initiated login', () => {
           ],
         }],
       },
-      secrets: gatewaySecrets(),
+      secrets: gatewaySecrets({ SP_KEY: fs.readFileSync(new URL('../fixtures/saml/keys/sp-rsa.key', import.meta.url), 'utf8') }),
     });
   });
 
@@ -45,6 +52,28 @@ describe('SAML SP-initiated login', () => {
     await gw?.stop();
     await idp?.close();
     await origin?.close();
+  });
+
+  for (const algorithm of ['aes256-gcm', 'aes128-cbc']) {
+    test(`an encrypted assertion (${algorithm}) is decrypted with the SP key and signs in`, async () => {
+      idp.reset();
+      idp.set({ key: 'rsa', sign: 'assertion', encrypt: { cert: fileURLToPath(new URL('../fixtures/saml/keys/sp-rsa.crt', import.meta.url)), algorithm } });
+      const client = new Client();
+      const { final: page } = await client.navigate(site('/_portcullis/login?provider=sealed&rd=/enc'));
+      assert.match(Buffer.from(parseForms(page.text)[0].fields.SAMLResponse, 'base64').toString(), /EncryptedAssertion/);
+      const { final } = await submitForm(client, page.url, parseForms(page.text)[0]);
+      assert.equal(final.status, 200, final.text);
+      assert.equal(final.json().headers['x-portcullis-email'], 'alice@example.com');
+      idp.reset();
+    });
+  }
+
+  test('an encrypted assertion without a configured SP key is refused clearly', async () => {
+    idp.reset();
+    idp.set({ key: 'rsa', sign: 'assertion', encrypt: { cert: fileURLToPath(new URL('../fixtures/saml/keys/sp-rsa.crt', import.meta.url)), algorithm: 'aes256-gcm' } });
+    const { final } = await login();
+    await refusal(final, 500, 'config_error', /SP's private key|decrypt/i);
+    idp.reset();
   });
 
   /** Starts a login and returns the IdP's auto-posting page (not submitted yet). */
@@ -181,5 +210,69 @@ describe('SAML SP-initiated login', () => {
     const evil = Buffer.from('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol">&x;</samlp:Response>').toString('base64');
     const d = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: evil }), { headers: NAVIGATION_HEADERS });
     await refusal(d, 401, 'invalid_saml_response', /DOCTYPE/i);
+  });
+});
+
+describe('SAML single logout', () => {
+  let idp;
+  let origin;
+  let gw;
+  let port;
+  const site = (p) => `http://localhost:${port}${p}`;
+
+  before(async () => {
+    port = await freePort();
+    origin = await startOrigin();
+    idp = await startSamlIdp({ key: 'rsa', sign: 'assertion' });
+    gw = await startGateway({
+      port,
+      config: {
+        gateway: gatewaySection({ session_cache_ttl: 1 }),
+        tenants: [{ id: 'acme', hosts: ['localhost'], origin: origin.url, providers: [
+          { type: 'saml', name: 'corp', label: 'Corp', idp_metadata: idp.metadata() },
+        ] }],
+      },
+      secrets: gatewaySecrets(),
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await idp?.close();
+    await origin?.close();
+  });
+
+  /** A LogoutRequest over HTTP-Redirect, signed like an IdP does (bindings 3.4.4.1). */
+  function logoutQuery({ nameId = 'alice@example.com', sign = true, tamper = false } = {}) {
+    const xml = `<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_lr${Date.now()}" Version="2.0" IssueInstant="${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}" Destination="${site('/_portcullis/saml/slo?ws=corp')}"><saml:Issuer>${idp.entityId}</saml:Issuer><saml:NameID>${nameId}</saml:NameID></samlp:LogoutRequest>`;
+    const enc = (v) => encodeURIComponent(v);
+    const msg = zlib.deflateRawSync(Buffer.from(xml)).toString('base64');
+    let q = `SAMLRequest=${enc(msg)}&RelayState=rs1&SigAlg=${enc('http://www.w3.org/2001/04/xmldsig-more#rsa-sha256')}`;
+    if (!sign) return q.replace(/&SigAlg=.*/, '');
+    const key = fs.readFileSync(new URL('../fixtures/saml/keys/idp-rsa.key', import.meta.url));
+    const sig = crypto.sign('sha256', Buffer.from(q), key).toString('base64');
+    if (tamper) {
+      const evil = zlib.deflateRawSync(Buffer.from(xml.replace(nameId, 'bob@example.com'))).toString('base64');
+      q = q.replace(/^SAMLRequest=[^&]*/, `SAMLRequest=${enc(evil)}`);
+    }
+    return `${q}&Signature=${enc(sig)}`;
+  }
+
+  test('a signed LogoutRequest from the IdP ends the session; unsigned or altered ones are refused', async () => {
+    const client = new Client();
+    const { final: page } = await client.navigate(site('/_portcullis/login?provider=corp&rd=/in'));
+    const { final } = await submitForm(client, page.url, parseForms(page.text)[0]);
+    assert.equal(final.status, 200, final.text);
+    const slo = (q) => new Client().get(site(`/_portcullis/saml/slo?ws=corp&${q}`), { headers: { accept: 'application/json' } });
+    assert.equal((await slo(logoutQuery({ sign: false }))).status, 400);
+    const altered = await slo(logoutQuery({ tamper: true }));
+    assert.equal(altered.status, 400);
+    assert.match(altered.json().message, /signature does not verify/);
+    assert.equal((await client.get(site('/in'))).status, 200, 'still signed in after refused requests');
+    const ok = await slo(logoutQuery());
+    assert.equal(ok.status, 200, ok.text);
+    await waitForEvent(gw, (l) => l.event === 'saml_logout' && l.revoked === 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await client.get(site('/in'), { headers: NAVIGATION_HEADERS })).status, 302);
   });
 });

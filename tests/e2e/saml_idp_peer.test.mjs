@@ -1,6 +1,7 @@
 // Self-checks of the SAML IdP test peer, without the gateway: responses are
 // fetched the way the gateway's users would get them (HTTP-Redirect AuthnRequest,
-// auto-posting form) and verified independently with `xmlsec1 --verify`.
+// auto-posting form) and verified independently with `xmlsec1 --verify`
+// (and, for encrypted assertions, decrypted with `xmlsec1 --decrypt`).
 // Run: node --test tests/e2e/saml_idp_peer.test.mjs
 
 import { test, before, after, describe } from 'node:test';
@@ -15,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, parseForms } from './lib/client.mjs';
 import {
   startSamlIdp, XMLSEC_ID_ATTRS, RESPONSE_SIGNATURE_XPATH, ASSERTION_SIGNATURE_XPATH,
-  SIGNATURE_ALGORITHMS, DIGESTS,
+  SIGNATURE_ALGORITHMS, DIGESTS, SP_ENCRYPTION, ENCRYPTION_ALGORITHMS, KEY_TRANSPORTS,
 } from './peers/saml_idp.mjs';
 
 const KEY_DIR = fileURLToPath(new URL('../fixtures/saml/keys/', import.meta.url));
@@ -79,6 +80,16 @@ function xmlsecVerify(xml, cert, xpath) {
       (err, stdout, stderr) => {
         fsp.rm(file, { force: true }).finally(() => resolve({ ok: !err, output: `${stdout}${stderr}` }));
       });
+  }));
+}
+
+/** `xmlsec1 --decrypt` with the SP key: the document with the assertion in place. */
+function xmlsecDecrypt(xml, key = SP_ENCRYPTION.key) {
+  const file = path.join(tmpDir, `${crypto.randomBytes(8).toString('hex')}.xml`);
+  return fsp.writeFile(file, xml).then(() => new Promise((resolve) => {
+    execFile('xmlsec1', ['--decrypt', '--privkey-pem', key, file], (err, stdout, stderr) => {
+      fsp.rm(file, { force: true }).finally(() => resolve({ ok: !err, xml: stdout, output: stderr }));
+    });
   }));
 }
 
@@ -252,6 +263,63 @@ describe('SP-initiated flow (HTTP-Redirect in, HTTP-POST out)', () => {
     u.searchParams.set('SAMLRequest', Buffer.from('not xml at all').toString('base64'));
     assert.equal((await client.get(u.href)).status, 400);
     assert.equal((await client.get(`${idp.url}/nowhere`)).status, 404);
+  });
+});
+
+describe('encrypted assertions', () => {
+  for (const algorithm of ['aes256-gcm', 'aes128-cbc']) {
+    for (const sign of ['assertion', 'response', 'both']) {
+      test(`${algorithm}, ${sign} signed: xmlsec1 decrypts, the signatures verify`, async () => {
+        idp.set({ key: 'rsa', sign, encrypt: { cert: SP_ENCRYPTION.cert, algorithm } });
+        const { request, xml } = await login();
+        assert.ok(!/<saml:Assertion\b/.test(xml), 'no plain assertion');
+        assert.equal((xml.match(/<saml:EncryptedAssertion>/g) ?? []).length, 1);
+        assert.ok(xml.includes(`<xenc:EncryptionMethod Algorithm="${ENCRYPTION_ALGORITHMS[algorithm].uri}"/>`));
+        assert.ok(xml.includes(`Algorithm="${KEY_TRANSPORTS['rsa-oaep-mgf1p']}"`));
+        assert.ok(!xml.includes('alice@example.com'), 'the identity is not readable');
+        assert.equal(countSignatures(xml), sign === 'assertion' ? 0 : 1, 'only the Response signature is visible');
+        if (sign !== 'assertion') {
+          // The Response signature covers the EncryptedAssertion.
+          assert.ok(signatureAfter(xml, 'Response'));
+          await assertVerifies(xml, CERTS.rsa, RESPONSE_SIGNATURE_XPATH);
+        }
+        const decrypted = await xmlsecDecrypt(xml);
+        assert.ok(decrypted.ok, decrypted.output);
+        // xmlsec1 puts the plaintext in place of the EncryptedData.
+        assert.ok(!decrypted.xml.includes('EncryptedData'));
+        assert.match(decrypted.xml, /<saml:EncryptedAssertion>\s*<saml:Assertion /);
+        assert.ok(decrypted.xml.includes('>alice@example.com</saml:NameID>'));
+        assert.ok(decrypted.xml.includes(`InResponseTo="${request.id}"`));
+        assert.equal(countSignatures(decrypted.xml), sign === 'both' ? 2 : 1);
+        if (sign !== 'response') {
+          await assertVerifies(decrypted.xml, CERTS.rsa, ASSERTION_SIGNATURE_XPATH);
+        }
+        // Another key cannot decrypt it.
+        const other = await xmlsecDecrypt(xml, path.join(KEY_DIR, 'other-rsa.key'));
+        assert.equal(other.ok, false);
+      });
+    }
+  }
+
+  test('rsa-1_5 key transport on request; failed statuses carry no assertion to encrypt', async () => {
+    idp.set({ encrypt: { cert: SP_ENCRYPTION.cert, keyTransport: 'rsa-1_5' } });
+    const { xml } = await login();
+    assert.ok(xml.includes(`Algorithm="${KEY_TRANSPORTS['rsa-1_5']}"`));
+    assert.ok(xml.includes(`Algorithm="${ENCRYPTION_ALGORITHMS['aes256-gcm'].uri}"`));
+    const decrypted = await xmlsecDecrypt(xml);
+    assert.ok(decrypted.ok, decrypted.output);
+    idp.set({ status: 'Responder', sign: 'response' });
+    const failed = (await login()).xml;
+    assert.ok(!failed.includes('Assertion'));
+    await assertVerifies(failed, CERTS.rsa, RESPONSE_SIGNATURE_XPATH);
+    idp.reset();
+  });
+
+  test('bad encrypt options are refused', () => {
+    assert.throws(() => idp.set({ encrypt: { cert: SP_ENCRYPTION.cert, algorithm: 'des3-cbc' } }), /algorithm/);
+    assert.throws(() => idp.set({ encrypt: { cert: '/nonexistent.crt' } }), /does not exist/);
+    assert.throws(() => idp.set({ encrypt: SP_ENCRYPTION.cert }), /encrypt must be/);
+    assert.throws(() => idp.set({ encrypt: { cert: SP_ENCRYPTION.cert, key: 'x' } }), /unknown encrypt option/);
   });
 });
 

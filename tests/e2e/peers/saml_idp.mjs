@@ -3,7 +3,9 @@
 // Every Response is built fresh and signed with xmlsec1 (Debian package
 // `xmlsec1`) using the fixture keys in tests/fixtures/saml/keys/, so the
 // gateway verifies real XML-DSig signatures produced by an independent
-// implementation.
+// implementation. With the `encrypt` option the (already signed) assertion is
+// encrypted for the SP's certificate with xmlsec1 (XML Encryption, RSA-OAEP key
+// transport) before the Response is signed, as IdPs do.
 //
 // Endpoints:
 //   GET  /sso        HTTP-Redirect binding: SAMLRequest (base64 of raw DEFLATE)
@@ -17,12 +19,14 @@
 //   const idp = await startSamlIdp({ key: 'rsa', sign: 'assertion' });
 //   idp.metadataUrl, idp.ssoUrl, idp.entityId
 //   idp.set({ sign: 'both', clockOffset: -600 });   // options for later responses
+//   idp.set({ encrypt: { cert: SP_ENCRYPTION.cert, algorithm: 'aes256-gcm' } });
 //   idp.requests                                    // AuthnRequests received
 //   const { samlResponse, html } = await idp.idpInitiated(acsUrl, { spEntityId });
 //   await idp.close();
 //
 // CLI use (prints the base URL; metadata is at BASE/metadata):
 //   node tests/e2e/peers/saml_idp.mjs --port 9200 --key rsa --sign both
+//     [--encrypt-cert tests/fixtures/saml/keys/sp-rsa.crt --encrypt-algorithm aes128-cbc]
 
 import http from 'node:http';
 import crypto from 'node:crypto';
@@ -46,6 +50,12 @@ export const KEYS = Object.freeze({
   'rsa-reissued': { key: 'idp-rsa.key', cert: 'idp-rsa-reissued.crt', family: 'rsa' },
   ec: { key: 'idp-ec.key', cert: 'idp-ec.crt', family: 'ecdsa' },
   untrusted: { key: 'other-rsa.key', cert: 'other-rsa.crt', family: 'rsa' },
+});
+
+/** The SP encryption key pair of the fixtures (tests/fixtures/saml/keys/sp-rsa.*). */
+export const SP_ENCRYPTION = Object.freeze({
+  cert: path.join(KEY_DIR, 'sp-rsa.crt'),
+  key: path.join(KEY_DIR, 'sp-rsa.key'),
 });
 
 export const NS = Object.freeze({
@@ -72,6 +82,20 @@ export const SIGNATURE_ALGORITHMS = Object.freeze({
   'ecdsa-sha256': 'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256',
   'ecdsa-sha384': 'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384',
   'ecdsa-sha512': 'http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512',
+});
+
+/** Content encryption algorithms for `encrypt.algorithm`, with xmlsec1's session key. */
+export const ENCRYPTION_ALGORITHMS = Object.freeze({
+  'aes128-gcm': { uri: 'http://www.w3.org/2009/xmlenc11#aes128-gcm', sessionKey: 'aes-128' },
+  'aes256-gcm': { uri: 'http://www.w3.org/2009/xmlenc11#aes256-gcm', sessionKey: 'aes-256' },
+  'aes128-cbc': { uri: 'http://www.w3.org/2001/04/xmlenc#aes128-cbc', sessionKey: 'aes-128' },
+  'aes256-cbc': { uri: 'http://www.w3.org/2001/04/xmlenc#aes256-cbc', sessionKey: 'aes-256' },
+});
+
+/** Key transports for `encrypt.keyTransport`; rsa-1_5 only for refusal tests. */
+export const KEY_TRANSPORTS = Object.freeze({
+  'rsa-oaep-mgf1p': 'http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p',
+  'rsa-1_5': 'http://www.w3.org/2001/04/xmlenc#rsa-1_5',
 });
 
 export const STATUS_SUCCESS = 'urn:oasis:names:tc:SAML:2.0:status:Success';
@@ -119,6 +143,7 @@ const DEFAULTS = Object.freeze({
   sessionNotOnOrAfter: undefined,
   acsUrl: undefined, // used when an AuthnRequest names no ACS URL
   metadataKeys: undefined, // key names whose certificates metadata lists; default [key]
+  encrypt: undefined, // { cert, algorithm?: 'aes256-gcm', keyTransport?: 'rsa-oaep-mgf1p' }
   mutate: undefined,
 });
 
@@ -231,6 +256,28 @@ function insertTemplate(xml, local, opts) {
   const template = signatureTemplate(xmlUnescape(id[1] ?? id[2]), opts);
   return xml.replace(re, (all, open, issuer) => `${open}${issuer}\n${template}`);
 }
+
+/** Empty xenc:EncryptedData for one element, as xmlsec1 --encrypt expects it. */
+export function encryptedDataTemplate(algorithm = 'aes256-gcm', keyTransport = 'rsa-oaep-mgf1p') {
+  const data = ENCRYPTION_ALGORITHMS[algorithm];
+  const transport = KEY_TRANSPORTS[keyTransport];
+  if (!data) throw new Error(`unknown encryption algorithm ${algorithm}`);
+  if (!transport) throw new Error(`unknown key transport ${keyTransport}`);
+  const params = keyTransport === 'rsa-oaep-mgf1p' ? `<ds:DigestMethod Algorithm="${DIGESTS.sha1}"/>` : '';
+  return `<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">
+<xenc:EncryptionMethod Algorithm="${data.uri}"/>
+<ds:KeyInfo xmlns:ds="${NS.dsig}">
+<xenc:EncryptedKey>
+<xenc:EncryptionMethod Algorithm="${transport}">${params}</xenc:EncryptionMethod>
+<xenc:CipherData><xenc:CipherValue/></xenc:CipherData>
+</xenc:EncryptedKey>
+</ds:KeyInfo>
+<xenc:CipherData><xenc:CipherValue/></xenc:CipherData>
+</xenc:EncryptedData>`;
+}
+
+// The one Assertion element, whatever its prefix.
+const ASSERTION_ELEMENT = new RegExp(`<(${P})Assertion\\b[\\s\\S]*</\\1Assertion\\s*>`);
 
 function runXmlsec(args) {
   return new Promise((resolve, reject) => {
@@ -412,6 +459,17 @@ function checkOptions(opts) {
     throw new Error(`sign must be assertion, response, both or none (got ${opts.sign})`);
   }
   if (opts.key !== undefined) resolveKey(opts.key);
+  if (opts.encrypt !== undefined && opts.encrypt !== null) {
+    const e = opts.encrypt;
+    if (typeof e !== 'object' || typeof e.cert !== 'string') {
+      throw new Error('encrypt must be { cert: <path of the SP certificate>, algorithm?, keyTransport? }');
+    }
+    for (const k of Object.keys(e)) {
+      if (!['cert', 'algorithm', 'keyTransport'].includes(k)) throw new Error(`unknown encrypt option ${k}`);
+    }
+    if (!fs.existsSync(e.cert)) throw new Error(`encrypt.cert ${e.cert} does not exist`);
+    encryptedDataTemplate(e.algorithm, e.keyTransport);
+  }
 }
 
 /**
@@ -442,6 +500,9 @@ function checkOptions(opts) {
  * @param {number|string} [opts.sessionNotOnOrAfter] seconds after now, or a literal xs:dateTime
  * @param {string} [opts.acsUrl] used when an AuthnRequest names no ACS URL
  * @param {string[]} [opts.metadataKeys] keys whose certificates metadata lists (default [key])
+ * @param {{cert: string, algorithm?: 'aes256-gcm'|'aes128-gcm'|'aes128-cbc'|'aes256-cbc',
+ *   keyTransport?: 'rsa-oaep-mgf1p'|'rsa-1_5'}} [opts.encrypt] encrypt the assertion (after
+ *   signing it, before signing the Response) for this SP certificate; null or omitted: plain
  * @param {(xml: string) => string|Promise<string>} [opts.mutate] applied to the signed XML
  */
 export async function startSamlIdp(opts = {}) {
@@ -496,13 +557,47 @@ export async function startSamlIdp(opts = {}) {
     return xml;
   }
 
+  // The Assertion wrapped in a saml:EncryptedAssertion and encrypted there by xmlsec1.
+  async function encryptWith(xml, enc) {
+    const m = xml.match(ASSERTION_ELEMENT);
+    if (!m) throw new Error('cannot encrypt: no Assertion');
+    const wrapped = xml.replace(ASSERTION_ELEMENT, (all, prefix) => `<${prefix}EncryptedAssertion>${all}</${prefix}EncryptedAssertion>`);
+    fileCounter += 1;
+    const input = path.join(tmpDir, `enc-in-${fileCounter}.xml`);
+    const template = path.join(tmpDir, `enc-tpl-${fileCounter}.xml`);
+    const output = path.join(tmpDir, `enc-out-${fileCounter}.xml`);
+    const algorithm = enc.algorithm ?? 'aes256-gcm';
+    await fsp.writeFile(input, wrapped);
+    await fsp.writeFile(template, encryptedDataTemplate(algorithm, enc.keyTransport ?? 'rsa-oaep-mgf1p'));
+    try {
+      await runXmlsec([
+        '--encrypt', '--pubkey-cert-pem', enc.cert, '--session-key', ENCRYPTION_ALGORITHMS[algorithm].sessionKey,
+        '--xml-data', input, '--node-xpath', "//*[local-name()='Assertion']", '--output', output, template,
+      ]);
+      return await fsp.readFile(output, 'utf8');
+    } finally {
+      await Promise.all([input, template, output].map((f) => fsp.rm(f, { force: true })));
+    }
+  }
+
+  // Signs (and, with `encrypt`, encrypts) a built Response: the assertion is signed first,
+  // then encrypted, then the Response is signed over the EncryptedAssertion.
+  async function protect(xml, c, hasAssertion) {
+    if (!c.encrypt || !hasAssertion) return c.sign === 'none' ? xml : signWith(xml, c);
+    let out = xml;
+    if (c.sign === 'assertion' || c.sign === 'both') out = await signWith(out, { ...c, sign: 'assertion' });
+    out = await encryptWith(out, c.encrypt);
+    if (c.sign === 'response' || c.sign === 'both') out = await signWith(out, { ...c, sign: 'response' });
+    return out;
+  }
+
   // Builds, signs and mutates one Response; records it in `responses`.
   async function issue(ctx, overrides = {}) {
     checkOptions(overrides);
     const c = { ...cfg, ...overrides };
     const entityId = entityIdOf(c);
     const built = buildResponse(c, ctx, entityId);
-    let xml = c.sign === 'none' ? built.xml : await signWith(built.xml, c);
+    let xml = await protect(built.xml, c, built.assertionId !== undefined);
     if (typeof c.mutate === 'function') xml = await c.mutate(xml);
     const samlResponse = Buffer.from(xml, 'utf8').toString('base64');
     const html = postFormHtml(ctx.acsUrl, samlResponse, ctx.relayState);
@@ -711,6 +806,8 @@ function parseArgs(argv) {
       case '--user': out.user = value(); break;
       case '--acs-url': out.acsUrl = value(); break;
       case '--lifetime': out.lifetime = Number(value()); break;
+      case '--encrypt-cert': out.encrypt = { ...out.encrypt, cert: value() }; break;
+      case '--encrypt-algorithm': out.encrypt = { ...out.encrypt, algorithm: value() }; break;
       case '-h':
       case '--help':
         out.help = true;
@@ -732,7 +829,8 @@ async function main() {
   }
   if (args.help) {
     console.log(`usage: node saml_idp.mjs [--port N] [--entity-id ID] [--key rsa|ec|untrusted|rsa-reissued]
-       [--sign assertion|response|both|none] [--user NAMEID] [--acs-url URL] [--lifetime SECONDS]`);
+       [--sign assertion|response|both|none] [--user NAMEID] [--acs-url URL] [--lifetime SECONDS]
+       [--encrypt-cert SP_CERT_PEM [--encrypt-algorithm aes256-gcm|aes128-gcm|aes128-cbc|aes256-cbc]]`);
     return;
   }
   const { help, ...opts } = args;
