@@ -249,3 +249,29 @@ fn idp_mfa_is_accepted_when_configured() {
     let f = h.forward(&with_session(get("/dashboard"), &cookie));
     assert_eq!(f.headers.get("X-Portcullis-Amr"), Some("pwd,mfa"));
 }
+
+#[test]
+fn regenerating_backup_codes_needs_a_fresh_code_and_voids_the_old_ones() {
+    let h = mfa_harness(json!({"required": true}), json!({}));
+    let (first, _) = idp_login(&h);
+    let (secret, old_codes) = enrol(&h, &first);
+    h.clock.advance(30);
+    let csrf = form_field(&h.respond(&with_session(get("/_portcullis/logout"), &first)).text(), "csrf");
+    let wrong = h.respond(&post_form("/_portcullis/mfa/backup-codes", &first, &[("csrf", &csrf), ("code", "000000")]));
+    assert_eq!(wrong.status, 400);
+    let r = h.respond(&post_form(
+        "/_portcullis/mfa/backup-codes",
+        &first,
+        &[("csrf", &csrf), ("code", &code_at(&secret, h.clock.now()))],
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new_codes: Vec<String> =
+        r.text().split("<li><code>").skip(1).map(|c| c.split('<').next().unwrap().to_owned()).collect();
+    assert_eq!(new_codes.len(), 10);
+    assert!(new_codes.iter().all(|c| !old_codes.contains(c)));
+    let (s1, _) = idp_login(&h);
+    assert_eq!(submit_code(&h, &s1, "backup_code", &old_codes[1]).status, 401, "old codes are void");
+    let (s2, _) = idp_login(&h);
+    assert_eq!(submit_code(&h, &s2, "backup_code", &new_codes[0]).status, 302);
+    assert_eq!(h.events("backup_codes_regenerated").len(), 1);
+}

@@ -230,6 +230,7 @@ describe('SAML single logout', () => {
         gateway: gatewaySection({ session_cache_ttl: 1 }),
         tenants: [{ id: 'acme', hosts: ['localhost'], origin: origin.url, providers: [
           { type: 'saml', name: 'corp', label: 'Corp', idp_metadata: idp.metadata() },
+          { type: 'saml', name: 'slo', label: 'With SLO', idp_metadata: idp.metadata(), idp_slo_url: `${idp.url}/slo` },
         ] }],
       },
       secrets: gatewaySecrets(),
@@ -274,5 +275,44 @@ describe('SAML single logout', () => {
     await waitForEvent(gw, (l) => l.event === 'saml_logout' && l.revoked === 1);
     await new Promise((r) => setTimeout(r, 1100));
     assert.equal((await client.get(site('/in'), { headers: NAVIGATION_HEADERS })).status, 302);
+  });
+});
+
+describe('SAML single logout started by the user', () => {
+  test('signing out of a SAML session sends a LogoutRequest to the IdP', async () => {
+    const idp = await startSamlIdp({ key: 'rsa', sign: 'assertion' });
+    const origin = await startOrigin();
+    const port = await freePort();
+    const site = (p) => `http://localhost:${port}${p}`;
+    const gw = await startGateway({
+      port,
+      config: {
+        gateway: gatewaySection(),
+        tenants: [{ id: 'acme', hosts: ['localhost'], origin: origin.url, providers: [
+          { type: 'saml', name: 'slo', label: 'With SLO', idp_metadata: idp.metadata(), idp_slo_url: `${idp.url}/slo` },
+        ] }],
+      },
+      secrets: gatewaySecrets(),
+    });
+    try {
+      const client = new Client();
+      const { final: page } = await client.navigate(site('/_portcullis/login?provider=slo&rd=/in'));
+      assert.equal((await submitForm(client, page.url, parseForms(page.text)[0])).final.status, 200);
+      const confirm = await client.get(site('/_portcullis/logout'), { headers: NAVIGATION_HEADERS });
+      const form = parseForms(confirm.text)[0];
+      const out = await client.post(site('/_portcullis/logout'), new URLSearchParams({ csrf: form.fields.csrf }), { headers: NAVIGATION_HEADERS });
+      assert.equal(out.status, 302);
+      const loc = new URL(out.headers.get('location'));
+      assert.equal(`${loc.origin}${loc.pathname}`, `${idp.url}/slo`);
+      const xml = zlib.inflateRawSync(Buffer.from(loc.searchParams.get('SAMLRequest'), 'base64')).toString();
+      assert.match(xml, /<samlp:LogoutRequest /);
+      assert.match(xml, /<saml:NameID[^>]*>alice@example.com<\/saml:NameID>/);
+      assert.match(xml, /<samlp:SessionIndex>[^<]+<\/samlp:SessionIndex>/);
+      assert.equal((await client.get(site('/in'), { headers: NAVIGATION_HEADERS })).status, 302, 'the local session is gone');
+    } finally {
+      await gw.stop();
+      await idp.close();
+      await origin.close();
+    }
   });
 });
