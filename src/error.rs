@@ -111,6 +111,11 @@ fn p(status: u16, code: &'static str, title: &'static str, message: impl Into<St
 
 impl Refusal {
     pub fn present(&self) -> Presentation {
+        self.present_with(&|name: &str| name.to_owned())
+    }
+
+    /// As [`Refusal::present`], naming providers by their display label.
+    pub fn present_with(&self, label: &dyn Fn(&str) -> String) -> Presentation {
         use Retry::*;
         match self {
             Refusal::UnknownHost(_) => p(404, "unknown_host", "Unknown site", "This address is not served by this gateway. Check the address you typed.", None),
@@ -133,9 +138,9 @@ impl Refusal {
             Refusal::BadInput(e) => p(400, "bad_input", "Bad request", e.clone(), None),
             Refusal::UnknownUser => p(404, "unknown_user", "Unknown user", "No such user is known here.", None),
             Refusal::UnknownSession => p(404, "unknown_session", "Unknown session", "No such session exists (it may have ended already).", None),
-            Refusal::Oidc { provider, error } => present_oidc(provider, error),
+            Refusal::Oidc { provider, error } => present_oidc(&label(provider), error),
             Refusal::SamlReplay { .. } => p(400, "saml_replay", "Sign-in response already used", "This sign-in response was already used. Start again.", Login),
-            Refusal::Saml { connection, error } => present_saml(connection, error),
+            Refusal::Saml { connection, error } => present_saml(&label(connection), error),
         }
     }
 

@@ -301,7 +301,13 @@ impl Gateway {
     /// Renders a refusal (HTML page or JSON) and writes its log line.
     fn refuse(&self, ports: Ports<'_>, req: &Request, tenant: Option<&Tenant>, refusal: &Refusal) -> Response {
         let reference = reference_id(ports);
-        let pres = refusal.present();
+        let label = |name: &str| {
+            tenant
+                .and_then(|t| t.providers.iter().find(|p| p.name() == name))
+                .map(|p| p.button().label.clone())
+                .unwrap_or_else(|| name.to_owned())
+        };
+        let pres = refusal.present_with(&label);
         let provider = match refusal {
             Refusal::Oidc { provider, .. } => Some(provider.as_str()),
             _ => None,
