@@ -29,7 +29,7 @@ if [ "$(installed_version wasm-bindgen-cli)" != "$WASM_BINDGEN_VERSION" ]; then
 fi
 
 # --- Debian packages the tests use --------------------------------------------------
-APT_PACKAGES=(xmlsec1)
+APT_PACKAGES=(xmlsec1 chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

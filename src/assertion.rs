@@ -111,4 +111,6 @@ pub struct AssertionClaims<'a> {
     pub roles: &'a [String],
     pub amr: &'a [String],
     pub idp: &'a str,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: &'a std::collections::BTreeMap<String, Vec<String>>,
 }

@@ -536,6 +536,9 @@ pub struct SamlAttributeMap {
     pub last_name: String,
     pub groups: String,
     pub username: String,
+    /// Any further name -> SAML attribute name; the values travel in the session and in
+    /// the origin assertion's `attributes` claim.
+    pub extra: BTreeMap<String, String>,
 }
 
 impl Default for SamlAttributeMap {
@@ -547,6 +550,7 @@ impl Default for SamlAttributeMap {
             last_name: "surname".into(),
             groups: "groups".into(),
             username: "uid".into(),
+            extra: BTreeMap::new(),
         }
     }
 }

@@ -188,6 +188,9 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     #[serde(default)]
     pub country: Option<String>,
+    /// Further mapped attributes (name -> values).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl fmt::Debug for SessionRecord {

@@ -332,9 +332,15 @@ fn logout_needs_csrf_and_deletes_the_session() {
         )
     };
     assert_refusal(&h, &h.respond(&post("wrong")), 403, "csrf");
+    // Another site's Origin is refused even with a token; `Origin: null` (sent by browsers
+    // under Referrer-Policy: no-referrer) leaves the decision to the token.
+    let page = h.respond(&with_session(get("/_portcullis/logout"), &cookie)).text();
+    let token = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    assert_refusal(&h, &h.respond(&post(&token).header("origin", "https://evil.test")), 403, "csrf");
+    assert_refusal(&h, &h.respond(&post("wrong").header("origin", "null")), 403, "csrf");
     let page = h.respond(&with_session(get("/_portcullis/logout"), &cookie)).text();
     let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let r = h.respond(&post(&csrf));
+    let r = h.respond(&post(&csrf).header("origin", "null"));
     assert_eq!(r.status, 302);
     // RP-initiated logout at the IdP, with the ID token as hint.
     let loc = r.headers.get("location").unwrap();

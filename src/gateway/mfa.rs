@@ -155,7 +155,9 @@ impl Gateway {
 
     fn check_csrf(&self, req: &Request, tenant: &Tenant, id: &SessionId) -> Result<(), Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        if let Some(origin) = req.headers.get("origin") {
+        // `Origin: null` is what browsers send under `Referrer-Policy: no-referrer`: it
+        // proves nothing either way, so only the CSRF token decides then.
+        if let Some(origin) = req.headers.get("origin").filter(|o| *o != "null") {
             if origin != base_url(req) {
                 return Err(Refusal::Csrf);
             }

@@ -670,6 +670,7 @@ impl Gateway {
             roles: &record.roles,
             amr: &record.amr,
             idp: &record.provider,
+            attributes: &record.attributes,
         };
         let token = key.sign(&claims, now)?;
         if let Some(c) = self.sessions.borrow_mut().get_mut(&cache_key) {
@@ -1095,6 +1096,7 @@ impl Gateway {
             access_expires: login.access_expires,
             user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
             country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
+            attributes: identity.extra.clone(),
         };
         let next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
         self.save_session(ports, tenant, &id, &record).await?;
@@ -1236,7 +1238,9 @@ impl Gateway {
     async fn logout(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         // A cross-site form post is refused by Origin (when sent) and by the CSRF token.
-        if let Some(origin) = req.headers.get("origin") {
+        // `Origin: null` is what browsers send under `Referrer-Policy: no-referrer`: it
+        // proves nothing either way, so only the CSRF token decides then.
+        if let Some(origin) = req.headers.get("origin").filter(|o| *o != "null") {
             if origin != base_url(req) {
                 return Err(Refusal::Csrf);
             }

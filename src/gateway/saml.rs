@@ -325,6 +325,7 @@ impl Gateway {
             groups: a.get(&map.groups).cloned().unwrap_or_default(),
             amr: if idp_mfa { vec!["mfa".to_owned()] } else { Vec::new() },
             sid: assertion.session_index.clone(),
+            extra: map.extra.iter().filter_map(|(name, attr)| a.get(attr).map(|v| (name.clone(), v.clone()))).collect(),
         };
         let return_to = match &pre {
             Some(p) => p.return_to.clone(),

@@ -340,6 +340,8 @@ pub struct Identity {
     pub groups: Vec<String>,
     pub amr: Vec<String>,
     pub sid: Option<String>,
+    /// Further mapped attributes (SAML `attributes.extra`).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Looks up a claim by path: the whole path as one key first (namespaced URL claims such as
@@ -449,6 +451,7 @@ pub fn identity(
         amr,
         sid: token.str_claim("sid").map(str::to_owned),
         email,
+        extra: Default::default(),
     };
     if p.require_verified_email && !(id.email.is_some() && id.email_verified) {
         return Err(OidcError::EmailUnverified);

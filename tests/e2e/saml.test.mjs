@@ -33,7 +33,8 @@ describe('SAML SP-initiated login', () => {
           providers: [
             // Imported from the IdP's metadata document, plus the EC certificate (rollover list).
             { type: 'saml', name: 'corp', label: 'Corp SAML', idp_metadata: idp.metadata(),
-              idp_certificates: [idp.certificateBase64(), certificateBase64(new URL(`../fixtures/saml/keys/${KEYS.ec.cert}`, import.meta.url))] },
+              idp_certificates: [idp.certificateBase64(), certificateBase64(new URL(`../fixtures/saml/keys/${KEYS.ec.cert}`, import.meta.url))],
+              attributes: { extra: { given: 'givenName' } } },
             // Encrypted assertions, decrypted with the SP key from a Worker secret.
             { type: 'saml', name: 'sealed', label: 'Sealed', idp_metadata: idp.metadata(), sp_private_key: 'SP_KEY',
               sp_certificate: fs.readFileSync(new URL('../fixtures/saml/keys/sp-rsa.crt', import.meta.url), 'utf8') },
@@ -114,7 +115,9 @@ describe('SAML SP-initiated login', () => {
       assert.equal(seen.headers['x-portcullis-name'], 'Alice Example');
       assert.equal(seen.headers['x-portcullis-groups'], 'admins,eng');
       assert.equal(seen.headers['x-portcullis-roles'], 'superuser');
-      assert.ok(seen.headers['x-portcullis-assertion']);
+      const payload = JSON.parse(Buffer.from(seen.headers['x-portcullis-assertion'].split('.')[1], 'base64url').toString());
+      assert.deepEqual(payload.attributes, { given: ['Alice'] }, 'extra attribute mapping reaches the assertion');
+      assert.equal(payload.sub, `${idp.entityId}/alice@example.com`);
     });
   }
 
