@@ -149,6 +149,23 @@ impl Gateway {
         }
     }
 
+    /// A posted MFA form: its session (CSRF-checked) and its safe return path.
+    #[allow(clippy::type_complexity)]
+    async fn mfa_form(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+    ) -> Result<Result<(SessionId, SessionRecord, String), Response>, Refusal> {
+        let (id, session) = match self.mfa_session(ports, req, tenant).await? {
+            Ok(s) => s,
+            Err(r) => return Ok(Err(r)),
+        };
+        self.check_csrf(req, tenant, &id)?;
+        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), self.prefix());
+        Ok(Ok((id, session, rd)))
+    }
+
     fn csrf_for(&self, tenant: &Tenant, id: &SessionId) -> String {
         self.config().and_then(|l| session::csrf_token(&l.cookie_keys, &tenant.id, id)).unwrap_or_default()
     }
@@ -240,13 +257,11 @@ impl Gateway {
         tenant: &Tenant,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let (id, mut session) = match self.mfa_session(ports, req, tenant).await? {
+        let (id, mut session, rd) = match self.mfa_form(ports, req, tenant).await? {
             Ok(s) => s,
             Err(r) => return Ok(r),
         };
-        self.check_csrf(req, tenant, &id)?;
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
         let Some(mut record) = self.load_mfa(ports, tenant, &session.user_id).await?.filter(|m| m.enabled) else {
             return Ok(Response::redirect(&format!(
                 "{prefix}/mfa/enroll?{}",
@@ -416,13 +431,11 @@ impl Gateway {
         tenant: &Tenant,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let (id, mut session) = match self.mfa_session(ports, req, tenant).await? {
+        let (id, mut session, rd) = match self.mfa_form(ports, req, tenant).await? {
             Ok(s) => s,
             Err(r) => return Ok(r),
         };
-        self.check_csrf(req, tenant, &id)?;
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
         let Some(mut record) =
             self.load_mfa(ports, tenant, &session.user_id).await?.filter(|m| !m.enabled && m.secret.is_some())
         else {
@@ -484,13 +497,11 @@ impl Gateway {
         tenant: &Tenant,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let (id, session) = match self.mfa_session(ports, req, tenant).await? {
+        let (_, session, rd) = match self.mfa_form(ports, req, tenant).await? {
             Ok(s) => s,
             Err(r) => return Ok(r),
         };
-        self.check_csrf(req, tenant, &id)?;
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
         let Some(mut record) = self.load_mfa(ports, tenant, &session.user_id).await?.filter(|m| m.enabled) else {
             return Err(Refusal::NotFound);
         };

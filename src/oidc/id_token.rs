@@ -233,6 +233,33 @@ fn check_hmac(token: &UntrustedToken<'_>, alg: &str, secret: &[u8]) -> Result<To
 }
 
 impl UntrustedIdToken {
+    /// Steps 6-8: the claims of a token whose signature verified with an allowed algorithm
+    /// and a key from the JWKS (or the client secret for opted-in HMAC). The header's
+    /// `jwk`, `jku`, `x5u` and `x5c` are never used: keys come only from the provider's
+    /// JWKS, fetched from its discovery document over TLS.
+    fn signed_claims(
+        &self,
+        keys: &[Jwk],
+        exp: &Expectations<'_>,
+    ) -> Result<(TokenClaims, String, Option<String>), IdTokenError> {
+        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let alg = token.algorithm().to_owned();
+        let kid = token.header().key_id.clone();
+        // Steps 7 and 8: the algorithm must be on the allow-list; `none` never is; HMAC only
+        // when configured, keyed with the client secret.
+        let claims = if HMAC_ALGS.contains(&alg.as_str()) {
+            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
+            check_hmac(&token, &alg, secret)?
+        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+            // Step 6: the signature, with the key the JWKS has under `kid`.
+            let key = select_key(keys, &alg, kid.as_deref())?;
+            check_signature(&token, &alg, &key.key)?
+        } else {
+            return Err(IdTokenError::AlgorithmNotAllowed(alg));
+        };
+        Ok((claims, alg, kid))
+    }
+
     pub fn new(raw: impl Into<String>) -> Self {
         Self { raw: raw.into() }
     }
@@ -252,24 +279,7 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
-        let alg = token.algorithm().to_owned();
-        let kid = token.header().key_id.clone();
-        // The header's `jwk`, `jku`, `x5u` and `x5c` are never used: keys come only from the
-        // provider's JWKS, fetched from its discovery document over TLS.
-
-        // Steps 7 and 8: the algorithm must be on the allow-list; `none` never is; HMAC only
-        // when configured, keyed with the client secret.
-        let claims = if HMAC_ALGS.contains(&alg.as_str()) {
-            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
-            check_hmac(&token, &alg, secret)?
-        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
-            // Step 6: the signature, with the key the JWKS has under `kid`.
-            let key = select_key(keys, &alg, kid.as_deref())?;
-            check_signature(&token, &alg, &key.key)?
-        } else {
-            return Err(IdTokenError::AlgorithmNotAllowed(alg));
-        };
+        let (claims, alg, kid) = self.signed_claims(keys, exp)?;
         let c = &claims.custom;
 
         // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no
@@ -369,17 +379,7 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
-        let alg = token.algorithm().to_owned();
-        let claims = if HMAC_ALGS.contains(&alg.as_str()) {
-            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
-            check_hmac(&token, &alg, secret)?
-        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
-            let key = select_key(keys, &alg, token.header().key_id.as_deref())?;
-            check_signature(&token, &alg, &key.key)?
-        } else {
-            return Err(IdTokenError::AlgorithmNotAllowed(alg));
-        };
+        let (claims, _, _) = self.signed_claims(keys, exp)?;
         let c = &claims.custom;
         let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
         if iss != exp.issuer {
