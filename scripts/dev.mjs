@@ -72,6 +72,8 @@ async function demo() {
       hosts,
       origin: origin.url,
       public_paths: [{ path: '/healthz', match: 'exact' }],
+      // The demo shows the whole flow: IdP sign-in, then TOTP enrolment or a code.
+      mfa: { required: true, step_up: [{ path: '/admin', match: 'prefix', max_age: 300 }] },
       groups: { map: { admins: ['administrators'] }, roles: { superuser: ['admins'], staff: ['engineering'] } },
       providers: [{
         type: 'oidc',
@@ -88,6 +90,8 @@ async function demo() {
   };
   return { config, secrets, banner: [
     `Demo IdP:     ${op.issuer}  (any user name and password; try alice = admin, bob = marketing)`,
+    'Second factor: required; the first sign-in shows a QR code for any authenticator app',
+    '               (or compute codes: oathtool --totp -b THE-KEY-SHOWN). /admin asks again after 5 min.',
     `Demo origin:  ${origin.url}  (shows the headers it receives)`,
   ] };
 }
