@@ -449,3 +449,57 @@ fn per_provider_callback_paths() {
     assert_eq!(r.status, 302, "{}", r.text());
     assert_eq!(r.headers.get("location"), Some("/p"));
 }
+
+#[test]
+fn claim_paths_group_objects_and_namespaced_keys() {
+    let h = Harness::new(&config(
+        json!({}),
+        json!({"claims": {"groups": "https://example.com/groups", "user": "preferred_username", "email": "contact.mail"}}),
+    ));
+    h.idp.borrow_mut().extra_claims = json!({
+        "https://example.com/groups": [{"name": "engineering", "id": 1}, {"name": "qa", "id": 2}],
+        "contact": {"mail": "alice.work@example.com"},
+    });
+    let cookie = h.login();
+    let f = h.forward(&with_session(get("/"), &cookie));
+    assert_eq!(f.headers.get("X-Portcullis-Groups"), Some("eng,qa"));
+    assert_eq!(f.headers.get("X-Portcullis-Email"), Some("alice.work@example.com"));
+    // A groups claim of the wrong shape is refused with the claim named.
+    h.idp.borrow_mut().extra_claims = json!({"https://example.com/groups": {"not": "a list"}});
+    let (auth, pending) = h.start_login("/");
+    let r = h.respond(&h.callback_for(&auth, &pending));
+    assert_refusal(&h, &r, 502, "bad_claims");
+    assert!(r.text().contains("malformed https://example.com/groups claim"));
+}
+
+#[test]
+fn unverified_email_and_foreign_domains_are_refused_when_configured() {
+    let h = Harness::new(&config(json!({}), json!({"require_verified_email": true})));
+    h.idp.borrow_mut().extra_claims = json!({"email_verified": false});
+    let (auth, pending) = h.start_login("/");
+    assert_refusal(&h, &h.respond(&h.callback_for(&auth, &pending)), 403, "email_unverified");
+    let h = Harness::new(&config(json!({}), json!({"allowed_email_domains": ["corp.example"]})));
+    let (auth, pending) = h.start_login("/");
+    assert_refusal(&h, &h.respond(&h.callback_for(&auth, &pending)), 403, "email_domain");
+    let h = Harness::new(&config(json!({}), json!({"allowed_email_domains": ["EXAMPLE.com"]})));
+    h.login();
+}
+
+#[test]
+fn policy_rules_allow_by_group_role_email_and_domain() {
+    let h = Harness::new(&config(
+        json!({"policy": [
+            {"path": "/finance", "match": "prefix", "allow_groups": ["finance"]},
+            {"path": "/ops", "match": "prefix", "allow_roles": ["superuser"]},
+            {"path": "/ceo", "match": "exact", "allow_emails": ["ceo@example.com"]},
+            {"path": "/staff", "match": "prefix", "allow_email_domains": ["example.com"]},
+        ]}),
+        json!({}),
+    ));
+    let cookie = h.login();
+    assert_refusal(&h, &h.respond(&with_session(get("/finance/q3"), &cookie)), 403, "forbidden");
+    h.forward(&with_session(get("/ops/deploy"), &cookie));
+    assert_eq!(h.respond(&with_session(get("/ceo"), &cookie)).status, 403);
+    h.forward(&with_session(get("/staff/wiki"), &cookie));
+    h.forward(&with_session(get("/anything-else"), &cookie));
+}
