@@ -503,3 +503,33 @@ fn policy_rules_allow_by_group_role_email_and_domain() {
     h.forward(&with_session(get("/staff/wiki"), &cookie));
     h.forward(&with_session(get("/anything-else"), &cookie));
 }
+
+#[test]
+fn one_provider_with_auto_redirect_skips_the_login_page_and_branding_applies() {
+    let h = Harness::new(&config(
+        json!({"auto_redirect": true, "logo_url": "/static/logo.svg", "accent_color": "#aa3300"}),
+        json!({}),
+    ));
+    let r = h.respond(&get("/_portcullis/login?rd=/x"));
+    assert_eq!(r.status, 302);
+    assert!(r.headers.get("location").unwrap().starts_with("https://idp.test/authorize?"));
+    // Error pages carry the tenant's name, logo and stylesheet with its accent colour.
+    let page = h.respond(&get("/_portcullis/nope")).text();
+    assert!(page.contains(r#"<img src="/static/logo.svg" alt="">"#));
+    assert!(page.contains("<p class=\"tenant\">Acme</p>"));
+    assert!(h.respond(&get("/_portcullis/assets/tenant.css")).text().contains(":root { --accent: #aa3300; }"));
+}
+
+#[test]
+fn providers_are_listed_in_configured_order() {
+    let mut doc: serde_json::Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
+    let mut second = doc["tenants"][0]["providers"][0].clone();
+    second["name"] = json!("aaa-first-alphabetically");
+    second["label"] = json!("Second");
+    doc["tenants"][0]["providers"].as_array_mut().unwrap().push(second);
+    let h = Harness::new(&doc.to_string());
+    let page = h.respond(&get("/_portcullis/login")).text();
+    let corp = page.find("Sign in with Corp SSO").unwrap();
+    let other = page.find("Sign in with Second").unwrap();
+    assert!(corp < other, "configured order, not alphabetical");
+}
