@@ -157,7 +157,8 @@ try {
   console.log(`workerd, per operation inside the isolate (N=${N}, median of 5 rounds)`);
   const toks = await tokens();
   for (const alg of ['RS256', 'ES256', 'EdDSA']) {
-    report(`Portcullis (wasm): ID token verify ${alg}`, await perOp(benchUrl, 'id_token', toks[alg]));
+    report(`Portcullis (wasm, pure Rust): ID token verify ${alg}`, await perOp(benchUrl, 'id_token', toks[alg]));
+    report(`Portcullis (wasm + WebCrypto port, as deployed): ID token verify ${alg}`, await perOp(benchUrl, 'id_token_port', toks[alg]));
     if (jose) report(`jose (JS, WebCrypto): ID token verify ${alg}`, await perOp(`${jose.url}/bench`, 'id_token', toks[alg]));
   }
   report('Portcullis (wasm): session cookie verify', await perOp(benchUrl, 'cookie', {}));

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
 
 use crate::gateway::{Action, Forward, Gateway};
@@ -170,6 +170,87 @@ impl Fetch for WorkerFetch {
     }
 }
 
+/// JWS signature checks with the runtime's WebCrypto (`crypto.subtle`), where RSA, ECDSA
+/// and Ed25519 run natively instead of in wasm.
+struct WebCrypto;
+
+fn js_obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+fn call(target: &JsValue, method: &str, args: &[JsValue]) -> Option<js_sys::Promise> {
+    let f: js_sys::Function = js_sys::Reflect::get(target, &JsValue::from_str(method)).ok()?.dyn_into().ok()?;
+    let array: js_sys::Array = args.iter().collect();
+    f.apply(target, &array).ok()?.dyn_into().ok()
+}
+
+/// (importKey algorithm, verify algorithm) for a JWS `alg`.
+fn webcrypto_algorithms(alg: &str) -> Option<(JsValue, JsValue)> {
+    let s = JsValue::from_str;
+    let hash = match alg {
+        "RS256" | "PS256" | "ES256" => "SHA-256",
+        "RS384" | "PS384" => "SHA-384",
+        "RS512" | "PS512" => "SHA-512",
+        "EdDSA" => "",
+        _ => return None,
+    };
+    Some(match alg {
+        "RS256" | "RS384" | "RS512" => {
+            let a = js_obj(&[("name", s("RSASSA-PKCS1-v1_5")), ("hash", s(hash))]);
+            (a.clone(), a)
+        }
+        "PS256" | "PS384" | "PS512" => {
+            let salt = match hash {
+                "SHA-256" => 32.0,
+                "SHA-384" => 48.0,
+                _ => 64.0,
+            };
+            (
+                js_obj(&[("name", s("RSA-PSS")), ("hash", s(hash))]),
+                js_obj(&[("name", s("RSA-PSS")), ("saltLength", JsValue::from_f64(salt))]),
+            )
+        }
+        "ES256" => (
+            js_obj(&[("name", s("ECDSA")), ("namedCurve", s("P-256"))]),
+            js_obj(&[("name", s("ECDSA")), ("hash", s(hash))]),
+        ),
+        _ => (js_obj(&[("name", s("Ed25519"))]), js_obj(&[("name", s("Ed25519"))])),
+    })
+}
+
+impl crate::ports::SignatureVerifier for WebCrypto {
+    fn verify<'a>(
+        &'a self,
+        alg: &'a str,
+        jwk: &'a serde_json::Value,
+        signed: &'a [u8],
+        signature: &'a [u8],
+    ) -> LocalFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            let (import_alg, verify_alg) = webcrypto_algorithms(alg)?;
+            let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok()?;
+            let subtle = js_sys::Reflect::get(&crypto, &JsValue::from_str("subtle")).ok()?;
+            let key_data = js_sys::JSON::parse(&jwk.to_string()).ok()?;
+            let usages: js_sys::Array = [JsValue::from_str("verify")].iter().collect();
+            let import = call(
+                &subtle,
+                "importKey",
+                &[JsValue::from_str("jwk"), key_data, import_alg, JsValue::FALSE, usages.into()],
+            )?;
+            // A key WebCrypto refuses to import: let the pure-Rust verifier decide.
+            let key = wasm_bindgen_futures::JsFuture::from(import).await.ok()?;
+            let sig = js_sys::Uint8Array::from(signature);
+            let data = js_sys::Uint8Array::from(signed);
+            let verify = call(&subtle, "verify", &[verify_alg, key, sig.into(), data.into()])?;
+            wasm_bindgen_futures::JsFuture::from(verify).await.ok()?.as_bool()
+        })
+    }
+}
+
 struct WorkerRuntime;
 
 impl Runtime for WorkerRuntime {
@@ -252,7 +333,7 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
     let core_req = Request { method: req.method().to_string(), url, headers, body, client_ip };
 
     let kv = WorkerKv(env.kv(KV_BINDING).ok());
-    let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime };
+    let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: Some(&WebCrypto) };
     let response = match gw.handle(ports, &core_req).await {
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
@@ -265,7 +346,7 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         let gw = gw.clone();
         ctx.wait_until(async move {
             let kv = WorkerKv(None);
-            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime };
+            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: None };
             for job in jobs {
                 gw.run_deferred(ports, job, |ms| Delay::from(Duration::from_millis(ms))).await;
             }

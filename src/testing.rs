@@ -197,3 +197,25 @@ impl Runtime for TestRuntime {
 pub fn json_response(status: u16, v: &serde_json::Value) -> Inbound {
     Inbound { status, headers: Default::default(), body: v.to_string().into_bytes() }
 }
+
+/// A signature port that answers what the test says (`None`: "not available here").
+#[derive(Debug, Default)]
+pub struct ScriptedVerifier {
+    pub answer: Cell<Option<bool>>,
+    pub calls: Cell<u32>,
+}
+
+impl crate::ports::SignatureVerifier for ScriptedVerifier {
+    fn verify<'a>(
+        &'a self,
+        _alg: &'a str,
+        _jwk: &'a serde_json::Value,
+        _signed: &'a [u8],
+        _signature: &'a [u8],
+    ) -> LocalFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            self.calls.set(self.calls.get() + 1);
+            self.answer.get()
+        })
+    }
+}

@@ -533,3 +533,28 @@ fn providers_are_listed_in_configured_order() {
     let other = page.find("Sign in with Second").unwrap();
     assert!(corp < other, "configured order, not alphabetical");
 }
+
+#[test]
+fn a_runtime_signature_port_decides_the_signature_but_never_the_claims() {
+    let h = harness();
+    h.use_verifier.set(true);
+    // The port says valid: the login succeeds through it.
+    h.verifier.answer.set(Some(true));
+    h.login();
+    assert_eq!(h.verifier.calls.get(), 1);
+    // The port says invalid: refused, even though the pure-Rust check would pass (after one
+    // JWKS refetch, as for any bad signature).
+    h.verifier.answer.set(Some(false));
+    let (auth, pending) = h.start_login("/");
+    assert_refusal(&h, &h.respond(&h.callback_for(&auth, &pending)), 401, "invalid_token");
+    // Valid per the port, but the claims are still checked: a wrong nonce is refused.
+    h.verifier.answer.set(Some(true));
+    let (auth, pending) = h.start_login("/");
+    let cb = h.callback_for(&auth, &pending);
+    h.idp.borrow_mut().nonce = Some("another".into());
+    assert_refusal(&h, &h.respond(&cb), 401, "invalid_token");
+    assert!(h.rt.logs.borrow().iter().any(|l| l.contains("nonce does not match")));
+    // No answer from the port: the pure-Rust verifier decides.
+    h.verifier.answer.set(None);
+    h.login();
+}

@@ -22,13 +22,13 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 }
 
 impl Gateway {
-    pub(super) fn bench(&self, req: &Request) -> Result<Response, Refusal> {
+    pub(super) async fn bench(&self, ports: crate::ports::Ports<'_>, req: &Request) -> Result<Response, Refusal> {
         let b: BenchRequest = serde_json::from_slice(&req.body).map_err(|e| Refusal::BadInput(e.to_string()))?;
         let i = &b.input;
         let now = i.get("now").and_then(Value::as_u64).unwrap_or(0);
         let bad = |e: String| Refusal::BadInput(e);
         match b.op.as_str() {
-            "id_token" => {
+            "id_token" | "id_token_port" => {
                 let keys = crate::oidc::jwks::parse_jwks(i["jwks"].to_string().as_bytes()).map_err(bad)?.keys;
                 let token = crate::oidc::UntrustedIdToken::new(s(i, "token"));
                 let exp = crate::oidc::id_token::Expectations {
@@ -43,7 +43,11 @@ impl Gateway {
                     access_token: None,
                 };
                 for _ in 0..b.n {
-                    token.verify(&keys, &exp).map_err(|e| bad(e.to_string()))?;
+                    if b.op == "id_token_port" {
+                        super::check_token(ports, &token, &keys, &exp).await.map_err(|e| bad(e.to_string()))?;
+                    } else {
+                        token.verify(&keys, &exp).map_err(|e| bad(e.to_string()))?;
+                    }
                 }
             }
             "saml" => {

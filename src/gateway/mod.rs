@@ -434,7 +434,7 @@ impl Gateway {
                 Ok(self.backchannel_logout(ports, req, tenant, Some(name)).await)
             }
             #[cfg(feature = "bench")]
-            ("POST", "/bench") => self.bench(req),
+            ("POST", "/bench") => self.bench(ports, req).await,
             ("GET" | "HEAD", "/saml/metadata") => self.saml_metadata(req, tenant),
             ("GET", "/saml/slo") => self.saml_slo(ports, req, tenant).await,
             ("GET", r) if r.starts_with("/oidc/") && r.ends_with("/callback") => {
@@ -820,14 +820,14 @@ impl Gateway {
             access_token,
         };
         let keys = self.jwks(ports, tenant, p, m, false).await?;
-        match token.verify(&keys, &expectations) {
+        match check_token(ports, &token, &keys, &expectations).await {
             Err(oidc::IdTokenError::UnknownKey(_) | oidc::IdTokenError::BadSignature) => {
                 self.log(
                     ports,
                     json!({"event": "jwks_refetch", "tenant": tenant.id, "provider": p.name, "kid": token.kid()}),
                 );
                 let keys = self.jwks(ports, tenant, p, m, true).await?;
-                token.verify(&keys, &expectations).map_err(OidcError::IdToken)
+                check_token(ports, &token, &keys, &expectations).await.map_err(OidcError::IdToken)
             }
             other => other.map_err(OidcError::IdToken),
         }
@@ -1318,6 +1318,24 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Verifies an ID token: the signature with the runtime's own crypto when the shell offers
+/// it (WebCrypto), else with the pure-Rust verifier; the claim checks are the same either way.
+async fn check_token(
+    ports: Ports<'_>,
+    token: &UntrustedIdToken,
+    keys: &[Jwk],
+    exp: &oidc::id_token::Expectations<'_>,
+) -> Result<oidc::VerifiedIdToken, oidc::IdTokenError> {
+    if let (Some(verifier), Ok(parts)) = (ports.verifier, token.signing_parts()) {
+        let key = token.key_for(keys, &parts)?;
+        if let Some(valid) = verifier.verify(&parts.alg, &key.public_jwk, &parts.signed, &parts.signature).await {
+            let checked = oidc::id_token::SignatureChecked::by_port(valid).ok_or(oidc::IdTokenError::BadSignature)?;
+            return token.verify_with_checked_signature(key, checked, exp);
+        }
+    }
+    token.verify(keys, exp)
 }
 
 fn css(body: String) -> Response {

@@ -280,6 +280,91 @@ impl UntrustedIdToken {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
         let (claims, alg, kid) = self.signed_claims(keys, exp)?;
+        check_claims(claims, alg, kid, exp)
+    }
+
+    /// For a signature already verified by the runtime's own crypto (the Worker shell's
+    /// WebCrypto port) against `key` from the provider's JWKS: the same algorithm and key
+    /// rules, then every claim check of [`UntrustedIdToken::verify`].
+    pub fn verify_with_checked_signature(
+        &self,
+        key: &Jwk,
+        checked: SignatureChecked,
+        exp: &Expectations<'_>,
+    ) -> Result<VerifiedIdToken, IdTokenError> {
+        let SignatureChecked(()) = checked;
+        let parts = self.signing_parts()?;
+        if !key.key.fits(&parts.alg)
+            || key.alg.as_deref().is_some_and(|a| a != parts.alg)
+            || !key.usable_for_signatures()
+        {
+            return Err(IdTokenError::KeyAlgorithmMismatch { alg: parts.alg, kid: parts.kid });
+        }
+        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let claims = token.deserialize_claims_unchecked::<Map<String, Value>>().map_err(map_validation_error)?;
+        check_claims(claims, parts.alg, parts.kid, exp)
+    }
+
+    /// What an external verifier needs: algorithm, key id, the signed bytes and the
+    /// signature. Refuses JWE, malformed tokens and algorithms off the asymmetric allow-list.
+    pub fn signing_parts(&self) -> Result<SigningParts, IdTokenError> {
+        let segments = self.raw.split('.').count();
+        if segments == 5 {
+            return Err(IdTokenError::Encrypted);
+        }
+        if segments != 3 || self.raw.len() > 64 * 1024 {
+            return Err(IdTokenError::Malformed("not a compact JWS".into()));
+        }
+        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let alg = token.algorithm().to_owned();
+        if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+            return Err(IdTokenError::AlgorithmNotAllowed(alg));
+        }
+        let signed = self.raw.rsplit_once('.').map(|(s, _)| s).unwrap_or_default();
+        Ok(SigningParts {
+            kid: token.header().key_id.clone(),
+            signed: signed.as_bytes().to_vec(),
+            signature: token.signature_bytes().to_vec(),
+            alg,
+        })
+    }
+
+    /// Step 6's key choice for an external verifier.
+    pub fn key_for<'k>(&self, keys: &'k [Jwk], parts: &SigningParts) -> Result<&'k Jwk, IdTokenError> {
+        select_key(keys, &parts.alg, parts.kid.as_deref())
+    }
+}
+
+/// The inputs of a signature check done outside this module.
+#[derive(Debug, Clone)]
+pub struct SigningParts {
+    pub alg: String,
+    pub kid: Option<String>,
+    pub signed: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Proof, for [`UntrustedIdToken::verify_with_checked_signature`], that a signature port
+/// returned "valid" for these signing parts. Only [`SignatureChecked::by_port`] makes one.
+#[derive(Debug)]
+pub struct SignatureChecked(());
+
+impl SignatureChecked {
+    /// To be called only with the `true` answer of a signature port.
+    pub fn by_port(valid: bool) -> Option<Self> {
+        valid.then_some(Self(()))
+    }
+}
+
+/// Steps 2-5 and 9-11 of Core 3.1.3.7 (plus `nbf` and `at_hash`) on claims whose signature
+/// verified.
+fn check_claims(
+    claims: TokenClaims,
+    alg: String,
+    kid: Option<String>,
+    exp: &Expectations<'_>,
+) -> Result<VerifiedIdToken, IdTokenError> {
+    {
         let c = &claims.custom;
 
         // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no

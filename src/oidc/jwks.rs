@@ -37,6 +37,9 @@ pub struct Jwk {
     pub alg: Option<String>,
     pub key_use: Option<String>,
     pub key: PublicKey,
+    /// The public members as JSON (`kty`, `n`/`e`, `crv`/`x`/`y`), for a runtime's own
+    /// crypto (WebCrypto `importKey("jwk", …)`).
+    pub public_jwk: Value,
 }
 
 impl Jwk {
@@ -63,7 +66,8 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
         let kid = k.get("kid").and_then(Value::as_str).map(str::to_owned);
         let label = kid.clone().unwrap_or_else(|| format!("#{i}"));
         match parse_key(k) {
-            Ok(key) => out.keys.push(Jwk {
+            Ok((key, public_jwk)) => out.keys.push(Jwk {
+                public_jwk,
                 kid,
                 alg: k.get("alg").and_then(Value::as_str).map(str::to_owned),
                 key_use: k.get("use").and_then(Value::as_str).map(str::to_owned),
@@ -75,7 +79,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
     Ok(out)
 }
 
-fn parse_key(k: &Value) -> Result<PublicKey, String> {
+fn parse_key(k: &Value) -> Result<(PublicKey, Value), String> {
     let kty = k.get("kty").and_then(Value::as_str).unwrap_or_default();
     // Only the public parts are read; private members, if an IdP publishes them by
     // mistake, are ignored.
@@ -87,22 +91,27 @@ fn parse_key(k: &Value) -> Result<PublicKey, String> {
         "OKP" => serde_json::json!({"kty": "OKP", "crv": k.get("crv"), "x": k.get("x")}),
         other => return Err(format!("unsupported key type {other:?}")),
     };
-    let jwk: JsonWebKey<'_> = serde_json::from_value(public_only).map_err(|e| e.to_string())?;
+    let jwk: JsonWebKey<'_> = serde_json::from_value(public_only.clone()).map_err(|e| e.to_string())?;
+    let key = parse_public(kty, k, &jwk)?;
+    Ok((key, public_only))
+}
+
+fn parse_public(kty: &str, k: &Value, jwk: &JsonWebKey<'_>) -> Result<PublicKey, String> {
     match kty {
         "RSA" => {
-            let key = rsa::RsaPublicKey::try_from(&jwk).map_err(|e| e.to_string())?;
+            let key = rsa::RsaPublicKey::try_from(jwk).map_err(|e| e.to_string())?;
             if rsa::traits::PublicKeyParts::size(&key) * 8 < MIN_RSA_BITS {
                 return Err(format!("RSA key shorter than {MIN_RSA_BITS} bits"));
             }
             Ok(PublicKey::Rsa(key))
         }
         "EC" => match k.get("crv").and_then(Value::as_str) {
-            Some("P-256") => p256::ecdsa::VerifyingKey::try_from(&jwk).map(PublicKey::P256).map_err(|e| e.to_string()),
+            Some("P-256") => p256::ecdsa::VerifyingKey::try_from(jwk).map(PublicKey::P256).map_err(|e| e.to_string()),
             other => Err(format!("unsupported curve {other:?}")),
         },
         _ => match k.get("crv").and_then(Value::as_str) {
             Some("Ed25519") => {
-                ed25519_compact::PublicKey::try_from(&jwk).map(PublicKey::Ed25519).map_err(|e| e.to_string())
+                ed25519_compact::PublicKey::try_from(jwk).map(PublicKey::Ed25519).map_err(|e| e.to_string())
             }
             other => Err(format!("unsupported curve {other:?}")),
         },

@@ -196,6 +196,9 @@ pub struct Harness {
     pub rt: TestRuntime,
     pub gw: Gateway,
     pub idp: Rc<RefCell<Idp>>,
+    /// The runtime's signature port, when a test sets `use_verifier`.
+    pub verifier: portcullis::testing::ScriptedVerifier,
+    pub use_verifier: std::cell::Cell<bool>,
 }
 
 impl Harness {
@@ -212,11 +215,22 @@ impl Harness {
             "ADMIN_TOKEN" => Some(Secret::new(ADMIN_TOKEN.as_bytes().to_vec())),
             _ => None,
         });
-        Self { kv: MemoryKv::new(clock.clone()), rt: TestRuntime::new(clock.clone()), clock, fetch, gw, idp }
+        Self {
+            kv: MemoryKv::new(clock.clone()),
+            rt: TestRuntime::new(clock.clone()),
+            clock,
+            fetch,
+            gw,
+            idp,
+            verifier: Default::default(),
+            use_verifier: Default::default(),
+        }
     }
 
     pub fn ports(&self) -> Ports<'_> {
-        Ports { kv: &self.kv, fetch: &self.fetch, rt: &self.rt }
+        let verifier: Option<&dyn portcullis::ports::SignatureVerifier> =
+            if self.use_verifier.get() { Some(&self.verifier) } else { None };
+        Ports { kv: &self.kv, fetch: &self.fetch, rt: &self.rt, verifier }
     }
 
     pub fn handle(&self, req: &Request) -> Action {
