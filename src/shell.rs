@@ -25,7 +25,13 @@ const MAX_URL_BYTES: usize = 8 * 1024;
 
 thread_local! {
     static GATEWAY: OnceCell<Rc<Gateway>> = const { OnceCell::new() };
+    /// Imported WebCrypto keys by (alg, JWK), so a key is imported once per isolate.
+    static CRYPTO_KEYS: std::cell::RefCell<std::collections::HashMap<String, JsValue>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
+
+/// Most imported keys kept per isolate (a JWKS rotation adds a few).
+const MAX_CRYPTO_KEYS: usize = 256;
 
 fn env_string(env: &Env, name: &str) -> Option<String> {
     js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().and_then(|v| v.as_string())
@@ -234,15 +240,30 @@ impl crate::ports::SignatureVerifier for WebCrypto {
             let (import_alg, verify_alg) = webcrypto_algorithms(alg)?;
             let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok()?;
             let subtle = js_sys::Reflect::get(&crypto, &JsValue::from_str("subtle")).ok()?;
-            let key_data = js_sys::JSON::parse(&jwk.to_string()).ok()?;
-            let usages: js_sys::Array = [JsValue::from_str("verify")].iter().collect();
-            let import = call(
-                &subtle,
-                "importKey",
-                &[JsValue::from_str("jwk"), key_data, import_alg, JsValue::FALSE, usages.into()],
-            )?;
-            // A key WebCrypto refuses to import: let the pure-Rust verifier decide.
-            let key = wasm_bindgen_futures::JsFuture::from(import).await.ok()?;
+            let cache_key = format!("{alg} {jwk}");
+            let cached = CRYPTO_KEYS.with(|c| c.borrow().get(&cache_key).cloned());
+            let key = match cached {
+                Some(k) => k,
+                None => {
+                    let key_data = js_sys::JSON::parse(&jwk.to_string()).ok()?;
+                    let usages: js_sys::Array = [JsValue::from_str("verify")].iter().collect();
+                    let import = call(
+                        &subtle,
+                        "importKey",
+                        &[JsValue::from_str("jwk"), key_data, import_alg, JsValue::FALSE, usages.into()],
+                    )?;
+                    // A key WebCrypto refuses to import: let the pure-Rust verifier decide.
+                    let key = wasm_bindgen_futures::JsFuture::from(import).await.ok()?;
+                    CRYPTO_KEYS.with(|c| {
+                        let mut c = c.borrow_mut();
+                        if c.len() >= MAX_CRYPTO_KEYS {
+                            c.clear();
+                        }
+                        c.insert(cache_key, key.clone());
+                    });
+                    key
+                }
+            };
             let sig = js_sys::Uint8Array::from(signature);
             let data = js_sys::Uint8Array::from(signed);
             let verify = call(&subtle, "verify", &[verify_alg, key, sig.into(), data.into()])?;
