@@ -13,6 +13,12 @@ use crate::oidc::id_token::{Expectations, VerifiedLogoutToken};
 use crate::oidc::UntrustedIdToken;
 use crate::ports::Ports;
 
+fn unavailable() -> Response {
+    let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
+    r.headers.set("cache-control", "no-store");
+    r
+}
+
 fn refuse(description: &str) -> Response {
     let mut r = Response::json(400, &json!({"error": "invalid_request", "error_description": description}));
     r.headers.set("cache-control", "no-store");
@@ -98,9 +104,7 @@ impl Gateway {
             Ok(None) => {}
             Err(e) => {
                 self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
-                let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
-                r.headers.set("cache-control", "no-store");
-                return r;
+                return unavailable();
             }
         }
         let ttl = (p.iat_window + p.clock_skew).max(60) * 2;
@@ -138,9 +142,7 @@ impl Gateway {
             }
             Err(e) => {
                 self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
-                let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
-                r.headers.set("cache-control", "no-store");
-                r
+                unavailable()
             }
         }
     }

@@ -166,6 +166,16 @@ impl Gateway {
         Ok(Ok((id, session, rd)))
     }
 
+    /// The user's TOTP secret, opened from the record (sealed and bound to the user id).
+    fn totp_secret(&self, record: &MfaRecord, user_id: &str) -> Result<crate::secret::Secret, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        record
+            .secret
+            .as_deref()
+            .and_then(|s| mfa::open_secret(&loaded.encryption_keys, user_id, s).ok())
+            .ok_or_else(|| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))
+    }
+
     fn csrf_for(&self, tenant: &Tenant, id: &SessionId) -> String {
         self.config().and_then(|l| session::csrf_token(&l.cookie_keys, &tenant.id, id)).unwrap_or_default()
     }
@@ -283,11 +293,7 @@ impl Gateway {
             }
         } else {
             let code = req.form_value("code").unwrap_or_default();
-            let secret = record
-                .secret
-                .as_deref()
-                .and_then(|s| mfa::open_secret(&loaded.encryption_keys, &session.user_id, s).ok())
-                .ok_or_else(|| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))?;
+            let secret = self.totp_secret(&record, &session.user_id)?;
             match mfa::verify_totp(secret.expose(), &code, now, &record.params, record.last_step) {
                 Ok(step) => {
                     record.record_success(step);
@@ -385,9 +391,7 @@ impl Gateway {
         let params = tenant.mfa.params();
         let (record, secret) = match existing.filter(|m| m.secret.is_some() && m.params == params) {
             Some(m) => {
-                let sealed = m.secret.clone().unwrap_or_default();
-                let secret = mfa::open_secret(&loaded.encryption_keys, &session.user_id, &sealed)
-                    .map_err(|_| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))?;
+                let secret = self.totp_secret(&m, &session.user_id)?;
                 (m, secret)
             }
             None => {
@@ -430,7 +434,6 @@ impl Gateway {
         req: &Request,
         tenant: &Tenant,
     ) -> Result<Response, Refusal> {
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let (id, mut session, rd) = match self.mfa_form(ports, req, tenant).await? {
             Ok(s) => s,
             Err(r) => return Ok(r),
@@ -444,9 +447,7 @@ impl Gateway {
                 crate::http::query_encode(&[("rd", &rd)])
             )));
         };
-        let sealed = record.secret.clone().unwrap_or_default();
-        let secret = mfa::open_secret(&loaded.encryption_keys, &session.user_id, &sealed)
-            .map_err(|_| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))?;
+        let secret = self.totp_secret(&record, &session.user_id)?;
         let now = ports.now();
         let code = req.form_value("code").unwrap_or_default();
         let step = match mfa::verify_totp(secret.expose(), &code, now, &record.params, None) {
@@ -496,7 +497,6 @@ impl Gateway {
         req: &Request,
         tenant: &Tenant,
     ) -> Result<Response, Refusal> {
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let (_, session, rd) = match self.mfa_form(ports, req, tenant).await? {
             Ok(s) => s,
             Err(r) => return Ok(r),
@@ -509,11 +509,7 @@ impl Gateway {
         if let Some(until) = record.is_locked(now) {
             return Err(self.lockout_response(tenant, until, now));
         }
-        let secret = record
-            .secret
-            .as_deref()
-            .and_then(|s| mfa::open_secret(&loaded.encryption_keys, &session.user_id, s).ok())
-            .ok_or_else(|| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))?;
+        let secret = self.totp_secret(&record, &session.user_id)?;
         match mfa::verify_totp(
             secret.expose(),
             &req.form_value("code").unwrap_or_default(),

@@ -1030,12 +1030,7 @@ impl Gateway {
             refresh_token: tokens.refresh_token.clone().filter(|_| p.refresh),
             id_token: p.rp_logout.then(|| id_token.to_owned()),
         };
-        let sealed = if stored.refresh_token.is_some() || stored.id_token.is_some() {
-            let plain = serde_json::to_vec(&stored).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-            crypto::seal(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), ports.random::<12>(), &plain)
-        } else {
-            None
-        };
+        let sealed = self.seal_tokens(ports, &id, &stored);
         let now = ports.now();
         let login = SignedIn {
             provider: &name,
@@ -1116,6 +1111,25 @@ impl Gateway {
         Ok(r)
     }
 
+    /// Seals the tokens a session keeps (bound to the session id); `None` when there is
+    /// nothing to keep.
+    fn seal_tokens(&self, ports: Ports<'_>, id: &SessionId, tokens: &StoredTokens) -> Option<String> {
+        if tokens.refresh_token.is_none() && tokens.id_token.is_none() {
+            return None;
+        }
+        let loaded = self.config()?;
+        let plain = serde_json::to_vec(tokens).ok()?;
+        crypto::seal(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), ports.random::<12>(), &plain)
+    }
+
+    /// The tokens sealed in a session record, if they open.
+    fn open_tokens(&self, id: &SessionId, record: &SessionRecord) -> Option<StoredTokens> {
+        let loaded = self.config()?;
+        let plain =
+            crypto::open(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), record.tokens.as_deref()?).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+
     /// Ends a session the IdP no longer backs (refresh refused): record and cache gone.
     async fn end_session(
         &self,
@@ -1155,11 +1169,7 @@ impl Gateway {
             self.end_session(ports, tenant, id, record, "provider no longer configured".into()).await;
             return Ok(Refresh::Ended);
         };
-        let stored: Option<StoredTokens> = record.tokens.as_deref().and_then(|sealed| {
-            crypto::open(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), sealed)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-        });
+        let stored = self.open_tokens(id, record);
         let Some(refresh_token) = stored.as_ref().and_then(|s| s.refresh_token.clone()) else {
             return Ok(Refresh::NotDue);
         };
@@ -1207,9 +1217,7 @@ impl Gateway {
             refresh_token: tokens.refresh_token.clone().or(old.refresh_token),
             id_token: tokens.id_token.clone().or(old.id_token),
         };
-        let plain = serde_json::to_vec(&new_stored).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        record.tokens =
-            crypto::seal(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), ports.random::<12>(), &plain);
+        record.tokens = self.seal_tokens(ports, id, &new_stored);
         record.access_expires = Some(now + tokens.expires_in.unwrap_or(300));
         self.save_session(ports, tenant, id, record).await?;
         self.log(
@@ -1277,14 +1285,10 @@ impl Gateway {
         id: &SessionId,
         record: &SessionRecord,
     ) -> Option<String> {
-        let loaded = self.config()?;
         let p = self.oidc_provider(tenant, &record.provider).ok().filter(|p| p.rp_logout)?;
         let m = self.metadata(ports, tenant, p).await.ok()?;
         let end = m.end_session_endpoint.as_deref()?;
-        let stored: StoredTokens =
-            crypto::open(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), record.tokens.as_deref()?)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())?;
+        let stored = self.open_tokens(id, record)?;
         let post_logout = format!("{}{}/logged-out", base_url(req), self.prefix());
         let mut params = vec![("client_id", p.client_id.as_str()), ("post_logout_redirect_uri", post_logout.as_str())];
         if let Some(t) = stored.id_token.as_deref() {

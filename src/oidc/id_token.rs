@@ -364,84 +364,74 @@ fn check_claims(
     kid: Option<String>,
     exp: &Expectations<'_>,
 ) -> Result<VerifiedIdToken, IdTokenError> {
-    {
-        let c = &claims.custom;
+    let c = &claims.custom;
 
-        // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no
-        // normalisation of trailing slashes or case).
-        let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
-        if iss != exp.issuer {
-            return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
-        }
-        // Step 3: `aud` contains the client id; every other audience must be trusted.
-        let aud = audiences(c.get("aud"));
-        if !aud.iter().any(|a| a == exp.client_id) {
-            return Err(IdTokenError::AudienceMissingClient);
-        }
-        if let Some(untrusted) =
-            aud.iter().find(|a| *a != exp.client_id && !exp.trusted_audiences.iter().any(|r| r.is_match(a)))
-        {
-            return Err(IdTokenError::UntrustedAudience(untrusted.clone()));
-        }
-        // Steps 4 and 5: with several audiences, `azp` must be present; when present it
-        // must be the client id.
-        let azp = c.get("azp").and_then(Value::as_str);
-        if aud.len() > 1 && azp.is_none() {
-            return Err(IdTokenError::AzpMissing);
-        }
-        if let Some(azp) = azp {
-            if azp != exp.client_id {
-                return Err(IdTokenError::AzpMismatch(azp.to_owned()));
-            }
-        }
-        let now = exp.now as i64;
-        let skew = exp.skew as i64;
-        // Step 9: the current time is before `exp` (plus the allowed skew).
-        let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
-        if now >= exp_ts + skew {
-            return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
-        }
-        // RFC 7519 4.1.5: not before `nbf` (minus skew).
-        if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-            if now + skew < nbf {
-                return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
-            }
-        }
-        // Step 10: `iat` is present, not in the future, and not older than the window.
-        let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-        if iat > now + skew {
-            return Err(IdTokenError::IatInFuture { iat, now: exp.now });
-        }
-        if now - iat > exp.iat_window as i64 + skew {
-            return Err(IdTokenError::IatTooOld { iat, now: exp.now });
-        }
-        // Step 11: the nonce equals the one sent in the request (constant-time compare).
-        if let Some(expected) = exp.nonce {
-            let got = c.get("nonce").and_then(Value::as_str).ok_or(IdTokenError::NonceMissing)?;
-            if !ct_eq(got.as_bytes(), expected.as_bytes()) {
-                return Err(IdTokenError::NonceMismatch);
-            }
-        }
-        // Steps 12 and 13 (acr, auth_time) apply only when requested; the gateway requests
-        // neither.
-        // 3.1.3.8: `at_hash`, when present, matches the access token.
-        if let (Some(at_hash), Some(access_token)) = (c.get("at_hash").and_then(Value::as_str), exp.access_token) {
-            let expected = half_hash(&alg, access_token).ok_or(IdTokenError::AtHashMismatch)?;
-            if !ct_eq(expected.as_bytes(), at_hash.as_bytes()) {
-                return Err(IdTokenError::AtHashMismatch);
-            }
-        }
-        let sub = c.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSub)?;
-        Ok(VerifiedIdToken {
-            iss: iss.to_owned(),
-            sub: sub.to_owned(),
-            exp: exp_ts,
-            iat,
-            alg,
-            kid,
-            claims: claims.custom,
-        })
+    // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no
+    // normalisation of trailing slashes or case).
+    let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
+    if iss != exp.issuer {
+        return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
     }
+    // Step 3: `aud` contains the client id; every other audience must be trusted.
+    let aud = audiences(c.get("aud"));
+    if !aud.iter().any(|a| a == exp.client_id) {
+        return Err(IdTokenError::AudienceMissingClient);
+    }
+    if let Some(untrusted) =
+        aud.iter().find(|a| *a != exp.client_id && !exp.trusted_audiences.iter().any(|r| r.is_match(a)))
+    {
+        return Err(IdTokenError::UntrustedAudience(untrusted.clone()));
+    }
+    // Steps 4 and 5: with several audiences, `azp` must be present; when present it
+    // must be the client id.
+    let azp = c.get("azp").and_then(Value::as_str);
+    if aud.len() > 1 && azp.is_none() {
+        return Err(IdTokenError::AzpMissing);
+    }
+    if let Some(azp) = azp {
+        if azp != exp.client_id {
+            return Err(IdTokenError::AzpMismatch(azp.to_owned()));
+        }
+    }
+    let now = exp.now as i64;
+    let skew = exp.skew as i64;
+    // Step 9: the current time is before `exp` (plus the allowed skew).
+    let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
+    if now >= exp_ts + skew {
+        return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
+    }
+    // RFC 7519 4.1.5: not before `nbf` (minus skew).
+    if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
+        if now + skew < nbf {
+            return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
+        }
+    }
+    // Step 10: `iat` is present, not in the future, and not older than the window.
+    let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
+    if iat > now + skew {
+        return Err(IdTokenError::IatInFuture { iat, now: exp.now });
+    }
+    if now - iat > exp.iat_window as i64 + skew {
+        return Err(IdTokenError::IatTooOld { iat, now: exp.now });
+    }
+    // Step 11: the nonce equals the one sent in the request (constant-time compare).
+    if let Some(expected) = exp.nonce {
+        let got = c.get("nonce").and_then(Value::as_str).ok_or(IdTokenError::NonceMissing)?;
+        if !ct_eq(got.as_bytes(), expected.as_bytes()) {
+            return Err(IdTokenError::NonceMismatch);
+        }
+    }
+    // Steps 12 and 13 (acr, auth_time) apply only when requested; the gateway requests
+    // neither.
+    // 3.1.3.8: `at_hash`, when present, matches the access token.
+    if let (Some(at_hash), Some(access_token)) = (c.get("at_hash").and_then(Value::as_str), exp.access_token) {
+        let expected = half_hash(&alg, access_token).ok_or(IdTokenError::AtHashMismatch)?;
+        if !ct_eq(expected.as_bytes(), at_hash.as_bytes()) {
+            return Err(IdTokenError::AtHashMismatch);
+        }
+    }
+    let sub = c.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSub)?;
+    Ok(VerifiedIdToken { iss: iss.to_owned(), sub: sub.to_owned(), exp: exp_ts, iat, alg, kid, claims: claims.custom })
 }
 
 /// A validated back-channel logout token.
