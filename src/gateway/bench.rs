@@ -50,7 +50,7 @@ impl Gateway {
                     }
                 }
             }
-            "saml" => {
+            "saml" | "saml_port" => {
                 use crate::saml::response::{Expectations, SamlResponse};
                 let cert = crate::saml::dsig::IdpCertificate::from_pem_or_base64(s(i, "cert"))
                     .map_err(|e| bad(e.to_string()))?;
@@ -69,9 +69,14 @@ impl Gateway {
                 };
                 let limits = crate::saml::xml::XmlLimits::default();
                 for _ in 0..b.n {
-                    SamlResponse::from_post_binding(s(i, "response"), &limits)
-                        .and_then(|r| r.verify(&exp))
-                        .map_err(|e| bad(e.to_string()))?;
+                    let r =
+                        SamlResponse::from_post_binding(s(i, "response"), &limits).map_err(|e| bad(e.to_string()))?;
+                    if let (Some(verifier), "saml_port") = (ports.verifier, b.op.as_str()) {
+                        // Each run pays for the port's check, as a sign-in does.
+                        crate::saml::dsig::forget_port_verdicts();
+                        crate::saml::dsig::check_with_port(verifier, r.port_checks(&certs)).await;
+                    }
+                    r.verify(&exp).map_err(|e| bad(e.to_string()))?;
                 }
             }
             "totp" => {

@@ -291,6 +291,9 @@ impl Gateway {
             legacy_sha1: c.legacy_sha1,
             decryption_key: decryption_key.as_ref(),
         };
+        if let Some(verifier) = ports.verifier {
+            crate::saml::dsig::check_with_port(verifier, parsed.port_checks(&idp.certs)).await;
+        }
         let assertion = parsed
             .verify(&expectations)
             .map_err(|error| Refusal::Saml { connection: name.clone(), error: Box::new(error) })?;

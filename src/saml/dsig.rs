@@ -282,6 +282,16 @@ impl Hash {
         }
     }
 
+    /// The JWS name of RSA PKCS#1 v1.5 with this hash, as the signature port knows it.
+    fn jws_rsa(self) -> Option<&'static str> {
+        match self {
+            Hash::Sha1 => None,
+            Hash::Sha256 => Some("RS256"),
+            Hash::Sha384 => Some("RS384"),
+            Hash::Sha512 => Some("RS512"),
+        }
+    }
+
     /// DER prefix of the PKCS#1 v1.5 DigestInfo (RFC 8017 section 9.2, note 1).
     fn pkcs1v15(self) -> Pkcs1v15Sign {
         let (len, prefix): (usize, &[u8]) = match self {
@@ -500,17 +510,22 @@ pub fn verify_enveloped(
     let mut verified_by = None;
     for i in candidates {
         let Some(cert) = certs.get(i) else { continue };
+        // A check the runtime's crypto already passed for these exact bytes and this key
+        // (see `check_with_port`) stands; otherwise the pure-Rust verification decides.
+        let by_port = |alg| port_verified(&port_token(cert, alg, &signed_info_c14n, &signature_bytes));
         let ok = match (method, &cert.key) {
             (SignatureMethod::Rsa(h), PublicKey::Rsa(k)) => {
                 any_key = true;
-                k.verify(h.pkcs1v15(), &h.digest(&signed_info_c14n), &signature_bytes).is_ok()
+                h.jws_rsa().is_some_and(by_port)
+                    || k.verify(h.pkcs1v15(), &h.digest(&signed_info_c14n), &signature_bytes).is_ok()
             }
             (SignatureMethod::EcdsaP256Sha256, PublicKey::P256(k)) => {
                 any_key = true;
                 // XML-DSig 1.1 6.4.3: the value is r || s, each 32 bytes for P-256.
-                p256::ecdsa::Signature::from_slice(&signature_bytes)
-                    .map(|s| k.verify(&signed_info_c14n, &s).is_ok())
-                    .unwrap_or(false)
+                by_port("ES256")
+                    || p256::ecdsa::Signature::from_slice(&signature_bytes)
+                        .map(|s| k.verify(&signed_info_c14n, &s).is_ok())
+                        .unwrap_or(false)
             }
             _ => false,
         };
@@ -547,4 +562,143 @@ fn key_info_certificate(doc: &Document, key_info: NodeId, certs: &[IdpCertificat
         }
     }
     None
+}
+
+// -----------------------------------------------------------------------------------------
+// The runtime's crypto (WebCrypto in Workers) for the signature over SignedInfo
+// -----------------------------------------------------------------------------------------
+
+/// Most signatures per document handed to the signature port (a Response and its
+/// assertion have two); any others are left to the pure-Rust verification.
+const MAX_PORT_SIGNATURES: usize = 4;
+/// Port verdicts remembered per isolate (one or two per sign-in, consumed at once).
+const MAX_PORT_VERDICTS: usize = 64;
+
+thread_local! {
+    /// Tokens of (certificate, algorithm, canonical SignedInfo, signature) that the
+    /// signature port verified. Only positive verdicts are kept: each is a fact about those
+    /// exact bytes, true whenever it is read, so the cache can never make a signature pass
+    /// that would not verify.
+    static PORT_VERIFIED: std::cell::RefCell<Vec<[u8; 32]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn port_token(cert: &IdpCertificate, alg: &str, signed: &[u8], signature: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [&cert.der[..], alg.as_bytes(), signed, signature] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn port_verified(token: &[u8; 32]) -> bool {
+    PORT_VERIFIED.with(|v| v.borrow().iter().any(|t| t == token))
+}
+
+/// One signature check for the runtime's crypto: the canonical `SignedInfo` of a
+/// signature in the document, with one configured key that could have made it.
+#[derive(Debug, Clone)]
+pub struct PortCheck {
+    pub alg: &'static str,
+    pub jwk: serde_json::Value,
+    pub signed: Vec<u8>,
+    pub signature: Vec<u8>,
+    token: [u8; 32],
+}
+
+fn public_jwk(key: &PublicKey) -> serde_json::Value {
+    use crate::crypto::b64url;
+    match key {
+        PublicKey::Rsa(k) => {
+            serde_json::json!({"kty": "RSA", "n": b64url(&k.n().to_bytes_be()), "e": b64url(&k.e().to_bytes_be())})
+        }
+        PublicKey::P256(k) => {
+            let point = k.to_encoded_point(false);
+            let coordinate = |c: Option<&p256::FieldBytes>| c.map(|c| b64url(c)).unwrap_or_default();
+            serde_json::json!({"kty": "EC", "crv": "P-256", "x": coordinate(point.x()), "y": coordinate(point.y())})
+        }
+    }
+}
+
+/// The signature checks the runtime's crypto can do ahead of [`verify_enveloped`]: for each
+/// `ds:Signature` in the document, its canonical `SignedInfo` with every configured key of
+/// the right type (or the one `KeyInfo` names). Nothing is decided here: a malformed
+/// signature yields no check and is refused later by [`verify_enveloped`].
+pub fn port_checks(doc: &Document, certs: &[IdpCertificate]) -> Vec<PortCheck> {
+    let mut out = Vec::new();
+    for sig in doc.elements_named(DSIG_NS, "Signature").into_iter().take(MAX_PORT_SIGNATURES) {
+        let Some(input) = signed_info_input(doc, sig) else { continue };
+        let (method, signed, signature, key_info) = input;
+        let candidates: Vec<usize> = match key_info.and_then(|k| key_info_certificate(doc, k, certs)) {
+            Some(i) => vec![i],
+            None => (0..certs.len()).collect(),
+        };
+        for cert in candidates.into_iter().filter_map(|i| certs.get(i)) {
+            let alg = match (method, &cert.key) {
+                (SignatureMethod::Rsa(h), PublicKey::Rsa(_)) => h.jws_rsa(),
+                (SignatureMethod::EcdsaP256Sha256, PublicKey::P256(_)) => Some("ES256"),
+                _ => None,
+            };
+            let Some(alg) = alg else { continue };
+            let token = port_token(cert, alg, &signed, &signature);
+            out.push(PortCheck {
+                alg,
+                jwk: public_jwk(&cert.key),
+                signed: signed.clone(),
+                signature: signature.clone(),
+                token,
+            });
+        }
+    }
+    out
+}
+
+/// Signature method, canonical `SignedInfo`, signature value and `KeyInfo` of a signature.
+type SignedInfoInput = (SignatureMethod, Vec<u8>, Vec<u8>, Option<NodeId>);
+
+/// The [`SignedInfoInput`] of a signature, read leniently ([`verify_enveloped`] does the
+/// strict reading).
+fn signed_info_input(doc: &Document, sig: NodeId) -> Option<SignedInfoInput> {
+    let kids = ds_children(doc, sig).ok()?;
+    let (signed_info, signature_value) = match &kids[..] {
+        [(si, sl), (sv, vl), ..] if sl == "SignedInfo" && vl == "SignatureValue" => (*si, *sv),
+        _ => return None,
+    };
+    let key_info = kids.iter().skip(2).find(|(_, l)| l == "KeyInfo").map(|(n, _)| *n);
+    let si = ds_children(doc, signed_info).ok()?;
+    let (c14n_method, sig_method) = match &si[..] {
+        [(c, cl), (s, sl), ..] if cl == "CanonicalizationMethod" && sl == "SignatureMethod" => (*c, *s),
+        _ => return None,
+    };
+    let prefixes = inclusive_prefixes(doc, c14n_method).ok()?;
+    let method = signature_method(&algorithm(doc, sig_method, "").ok()?, false).ok()?;
+    let signed = canonicalize(doc, signed_info, &prefixes, None).ok()?;
+    let signature = decode_base64(&doc.text(signature_value).ok()?)?;
+    Some((method, signed, signature, key_info))
+}
+
+/// Forgets the port's verdicts (the benchmark route measures each run in full).
+#[cfg(feature = "bench")]
+pub fn forget_port_verdicts() {
+    PORT_VERIFIED.with(|v| v.borrow_mut().clear());
+}
+
+/// Runs the checks with the runtime's signature port and remembers those that passed, so
+/// that [`verify_enveloped`] does not repeat them in wasm. A check the port cannot do or
+/// refuses leaves the decision to the pure-Rust verification.
+pub async fn check_with_port(verifier: &dyn crate::ports::SignatureVerifier, checks: Vec<PortCheck>) {
+    for c in checks {
+        if port_verified(&c.token) {
+            continue;
+        }
+        if verifier.verify(c.alg, &c.jwk, &c.signed, &c.signature).await == Some(true) {
+            PORT_VERIFIED.with(|v| {
+                let mut v = v.borrow_mut();
+                if v.len() >= MAX_PORT_VERDICTS {
+                    v.clear();
+                }
+                v.push(c.token);
+            });
+        }
+    }
 }

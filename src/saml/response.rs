@@ -418,6 +418,12 @@ impl SamlResponse {
         self.doc.attribute(self.doc.root(), "InResponseTo")
     }
 
+    /// The signature checks the runtime's crypto can do before [`SamlResponse::verify`]
+    /// (see [`crate::saml::dsig::check_with_port`]); they only spare `verify` the same work.
+    pub fn port_checks(&self, certs: &[IdpCertificate]) -> Vec<crate::saml::dsig::PortCheck> {
+        crate::saml::dsig::port_checks(&self.doc, certs)
+    }
+
     /// Runs every check and returns the asserted identity.
     pub fn verify(&self, exp: &Expectations<'_>) -> Result<VerifiedAssertion, SamlError> {
         let doc = &self.doc;
