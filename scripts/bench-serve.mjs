@@ -390,7 +390,7 @@ async function main() {
     console.error('usage: node scripts/bench-serve.mjs [latency|cold|memory|all|profile]');
     process.exit(2);
   }
-  const buildDir = path.join(REPO_ROOT, process.env.PORTCULLIS_BENCH_BUILD ?? 'build');
+  const buildDir = path.resolve(REPO_ROOT, process.env.PORTCULLIS_BENCH_BUILD ?? 'build');
   const { startOp } = await import('../tests/e2e/peers/op.mjs');
   const { Client, loginViaOp } = await import('../tests/e2e/lib/client.mjs');
   const { gatewaySecrets, gatewaySection, oidcProvider } = await import('../tests/e2e/lib/fixtures.mjs');
@@ -446,6 +446,29 @@ async function main() {
     const navigation = { host, accept: 'text/html', 'sec-fetch-mode': 'navigate' };
     const isOrigin = (r) => r.status === 200 && r.body === 'ok';
     const isRedirect = (r) => r.status === 302 && r.headers.location?.startsWith(`${PREFIX}/login`);
+
+    // With the bench build (PORTCULLIS_BENCH_BUILD=build-bench): the core's own time per
+    // proxied request inside the isolate, (time of N runs - time of 0 runs) / N.
+    const benchOp = async (n) => {
+      const body = JSON.stringify({
+        op: 'request', n,
+        input: { record: JSON.parse(record.body), kv_key: sessionKvKey(TENANT, id), url: `http://${host}/page`, host, cookie },
+      });
+      const t0 = process.hrtime.bigint();
+      const r = await request(port, `${PREFIX}/bench`, { host, 'content-type': 'application/json' }, { method: 'POST', body, useAgent: false });
+      return { status: r.status, ms: Number(process.hrtime.bigint() - t0) / 1e6, body: r.body };
+    };
+    if ((mode === 'latency' || mode === 'all') && (await benchOp(0)).status === 200) {
+      await benchOp(200);
+      const perOp = [];
+      for (let round = 0; round < 5; round += 1) {
+        const empty = await benchOp(0);
+        const full = await benchOp(1000);
+        if (full.status !== 200) throw new Error(`bench op: ${full.status} ${full.body}`);
+        perOp.push(((full.ms - empty.ms) * 1000) / 1000);
+      }
+      console.log(`\nthe core's part of a proxied request with a cached session, in the isolate (bench route, N=1000, median of 5): ${median(perOp).toFixed(1)} µs`);
+    }
 
     if (mode === 'latency' || mode === 'all') {
       const total = Number(process.env.BENCH_REQUESTS || 5000);
