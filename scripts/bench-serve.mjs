@@ -579,7 +579,12 @@ async function main() {
         const cdp = await inspect(inspectorPort, inspectTarget);
         const heap = async () => {
           const { result } = await cdp.send('Runtime.getHeapUsage');
-          return result ? `JS heap ${(result.usedSize / 1048576).toFixed(1)} used / ${(result.totalSize / 1048576).toFixed(1)} MiB` : '';
+          const js = result ? `JS heap ${(result.usedSize / 1048576).toFixed(1)} used / ${(result.totalSize / 1048576).toFixed(1)} MiB` : '';
+          // With the bench build: the wasm instance's linear memory (where the caches live).
+          if (targetPort !== port) return js;
+          const r = await request(port, `${PREFIX}/bench`, { host, 'content-type': 'application/json' }, { method: 'POST', body: '{"op":"memory","n":0}', useAgent: false });
+          const bytes = r.status === 200 ? JSON.parse(r.body).wasm_memory_bytes : undefined;
+          return bytes ? `${js}, wasm memory ${(bytes / 1048576).toFixed(1)} MiB` : js;
         };
         console.log(`\n${title}; workerd VmRSS:`);
         const samples = [[0, rssKiB(wd.pid)]];
