@@ -505,13 +505,15 @@ async function main() {
       await waitListening(port, 20_000, wd.exited);
       await waitListening(inspectorPort, 20_000, wd.exited);
       const pathName = process.env.BENCH_PROFILE_PATH === 'redirect' ? ['/page', navigation] : ['/page', sessionHeaders];
-      await load(port, () => pathName, { total: 500, concurrency: 1 });
+      const cold = process.env.BENCH_PROFILE_COLD === '1';
+      if (!cold) await load(port, () => pathName, { total: 500, concurrency: 1 });
       const cdp = await inspect(inspectorPort);
       const { send } = cdp;
       await send('Profiler.enable');
       await send('Profiler.setSamplingInterval', { interval: 50 });
       await send('Profiler.start');
-      const n = Number(process.env.BENCH_REQUESTS || 5000);
+      // BENCH_PROFILE_COLD=1: the isolate's first request alone.
+      const n = cold ? 1 : Number(process.env.BENCH_REQUESTS || 5000);
       const r = await load(port, () => pathName, { total: n, concurrency: 1, pid: wd.pid });
       const { result } = await send('Profiler.stop');
       cdp.close();
@@ -622,6 +624,7 @@ async function main() {
       const first = [];
       const second = [];
       const total = [];
+      const baselineFirst = [];
       for (let i = 0; i < runs; i += 1) {
         const t0 = process.hrtime.bigint();
         wd = start();
@@ -632,6 +635,11 @@ async function main() {
         const r2 = await request(port, '/page', navigation, { useAgent: false });
         const t3 = process.hrtime.bigint();
         if (!isRedirect(r1) || !isRedirect(r2)) throw new Error(`cold start: unexpected ${r1.status}/${r2.status}`);
+        // The JavaScript baseline worker's first request (its own isolate, also new).
+        const t4 = process.hrtime.bigint();
+        const r3 = await request(baselinePort, '/page?redirect', {}, { useAgent: false });
+        baselineFirst.push(Number(process.hrtime.bigint() - t4) / 1e6);
+        if (!isRedirect(r3)) throw new Error(`cold start: baseline answered ${r3.status}`);
         ready.push(Number(t1 - t0) / 1e6);
         first.push(Number(t2 - t1) / 1e6);
         second.push(Number(t3 - t2) / 1e6);
@@ -643,6 +651,7 @@ async function main() {
       show('process start to listening (wasm compiled)', ready);
       show('first request (new isolate: config load, 302)', first);
       show('second request, same isolate, new connection', second);
+      show('for comparison: a JS worker\'s first request (302)', baselineFirst);
       show('process start to first answered request', total);
       const wasm = fs.readdirSync(buildDir).find((f) => f.endsWith('.wasm'));
       if (wasm) {
