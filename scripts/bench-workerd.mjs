@@ -5,6 +5,8 @@
 //  3. end to end on loopback: the origin directly, through the gateway with a session,
 //     and unauthenticated requests being redirected (requests/s, p50, p99).
 // Run: node scripts/bench-workerd.mjs  (after `bash scripts/build.sh -d build-bench --features bench`)
+// Optional comparisons that are not dependencies of this repository: SAMLIFY_DIR (samlify)
+// and BENCH_PYTHON (python3-saml); BENCH_ONLY=ops|saml|load runs one section.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -103,6 +105,46 @@ async function nodeSaml(input) {
   return samples[2];
 }
 
+/**
+ * samlify, when it can be loaded: it is not a dependency of this repository; install it
+ * anywhere (`npm install --prefix /tmp/samlify samlify@2.13.1`) and pass SAMLIFY_DIR=/tmp/samlify.
+ * XML schema validation is switched off (samlify asks for a validator module), so this is
+ * less work than samlify does in use.
+ */
+async function loadSamlify() {
+  try {
+    if (process.env.SAMLIFY_DIR) {
+      const { createRequire } = await import('node:module');
+      return createRequire(path.join(process.env.SAMLIFY_DIR, 'node_modules', 'x.js'))('samlify');
+    }
+    return await import('samlify');
+  } catch {
+    return null;
+  }
+}
+
+async function samlifyTime(samlify, input) {
+  samlify.setSchemaValidator({ validate: async () => 'skipped' });
+  const { redirect, post } = samlify.Constants.namespace.binding;
+  const idp = samlify.IdentityProvider({
+    entityID: input.idp, signingCert: input.cert, singleSignOnService: [{ Binding: redirect, Location: 'https://idp.example.com/sso' }],
+  });
+  const sp = samlify.ServiceProvider({
+    entityID: input.sp, wantAssertionsSigned: true, assertionConsumerService: [{ Binding: post, Location: input.acs }],
+  });
+  const body = { SAMLResponse: input.response };
+  const { extract } = await sp.parseLoginResponse(idp, 'post', { body });
+  if (extract?.nameID !== 'alice@example.com') throw new Error('samlify did not validate the response');
+  const samples = [];
+  for (let round = 0; round < 5; round += 1) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < N; i += 1) await sp.parseLoginResponse(idp, 'post', { body });
+    samples.push(Number(process.hrtime.bigint() - t0) / 1000 / N);
+  }
+  samples.sort((a, b) => a - b);
+  return samples[2];
+}
+
 /** xml-crypto alone (parse + XML-DSig check of the assertion's signature, no SAML checks). */
 function xmlCrypto(input) {
   const xml = Buffer.from(input.response, 'base64').toString();
@@ -193,12 +235,25 @@ try {
     report('Portcullis (wasm): TOTP verify', await perOp(benchUrl, 'totp', { now: Math.floor(Date.now() / 1000) }));
   }
   const samlFiles = [['bench-4k.xml', '4 KB'], ['bench-8k.xml', '8 KB'], ['bench-40k.xml', '40 KB']];
+  const samlify = only('saml') ? await loadSamlify() : null;
+  if (only('saml') && !samlify) console.log('(samlify not found: set SAMLIFY_DIR to include it)');
   for (const [file, size] of only('saml') ? samlFiles : []) {
     const input = samlInput(file);
     report(`Portcullis (wasm, pure-Rust RSA): SAML Response parse+verify, ${size}`, await perOp(benchUrl, 'saml', input));
     report(`Portcullis (wasm + WebCrypto port, as deployed): same, ${size}`, await perOp(benchUrl, 'saml_port', input));
     report(`@node-saml/node-saml (Node ${process.versions.node}): same Response, ${size}`, await nodeSaml(input));
     report(`xml-crypto (Node): parse + signature check only, ${size}`, xmlCrypto(input));
+    if (samlify) report(`samlify (Node, schema validation off): same Response, ${size}`, await samlifyTime(samlify, input));
+  }
+
+  // python3-saml, when BENCH_PYTHON names a Python that has it (see scripts/bench-python3-saml.py).
+  if (only('saml') && process.env.BENCH_PYTHON) {
+    const { spawnSync } = await import('node:child_process');
+    const py = spawnSync(process.env.BENCH_PYTHON, [path.join(REPO_ROOT, 'scripts/bench-python3-saml.py')], {
+      env: { ...process.env, BENCH_N: String(N) }, encoding: 'utf8',
+    });
+    if (py.status !== 0) throw new Error(`python3-saml benchmark failed: ${py.stderr}`);
+    process.stdout.write(py.stdout);
   }
 
   // End to end on loopback (through wrangler dev; scripts/bench-serve.mjs serves the worker
