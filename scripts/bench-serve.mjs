@@ -20,15 +20,24 @@
 //
 // Modes:
 //  - latency: requests/s, p50, p99 for the origin directly, through the gateway with a valid
-//    (cached) session, and unauthenticated (302 to the login page); 16 concurrent
-//    connections, then one connection (sequential); workerd's CPU per request from
-//    /proc/PID/stat (the whole process: HTTP, JS glue, wasm, the fetch to the origin);
+//    (cached) session, and unauthenticated (302 to the login page), beside a JavaScript
+//    worker in the same workerd doing the same without the gateway; 16 connections as fast
+//    as they go, 16 connections paced at a fixed rate, then one connection (sequential);
+//    workerd's CPU per request from /proc/PID/stat (the whole process: HTTP, JS glue, wasm,
+//    the fetch to the origin); with the bench build, first the core's own time per request;
 //  - cold: a fresh workerd process each time: spawn -> listening, the first request's
 //    latency (isolate's first request: configuration loaded and validated), and a second
 //    request for comparison; 10 times, medians;
 //  - memory: 100,000 requests against one workerd (valid sessions from a pool of 25,000
-//    distinct sessions, one hot session, invalid cookies, no cookie), workerd's VmRSS
-//    every 10,000 requests.
+//    distinct sessions, one hot session, invalid cookies, no cookie), workerd's VmRSS, the
+//    JS heap and (bench build) the wasm memory every 10,000 requests; then a control run
+//    through a JavaScript worker;
+//  - profile: a V8 CPU profile of the request path, self time per function.
+//
+// Knobs (environment): BENCH_REQUESTS (latency rows, profile), BENCH_RATE (the paced rows,
+// default 1000 req/s), BENCH_COLD_RUNS, BENCH_MEMORY_REQUESTS, BENCH_MEMORY_SESSIONS,
+// BENCH_SESSION_CACHE_SIZE, BENCH_MEMORY_CONTROL=0, BENCH_PROFILE_PATH=redirect,
+// BENCH_PROFILE_COLD=1, BENCH_ECHO=1 (workerd's output).
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -307,7 +316,7 @@ function rssKiB(pid) {
 }
 
 /** `total` requests over `concurrency` keep-alive connections; `pick(i)` gives [path, headers]. */
-async function load(port, pick, { total, concurrency, pid, expect, onProgress }) {
+async function load(port, pick, { total, concurrency, pid, expect, onProgress, rate }) {
   const latencies = new Float64Array(total);
   const statuses = new Map();
   const useAgent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
@@ -318,6 +327,13 @@ async function load(port, pick, { total, concurrency, pid, expect, onProgress })
     while (next < total) {
       const i = next;
       next += 1;
+      if (rate) {
+        // Paced (open loop): request i starts at i / rate seconds, not as soon as a
+        // connection is free, so the latency is measured below saturation.
+        const due = t0 + BigInt(Math.round((i * 1e9) / rate));
+        const wait = Number(due - process.hrtime.bigint()) / 1e6;
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
       const [p, h] = pick(i);
       const s = process.hrtime.bigint();
       const r = await request(port, p, h, { useAgent });
@@ -474,7 +490,9 @@ async function main() {
       const total = Number(process.env.BENCH_REQUESTS || 5000);
       console.log(`\nlatency on loopback, workerd serve (${total} requests per row after 500 of warm-up; workerd CPU = its utime+stime / requests)`);
       const rows = [];
-      for (const [concurrency, n] of [[16, total], [1, Math.round(total / 2)]]) {
+      const rate = Number(process.env.BENCH_RATE || 1000);
+      for (const [concurrency, n, paced] of [[16, total], [16, total, rate], [1, Math.round(total / 2)]]) {
+        const label = concurrency === 1 ? 'sequential' : paced ? `16 connections, paced at ${paced} req/s` : `${concurrency} concurrent`;
         for (const [name, p, pick, expect] of [
           ['origin directly', peer.origin, () => ['/page', {}], isOrigin],
           ['JS proxy worker in the same workerd (baseline)', baselinePort, () => ['/page', {}], isOrigin],
@@ -483,15 +501,14 @@ async function main() {
           ['unauthenticated, 302 to login', port, () => ['/page', navigation], isRedirect],
         ]) {
           await load(p, pick, { total: 500, concurrency, expect });
-          const r = await load(p, pick, { total: n, concurrency, pid: p === peer.origin ? undefined : wd.pid, expect });
-          rows.push({ name, concurrency, ...r });
+          const r = await load(p, pick, { total: n, concurrency, pid: p === peer.origin ? undefined : wd.pid, expect, rate: paced });
+          rows.push({ name, label, ...r });
           const cpu = Number.isNaN(r.cpuPerRequestMs) ? '' : `  workerd CPU ${(r.cpuPerRequestMs * 1000).toFixed(0)} µs/request`;
-          console.log(`${`${name}, ${concurrency === 1 ? 'sequential' : `${concurrency} concurrent`}`.padEnd(64)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms${cpu}`);
+          console.log(`${`${name}, ${label}`.padEnd(88)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms${cpu}`);
         }
-        const direct = rows.find((r) => r.concurrency === concurrency && r.name === 'origin directly');
-        const through = rows.find((r) => r.concurrency === concurrency && r.name.startsWith('through'));
-        const proxy = rows.find((r) => r.concurrency === concurrency && r.name.startsWith('JS proxy'));
-        const label = concurrency === 1 ? 'sequential' : `${concurrency} concurrent`;
+        const direct = rows.find((r) => r.label === label && r.name === 'origin directly');
+        const through = rows.find((r) => r.label === label && r.name.startsWith('through'));
+        const proxy = rows.find((r) => r.label === label && r.name.startsWith('JS proxy'));
         console.log(`added by the gateway (${label}): p50 ${(through.p50 - direct.p50).toFixed(3)} ms, p99 ${(through.p99 - direct.p99).toFixed(3)} ms; by a JS proxy worker: p50 ${(proxy.p50 - direct.p50).toFixed(3)} ms`);
       }
     }
