@@ -95,6 +95,18 @@ pub struct GatewaySettings {
     /// Also send every audit event to this HTTP endpoint (a SIEM webhook), after the
     /// response, with retries.
     pub audit_webhook: Option<AuditWebhook>,
+    /// `auto`: the Durable Object bound as `PORTCULLIS_COORDINATOR` decides what must happen
+    /// once (single-use state, replay caches, MFA counts, refresh, revocation); without the
+    /// binding, KV alone. `kv`: KV alone even when the binding exists.
+    pub coordination: Coordination,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coordination {
+    #[default]
+    Auto,
+    Kv,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -128,6 +140,7 @@ impl Default for GatewaySettings {
             admin_token: None,
             audit_retention_days: 90,
             audit_webhook: None,
+            coordination: Coordination::Auto,
         }
     }
 }

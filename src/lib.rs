@@ -7,6 +7,7 @@
 
 pub mod assertion;
 pub mod config;
+pub mod coord;
 pub mod crypto;
 pub mod error;
 pub mod gateway;

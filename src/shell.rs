@@ -10,11 +10,14 @@ use futures_util::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
 
+use crate::config::Coordination;
 use crate::gateway::{Action, Forward, Gateway};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
 use crate::ports::{Fetch, FetchError, Kv, KvError, LocalFuture, Ports, Runtime};
 use crate::proxy;
 use crate::secret::Secret;
+
+mod durable;
 
 const KV_BINDING: &str = "PORTCULLIS_KV";
 const CONFIG_VAR: &str = "PORTCULLIS_CONFIG";
@@ -354,7 +357,18 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
     let core_req = Request { method: req.method().to_string(), url, headers, body, client_ip };
 
     let kv = WorkerKv(env.kv(KV_BINDING).ok());
-    let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: Some(&WebCrypto) };
+    let coordinator = gw
+        .config()
+        .filter(|l| l.config.gateway.coordination == Coordination::Auto)
+        .and_then(|_| env.durable_object(durable::COORDINATOR_BINDING).ok())
+        .map(durable::DoCoordinator);
+    let ports = Ports {
+        kv: &kv,
+        fetch: &WorkerFetch,
+        rt: &WorkerRuntime,
+        verifier: Some(&WebCrypto),
+        coord: coordinator.as_ref().map(|c| c as &dyn crate::ports::Coordinator),
+    };
     let response = match gw.handle(ports, &core_req).await {
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
@@ -367,7 +381,7 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         let gw = gw.clone();
         ctx.wait_until(async move {
             let kv = WorkerKv(None);
-            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: None };
+            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: None, coord: None };
             for job in jobs {
                 gw.run_deferred(ports, job, |ms| Delay::from(Duration::from_millis(ms))).await;
             }

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::assertion::{self, AssertionClaims, SigningKey};
 use crate::config::{Config, ConfigErrors, Loaded, OidcProvider, Provider, Tenant};
+use crate::coord::{self, Lease};
 use crate::crypto::{self, b64url};
 use crate::error::{Refusal, Retry};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
@@ -44,6 +45,8 @@ pub const MAX_FORM_BODY: usize = 64 * 1024;
 pub const JWKS_REFETCH_INTERVAL: u64 = 60;
 /// Refresh the access token when it expires within this many seconds.
 pub const REFRESH_MARGIN: u64 = 60;
+/// A refresh lease's result when the IdP refused the refresh (the session ended).
+const REFRESH_ENDED: &str = "ended";
 
 /// A successful sign-in at an IdP, before the session exists.
 struct SignedIn<'a> {
@@ -583,6 +586,21 @@ impl Gateway {
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
                     return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
                 };
+                // With a coordinator, a revocation made anywhere is seen here now, not when
+                // KV's delete arrives. Checked once per session cache interval.
+                if let Some(c) = ports.coord() {
+                    let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
+                    let shard = coord::user_shard(&tenant.id, &record.user_id);
+                    if c.revoked_since(&shard, &keys, record.created_ms()).await? {
+                        self.sessions.borrow_mut().remove(&key);
+                        self.log(
+                            ports,
+                            json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
+                            "cause": "session revoked (coordinator)", "ip": req.client_ip}),
+                        );
+                        return Ok(Lookup::Ended);
+                    }
+                }
                 self.cache_session(&key, record.clone(), now_ms);
                 record
             }
@@ -961,12 +979,20 @@ impl Gateway {
         if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, &state) {
             return Err(fail(OidcError::PendingCookieMismatch, &provider_hint));
         }
-        // Single use: read, then delete; a marker remembers the use so a replay is named.
+        // Single use. With a coordinator the first claim wins atomically, everywhere; without
+        // one, read-then-delete in KV (a replay within KV's propagation delay, or a race in
+        // one location, is then decided by the IdP's single-use code). A marker remembers
+        // the use so a replay is named.
+        let state_ttl = loaded.config.gateway.login_state_ttl;
+        if let Some(c) = ports.coord() {
+            if !c.claim(&coord::bucket_shard(&tenant.id, "state", &state), &key, state_ttl * 1000).await? {
+                return Err(unknown_state(true));
+            }
+        }
         let Some(raw) = ports.kv.get(&key).await? else {
             return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
         };
         ports.kv.delete(&key).await?;
-        let state_ttl = loaded.config.gateway.login_state_ttl;
         ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
         let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
         let name = pre.provider.clone();
@@ -1092,6 +1118,7 @@ impl Gateway {
             user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
             country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
             attributes: identity.extra.clone(),
+            created_ms: Some(ports.rt.now_ms()),
         };
         let next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
         self.save_session(ports, tenant, &id, &record).await?;
@@ -1141,6 +1168,9 @@ impl Gateway {
     ) {
         let key = id.kv_key(&tenant.id);
         self.sessions.borrow_mut().remove(&key);
+        if let Err(e) = self.mark_revoked(ports, tenant, &record.user_id, &key).await {
+            self.log(ports, json!({"level": "warn", "event": "session_revoke_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
         if let Err(e) = ports.kv.delete(&key).await {
             self.log(ports, json!({"level": "warn", "event": "session_delete_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
@@ -1164,7 +1194,6 @@ impl Gateway {
         if now + REFRESH_MARGIN < access_exp {
             return Ok(Refresh::NotDue);
         }
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let Ok(p) = self.oidc_provider(tenant, &record.provider) else {
             self.end_session(ports, tenant, id, record, "provider no longer configured".into()).await;
             return Ok(Refresh::Ended);
@@ -1173,6 +1202,71 @@ impl Gateway {
         let Some(refresh_token) = stored.as_ref().and_then(|s| s.refresh_token.clone()) else {
             return Ok(Refresh::NotDue);
         };
+        // With a coordinator, one request refreshes and the others wait for its result: an
+        // IdP that rotates refresh tokens ends the whole session when an old one is used
+        // twice. The lease is per refresh token, so a location still reading the old record
+        // from KV gets the new one instead of reusing the rotated token.
+        let Some(c) = ports.coord() else {
+            return self.refresh_with_idp(ports, tenant, id, record, p, stored, refresh_token, access_exp).await;
+        };
+        let shard = coord::user_shard(&tenant.id, &record.user_id);
+        let lease_key = format!("r:{}:{}", id.kv_key(&tenant.id), &crypto::sha256_hex(refresh_token.as_bytes())[..32]);
+        match c.refresh_begin(&shard, &lease_key).await? {
+            Lease::Acquired => {}
+            Lease::Finished { result } => return Ok(self.adopt_refresh(ports, tenant, id, record, &result)),
+            Lease::Held if now < access_exp => return Ok(Refresh::NotDue),
+            Lease::Held => return Err(Refusal::IdpUnavailable("another request is still refreshing".into())),
+        }
+        let outcome = self.refresh_with_idp(ports, tenant, id, record, p, stored, refresh_token, access_exp).await;
+        let result = match &outcome {
+            Ok(Refresh::Done) => serde_json::to_string(&*record).ok(),
+            Ok(Refresh::Ended) => Some(REFRESH_ENDED.to_owned()),
+            _ => None,
+        };
+        if let Err(e) = c.refresh_end(&shard, &lease_key, result).await {
+            self.log(ports, json!({"level": "warn", "event": "refresh_lease_end_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+        outcome
+    }
+
+    /// Takes over the result of another request's refresh.
+    fn adopt_refresh(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &mut SessionRecord,
+        result: &str,
+    ) -> Refresh {
+        match serde_json::from_str::<SessionRecord>(result) {
+            Ok(fresh) if fresh.user_id == record.user_id && fresh.tenant == record.tenant => {
+                *record = fresh;
+                self.cache_session(&id.kv_key(&tenant.id), record.clone(), ports.rt.now_ms());
+                Refresh::Done
+            }
+            // REFRESH_ENDED, or anything else: the session is over.
+            _ => {
+                self.sessions.borrow_mut().remove(&id.kv_key(&tenant.id));
+                Refresh::Ended
+            }
+        }
+    }
+
+    /// The refresh itself: the token request, the refreshed ID token's checks, the new record.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh_with_idp(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &mut SessionRecord,
+        p: &OidcProvider,
+        stored: Option<StoredTokens>,
+        refresh_token: String,
+        access_exp: u64,
+    ) -> Result<Refresh, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let now = ports.now();
         let unavailable = |e: String| {
             if now < access_exp {
                 Ok(Refresh::NotDue)
@@ -1261,6 +1355,7 @@ impl Gateway {
                 return Err(Refusal::Csrf);
             }
             let key = id.kv_key(&tenant.id);
+            self.mark_revoked(ports, tenant, &record.user_id, &key).await?;
             ports.kv.delete(&key).await?;
             self.sessions.borrow_mut().remove(&key);
             self.log(ports, json!({"event": "logout", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": req.client_ip}));
