@@ -9,6 +9,7 @@ pub mod assertion;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod faults;
 pub mod gateway;
 pub mod http;
 pub mod mfa;
