@@ -18,6 +18,7 @@ pub mod pages;
 pub mod policy;
 pub mod ports;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redirect;
 pub mod saml;
 pub mod secret;
