@@ -104,6 +104,8 @@ pub struct Gateway {
     signing_keys: Vec<SigningKey>,
     providers: RefCell<HashMap<String, ProviderState>>,
     sessions: RefCell<HashMap<String, CachedSession>>,
+    /// Sign-in starts per client IP (`gateway.login_rate_limit`).
+    login_limiter: RefCell<crate::ratelimit::RateLimiter>,
     /// Audit events of the requests in flight, written to KV when a request ends.
     audit_queue: RefCell<Vec<Value>>,
     /// Work to do after the response (the shell runs it with `waitUntil`).
@@ -187,6 +189,7 @@ impl Gateway {
             signing_keys,
             providers: RefCell::default(),
             sessions: RefCell::default(),
+            login_limiter: RefCell::default(),
             audit_queue: RefCell::default(),
             deferred: RefCell::default(),
         }
@@ -331,8 +334,27 @@ impl Gateway {
                 "ip": req.client_ip,
             }),
         );
+        let mut r = self.present_refusal(req, tenant, &pres, &reference);
+        match refusal {
+            Refusal::MethodNotAllowed => {
+                let route = req.url.path().strip_prefix(self.prefix()).unwrap_or(req.url.path());
+                r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
+            }
+            Refusal::RateLimited { retry_after } => r.headers.set("retry-after", retry_after.to_string()),
+            _ => {}
+        }
+        r
+    }
+
+    fn present_refusal(
+        &self,
+        req: &Request,
+        tenant: Option<&Tenant>,
+        pres: &crate::error::Presentation,
+        reference: &str,
+    ) -> Response {
         if wants_json(req) && !req.is_navigation() {
-            return json_error(pres.status, pres.code, &pres.message, &reference);
+            return json_error(pres.status, pres.code, &pres.message, reference);
         }
         let prefix = self.prefix();
         let login = format!("{prefix}/login");
@@ -356,7 +378,7 @@ impl Gateway {
         };
         pages::error_page(
             Brand { tenant, prefix },
-            &ErrorView { status: pres.status, title: pres.title, message: &pres.message, retry, reference: &reference },
+            &ErrorView { status: pres.status, title: pres.title, message: &pres.message, retry, reference },
         )
     }
 
@@ -368,8 +390,11 @@ impl Gateway {
 
     /// Entry point: everything a request can lead to.
     pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Action {
-        let action = self.handle_inner(ports, req).await;
+        let mut action = self.handle_inner(ports, req).await;
         self.flush_audit(ports).await;
+        if let (Action::Respond(r), "HEAD") = (&mut action, req.method.as_str()) {
+            r.body.clear();
+        }
         action
     }
 
@@ -377,7 +402,11 @@ impl Gateway {
         let path = req.url.path().to_owned();
         let prefix = self.prefix().to_owned();
         if path == format!("{prefix}/health") {
-            return Action::Respond(self.health());
+            return Action::Respond(match req.method.as_str() {
+                "GET" | "HEAD" => self.health(),
+                "OPTIONS" => options_response("/health"),
+                _ => self.refuse(ports, req, None, &Refusal::MethodNotAllowed),
+            });
         }
         let Ok(loaded) = &self.loaded else {
             return Action::Respond(self.refuse(ports, req, None, &Refusal::ConfigInvalid));
@@ -414,7 +443,13 @@ impl Gateway {
         path: &str,
     ) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let method = req.method.as_str();
+        let route = path.strip_prefix(prefix).unwrap_or(path);
+        // HEAD is answered as GET without a body, except where a GET consumes single-use
+        // state (a HEAD must never spend a sign-in or logout request).
+        let method = match req.method.as_str() {
+            "HEAD" if allowed_methods(route).is_some_and(|a| a.contains("HEAD")) => "GET",
+            m => m,
+        };
         if path == "/.well-known/portcullis/jwks.json" {
             if method != "GET" && method != "HEAD" {
                 return Err(Refusal::MethodNotAllowed);
@@ -423,7 +458,6 @@ impl Gateway {
             r.headers.set("cache-control", "public, max-age=300");
             return Ok(r);
         }
-        let route = path.strip_prefix(prefix).unwrap_or(path);
         match (method, route) {
             ("GET" | "HEAD", "/assets/style.css") => Ok(css(pages::STYLE_CSS.to_owned())),
             ("GET" | "HEAD", "/assets/tenant.css") => Ok(css(pages::tenant_css(tenant))),
@@ -459,16 +493,9 @@ impl Gateway {
                 Ok(r)
             }
             (_, r) if r.starts_with("/admin/") => self.admin_route(ports, req, tenant, &r["/admin".len()..]).await,
-            ("OPTIONS", _) => {
-                // No CORS on gateway routes: answer without any Access-Control-* header.
-                let mut r = Response::new(204);
-                r.headers.set("allow", "GET, HEAD, POST");
-                Ok(r)
-            }
-            (
-                _,
-                "/login" | "/oidc/callback" | "/logout" | "/logged-out" | "/me" | "/mfa" | "/mfa/enroll" | "/continue",
-            ) => Err(Refusal::MethodNotAllowed),
+            // No CORS on gateway routes: a preflight gets no Access-Control-* header.
+            ("OPTIONS", r) if allowed_methods(r).is_some() => Ok(options_response(r)),
+            (_, r) if allowed_methods(r).is_some() => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         }
     }
@@ -909,6 +936,7 @@ impl Gateway {
                 return Ok(pages::login_page(Brand { tenant: Some(tenant), prefix }, &buttons, notice));
             }
         };
+        self.login_allowed(ports, req)?;
         if let Some(c) = tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
             return self.saml_login_start(ports, req, tenant, c, rd).await;
         }
@@ -943,6 +971,16 @@ impl Gateway {
             session::set_cookie(PENDING_COOKIE, &pending, Some(loaded.config.gateway.login_state_ttl + 300), "Lax"),
         );
         Ok(r)
+    }
+
+    /// The per-client cap on sign-in starts (`gateway.login_rate_limit`).
+    fn login_allowed(&self, ports: Ports<'_>, req: &Request) -> Result<(), Refusal> {
+        let limit = self.config().map(|l| l.config.gateway.login_rate_limit).unwrap_or_default();
+        let client = req.client_ip.as_deref().unwrap_or("unknown");
+        self.login_limiter
+            .borrow_mut()
+            .take(client, ports.rt.now_ms(), limit.burst, limit.per_minute)
+            .map_err(|retry_after| Refusal::RateLimited { retry_after })
     }
 
     async fn oidc_callback(
@@ -1435,6 +1473,38 @@ async fn check_token(
         }
     }
     token.verify(keys, exp)
+}
+
+/// The methods a gateway route (path after the prefix) answers, for `Allow`; `None` for
+/// paths that are not routes. Sign-in and logout callbacks take no HEAD: their GET spends
+/// single-use state.
+fn allowed_methods(route: &str) -> Option<&'static str> {
+    let oidc_named = |suffix: &str| route.starts_with("/oidc/") && route.ends_with(suffix);
+    Some(match route {
+        "/oidc/callback" | "/saml/slo" | "/oidc/frontchannel-logout" => "GET, OPTIONS",
+        _ if oidc_named("/callback") => "GET, OPTIONS",
+        "/logout" | "/mfa" | "/mfa/enroll" => "GET, HEAD, POST, OPTIONS",
+        "/saml/acs" | "/oidc/backchannel-logout" | "/mfa/backup-codes" => "POST, OPTIONS",
+        _ if oidc_named("/backchannel-logout") => "POST, OPTIONS",
+        "/health"
+        | "/login"
+        | "/logged-out"
+        | "/me"
+        | "/continue"
+        | "/saml/metadata"
+        | "/assets/style.css"
+        | "/assets/tenant.css"
+        | "/.well-known/portcullis/jwks.json" => "GET, HEAD, OPTIONS",
+        _ => return None,
+    })
+}
+
+/// A preflight or OPTIONS answer: the route's methods, and no CORS grant.
+fn options_response(route: &str) -> Response {
+    let mut r = Response::new(204);
+    r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
+    r.headers.set("cache-control", "no-store");
+    r
 }
 
 fn css(body: String) -> Response {
