@@ -124,7 +124,7 @@ pub struct LoginRateLimit {
 
 impl Default for LoginRateLimit {
     fn default() -> Self {
-        Self { burst: 30, per_minute: 30 }
+        Self { burst: 60, per_minute: 60 }
     }
 }
 

@@ -1021,15 +1021,16 @@ impl Gateway {
         // one, read-then-delete in KV (a replay within KV's propagation delay, or a race in
         // one location, is then decided by the IdP's single-use code). A marker remembers
         // the use so a replay is named.
+        // The claim comes after the read, so a failed read leaves the state usable.
         let state_ttl = loaded.config.gateway.login_state_ttl;
+        let Some(raw) = ports.kv.get(&key).await? else {
+            return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
+        };
         if let Some(c) = ports.coord() {
             if !c.claim(&coord::bucket_shard(&tenant.id, "state", &state), &key, state_ttl * 1000).await? {
                 return Err(unknown_state(true));
             }
         }
-        let Some(raw) = ports.kv.get(&key).await? else {
-            return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
-        };
         ports.kv.delete(&key).await?;
         ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
         let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
