@@ -307,8 +307,13 @@ fn with_a_coordinator_wrong_codes_lock_everywhere_and_an_admin_reset_unlocks() {
     let h = mfa_harness(json!({"required": true}), json!({}));
     h.use_coord.set(true);
     let (first, _) = idp_login(&h);
-    enrol(&h, &first);
+    let (secret, _) = enrol(&h, &first);
     let (cookie, _) = idp_login(&h);
+    h.clock.advance(30);
+    // A right code clears earlier wrong ones.
+    let (early, _) = idp_login(&h);
+    assert_eq!(submit_code(&h, &early, "code", "123456").status, 401);
+    assert_eq!(submit_code(&h, &early, "code", &code_at(&secret, h.clock.now())).status, 302);
     h.clock.advance(30);
     for i in 0..4 {
         let r = submit_code(&h, &cookie, "code", "123456");

@@ -335,6 +335,10 @@ impl Gateway {
         match outcome {
             Ok(event) => {
                 self.save_mfa(ports, tenant, &session.user_id, &record).await?;
+                // A right code clears the count of wrong ones, as the KV record does.
+                if let Some((c, shard)) = &coord {
+                    c.clear(shard, MFA_FAILURES_KEY).await?;
+                }
                 session.mfa = MfaState::Verified;
                 session.mfa_at = Some(now);
                 add_amr(&mut session, &["mfa", "otp"]);
