@@ -30,7 +30,6 @@ async function run(name, { coordination, cacheTtl }) {
   const op = await startOp({ clients: [{ client_id: 'gw', client_secret: 'gw-secret', redirect_uris: [`http://localhost:${port}/_portcullis/oidc/callback`] }] });
   const gw = await startGateway({
     port,
-    logLevel: 'warn',
     config: {
       gateway: gatewaySection({ coordination, session_cache_ttl: cacheTtl }),
       tenants: [{ id: 'acme', hosts: ['localhost'], origin: origin.url, providers: [oidcProvider('corp', op, 'gw', { refresh: false })] }],
