@@ -15,14 +15,18 @@
 #
 # Inputs that our parser or libxml2 refuses are not compared; they are counted by reason.
 # Differences are written to $C14N_DIFF_OUT (default target/c14n-diff/) as NAME.VARIANT.xml
-# (the signed template), .ours and .xmlsec1. Exit status 1 when any comparison differs.
+# (the signed template), .ours and .xmlsec1, and every skipped input with who refused it and
+# why to skipped.tsv there. Exit status 1 when any comparison differs.
 # Not part of `make test`. Needs xmlsec1 (Debian package xmlsec1, tried with 1.2.37) and python3.
 #
-# Known, expected outcomes (see docs/threat-model.md, "XML parsing and canonicalization"):
-# - Refused by us, taken by libxml2: DOCTYPE (so every entity), processing instructions,
-#   undeclared namespace prefixes (a libxml2 namespace error is not fatal: the name is kept
-#   with its colon and no namespace), relative namespace URIs, encodings other than UTF-8,
-#   documents nested deeper than 40 elements; these are deliberate refusals.
+# Known outcomes (BENCHMARKS.md has the numbers, docs/threat-model.md the reasoning):
+# - Identical output on every input both sides take.
+# - Refused by both, at canonicalization: relative namespace URIs (Canonical XML 1.0 2.1).
+# - Refused by us only, deliberately: undeclared namespace prefixes (a libxml2 namespace error
+#   is not fatal: the name is kept with its colon and no namespace), processing instructions,
+#   and, though this corpus has none that libxml2 takes, DOCTYPE/entities and non-UTF-8.
+# - Refused by libxml2 only: namespace names its URI parser rejects (non-ASCII, `[`, spaces),
+#   XML declarations without version, `]]>` in text, attributes not separated by whitespace.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -171,6 +175,9 @@ for path in inputs:
             differences.append(f"{name}.{variant}")
 
 shutil.rmtree(work, ignore_errors=True)
+with open(os.path.join(out_dir, "skipped.tsv"), "w") as f:
+    for n, (w, r) in sorted(skipped_inputs.items()):
+        f.write(f"{n}\t{w}\t{r}\n")
 xmlsec1_version = subprocess.run(["xmlsec1", "--version"], capture_output=True, text=True).stdout.strip()
 print(f"c14n-diff: {stats['inputs']} inputs ({len(fixtures)} fixtures, {len(inputs) - min(len(fixtures), len(inputs))} corpus), "
       f"{xmlsec1_version}, {time.time() - started:.0f}s")
