@@ -136,7 +136,7 @@ fn bench_request_path() {
     let kv = MemoryKv::new(clock.clone());
     let fetch = ScriptedFetch::new(|_| Err(portcullis::ports::FetchError::Timeout));
     let rt = TestRuntime::new(clock.clone());
-    let ports = Ports { kv: &kv, fetch: &fetch, rt: &rt, verifier: None };
+    let ports = Ports { kv: &kv, fetch: &fetch, rt: &rt, verifier: None, coord: None };
     // A stored session, as a sign-in leaves it.
     let id = SessionId::from_random([5; 32]);
     let record = json!({"v":1,"tenant":"acme","user_id":"https://idp.test/alice","user":"alice","provider":"corp",

@@ -80,6 +80,8 @@ pub struct GatewaySettings {
     pub assertion_keys: Vec<KeyRef>,
     /// Timeout for calls to identity providers.
     pub fetch_timeout_ms: u64,
+    /// Timeout for each KV operation; a KV call that takes longer is a storage error (503).
+    pub kv_timeout_ms: u64,
     /// Seconds an isolate may reuse a session it read from KV (the revocation delay).
     pub session_cache_ttl: u64,
     /// Upper bound of in-isolate cached sessions.
@@ -88,6 +90,8 @@ pub struct GatewaySettings {
     pub last_seen_interval: u64,
     /// Lifetime of pre-login state (the time a person has to finish signing in at the IdP).
     pub login_state_ttl: u64,
+    /// Per-client cap on sign-in starts (each stores pre-login state), per isolate.
+    pub login_rate_limit: LoginRateLimit,
     /// Worker secret holding the admin API bearer token (none: token access is off).
     pub admin_token: Option<String>,
     /// Days audit events are kept in KV (they are never deleted before).
@@ -95,6 +99,33 @@ pub struct GatewaySettings {
     /// Also send every audit event to this HTTP endpoint (a SIEM webhook), after the
     /// response, with retries.
     pub audit_webhook: Option<AuditWebhook>,
+    /// `auto`: the Durable Object bound as `PORTCULLIS_COORDINATOR` decides what must happen
+    /// once (single-use state, replay caches, MFA counts, refresh, revocation); without the
+    /// binding, KV alone. `kv`: KV alone even when the binding exists.
+    pub coordination: Coordination,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coordination {
+    #[default]
+    Auto,
+    Kv,
+}
+
+/// A token bucket per client IP: `burst` sign-in starts at once, refilled at `per_minute`.
+/// `per_minute: 0` turns the cap off.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginRateLimit {
+    pub burst: u32,
+    pub per_minute: u32,
+}
+
+impl Default for LoginRateLimit {
+    fn default() -> Self {
+        Self { burst: 60, per_minute: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -121,13 +152,16 @@ impl Default for GatewaySettings {
             encryption_keys: Vec::new(),
             assertion_keys: Vec::new(),
             fetch_timeout_ms: 5000,
+            kv_timeout_ms: 5000,
             session_cache_ttl: 10,
             session_cache_size: 10_000,
             last_seen_interval: 60,
             login_state_ttl: 600,
+            login_rate_limit: LoginRateLimit::default(),
             admin_token: None,
             audit_retention_days: 90,
             audit_webhook: None,
+            coordination: Coordination::Auto,
         }
     }
 }
@@ -868,6 +902,12 @@ impl Config {
         };
         if g.fetch_timeout_ms == 0 || g.fetch_timeout_ms > 30_000 {
             c.err("gateway.fetch_timeout_ms", "must be between 1 and 30000");
+        }
+        if g.login_rate_limit.per_minute > 0 && !(1..=100_000).contains(&g.login_rate_limit.burst) {
+            c.err("gateway.login_rate_limit.burst", "must be between 1 and 100000");
+        }
+        if g.kv_timeout_ms == 0 || g.kv_timeout_ms > 30_000 {
+            c.err("gateway.kv_timeout_ms", "must be between 1 and 30000");
         }
         if !(60..=3600).contains(&g.login_state_ttl) {
             c.err("gateway.login_state_ttl", "must be between 60 (the KV minimum) and 3600 seconds");

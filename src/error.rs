@@ -50,6 +50,10 @@ pub enum Refusal {
     BadInput(String),
     UnknownUser,
     UnknownSession,
+    /// Too many requests of one kind from one client; retry after that many seconds.
+    RateLimited {
+        retry_after: u64,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -76,6 +80,9 @@ impl fmt::Display for Refusal {
             Refusal::BadInput(e) => write!(f, "bad input: {e}"),
             Refusal::UnknownUser => f.write_str("unknown user"),
             Refusal::UnknownSession => f.write_str("unknown session"),
+            Refusal::RateLimited { retry_after } => {
+                write!(f, "too many sign-in starts from this client (retry after {retry_after} s)")
+            }
             Refusal::Saml { connection, error } => write!(f, "SAML connection {connection}: {error}"),
             Refusal::SamlReplay { connection } => {
                 write!(f, "SAML connection {connection}: assertion already used (replay)")
@@ -137,6 +144,7 @@ impl Refusal {
             Refusal::AdminForbidden => p(403, "admin_forbidden", "Admins only", "Your account is not an admin of this site.", None),
             Refusal::BadInput(e) => p(400, "bad_input", "Bad request", e.clone(), None),
             Refusal::UnknownUser => p(404, "unknown_user", "Unknown user", "No such user is known here.", None),
+            Refusal::RateLimited { retry_after } => p(429, "rate_limited", "Too many sign-in attempts", format!("Too many sign-ins were started from your network. Wait {retry_after} second{} and try again.", if *retry_after == 1 { "" } else { "s" }), None),
             Refusal::UnknownSession => p(404, "unknown_session", "Unknown session", "No such session exists (it may have ended already).", None),
             Refusal::Oidc { provider, error } => present_oidc(&label(provider), error),
             Refusal::SamlReplay { .. } => p(400, "saml_replay", "Sign-in response already used", "This sign-in response was already used. Start again.", Login),

@@ -7,8 +7,10 @@
 
 pub mod assertion;
 pub mod config;
+pub mod coord;
 pub mod crypto;
 pub mod error;
+pub mod faults;
 pub mod gateway;
 pub mod http;
 pub mod mfa;
@@ -17,6 +19,7 @@ pub mod pages;
 pub mod policy;
 pub mod ports;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redirect;
 pub mod saml;
 pub mod secret;

@@ -75,6 +75,19 @@ pub trait SignatureVerifier {
     ) -> LocalFuture<'a, Option<bool>>;
 }
 
+/// The coordination object (a Durable Object in Workers): applies one [`crate::coord::Op`]
+/// atomically in the object named `shard`. Errors read like KV errors: the request fails
+/// closed with a 503.
+pub trait Coordinator {
+    fn call<'a>(
+        &'a self,
+        shard: &'a str,
+        op: &'a crate::coord::Op,
+    ) -> LocalFuture<'a, Result<crate::coord::Reply, KvError>>;
+    /// Waits `ms` milliseconds (between polls of a refresh lease).
+    fn pause(&self, ms: u64) -> LocalFuture<'_, ()>;
+}
+
 /// Clock, randomness and the log sink.
 pub trait Runtime {
     /// Milliseconds since the Unix epoch.
@@ -106,6 +119,9 @@ pub struct Ports<'a> {
     pub rt: &'a dyn Runtime,
     /// The runtime's signature verifier, where it has one.
     pub verifier: Option<&'a dyn SignatureVerifier>,
+    /// The coordination object, when one is bound; without it KV alone decides, with the
+    /// weaker guarantees the README states.
+    pub coord: Option<&'a dyn Coordinator>,
 }
 
 impl std::fmt::Debug for Ports<'_> {
@@ -115,6 +131,10 @@ impl std::fmt::Debug for Ports<'_> {
 }
 
 impl Ports<'_> {
+    pub fn coord(&self) -> Option<crate::coord::Coord<'_>> {
+        self.coord.map(crate::coord::Coord)
+    }
+
     pub fn now(&self) -> u64 {
         self.rt.now_ms() / 1000
     }

@@ -191,6 +191,10 @@ pub struct SessionRecord {
     /// Further mapped attributes (name -> values).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Sign-in time in milliseconds, for revocation checks at the coordinator (a user-wide
+    /// revocation applies to sessions created before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
 }
 
 impl fmt::Debug for SessionRecord {
@@ -227,6 +231,11 @@ pub enum Expiry {
 }
 
 impl SessionRecord {
+    /// When the session was created, in milliseconds.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms.unwrap_or(self.created.saturating_mul(1000))
+    }
+
     /// Idle and absolute expiry, checked on every request.
     pub fn check_times(&self, now: u64, settings: &SessionSettings) -> Result<(), Expiry> {
         if now >= self.expires {

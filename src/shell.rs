@@ -10,11 +10,15 @@ use futures_util::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
 
+use crate::config::Coordination;
+use crate::faults::{self, DeadlineKv, Faults, FaultyKv};
 use crate::gateway::{Action, Forward, Gateway};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
 use crate::ports::{Fetch, FetchError, Kv, KvError, LocalFuture, Ports, Runtime};
 use crate::proxy;
 use crate::secret::Secret;
+
+mod durable;
 
 const KV_BINDING: &str = "PORTCULLIS_KV";
 const CONFIG_VAR: &str = "PORTCULLIS_CONFIG";
@@ -28,6 +32,8 @@ thread_local! {
     /// Imported WebCrypto keys by (alg, JWK), so a key is imported once per isolate.
     static CRYPTO_KEYS: std::cell::RefCell<std::collections::HashMap<String, JsValue>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
+    /// The KV test switch (used only when `PORTCULLIS_TEST_FAULTS` is "1").
+    static FAULTS: Rc<Faults> = Rc::new(Faults::default());
 }
 
 /// Most imported keys kept per isolate (a JWKS rotation adds a few).
@@ -46,10 +52,26 @@ fn gateway(env: &Env) -> Rc<Gateway> {
             if let Some(line) = gw.startup_log() {
                 worker::console_error!("{line}");
             }
+            if test_faults_enabled(env) {
+                worker::console_error!(
+                    "{}",
+                    serde_json::json!({"level": "error", "event": "test_faults_enabled",
+                        "message": format!("KV FAULT INJECTION IS ENABLED ({}=1, route {}{}): anyone can make storage fail. Never set this outside tests.",
+                            faults::ENV_VAR, gw.prefix(), faults::ROUTE)})
+                );
+            }
             Rc::new(gw)
         })
         .clone()
     })
+}
+
+fn test_faults_enabled(env: &Env) -> bool {
+    env_string(env, faults::ENV_VAR).as_deref() == Some("1")
+}
+
+fn sleep_ms(ms: u64) -> LocalFuture<'static, ()> {
+    Box::pin(Delay::from(Duration::from_millis(ms)))
 }
 
 struct WorkerKv(Option<worker::KvStore>);
@@ -353,8 +375,31 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
     let client_ip = headers.get("cf-connecting-ip").map(str::to_owned);
     let core_req = Request { method: req.method().to_string(), url, headers, body, client_ip };
 
-    let kv = WorkerKv(env.kv(KV_BINDING).ok());
-    let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: Some(&WebCrypto) };
+    let fault_switch = test_faults_enabled(&env).then(|| FAULTS.with(Rc::clone));
+    if let Some(f) = &fault_switch {
+        if core_req.url.path() == format!("{}{}", gw.prefix(), faults::ROUTE) {
+            return to_worker_response(f.route(&core_req.method, &core_req.body));
+        }
+    }
+    let store = WorkerKv(env.kv(KV_BINDING).ok());
+    let faulty = fault_switch.as_deref().map(|faults| FaultyKv { inner: &store, faults, rt: &WorkerRuntime });
+    let kv = DeadlineKv {
+        inner: faulty.as_ref().map_or(&store as &dyn Kv, |f| f as &dyn Kv),
+        timeout_ms: gw.config().map_or(5000, |l| l.config.gateway.kv_timeout_ms),
+        sleep: sleep_ms,
+    };
+    let coordinator = gw
+        .config()
+        .filter(|l| l.config.gateway.coordination == Coordination::Auto)
+        .and_then(|_| env.durable_object(durable::COORDINATOR_BINDING).ok())
+        .map(durable::DoCoordinator);
+    let ports = Ports {
+        kv: &kv,
+        fetch: &WorkerFetch,
+        rt: &WorkerRuntime,
+        verifier: Some(&WebCrypto),
+        coord: coordinator.as_ref().map(|c| c as &dyn crate::ports::Coordinator),
+    };
     let response = match gw.handle(ports, &core_req).await {
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
@@ -367,7 +412,7 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         let gw = gw.clone();
         ctx.wait_until(async move {
             let kv = WorkerKv(None);
-            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: None };
+            let ports = Ports { kv: &kv, fetch: &WorkerFetch, rt: &WorkerRuntime, verifier: None, coord: None };
             for job in jobs {
                 gw.run_deferred(ports, job, |ms| Delay::from(Duration::from_millis(ms))).await;
             }

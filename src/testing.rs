@@ -219,3 +219,65 @@ impl crate::ports::SignatureVerifier for ScriptedVerifier {
         })
     }
 }
+
+/// The coordination object in memory: [`crate::coord::apply`] over one map per shard, on the
+/// test clock. `fail` switches simulate an unreachable object; `calls` counts calls per shard.
+#[derive(Debug, Default)]
+pub struct MemoryCoordinator {
+    shards: RefCell<BTreeMap<String, BTreeMap<String, crate::coord::Entry>>>,
+    clock: TestClock,
+    pub fail: Cell<bool>,
+    pub calls: RefCell<Vec<(String, crate::coord::Op)>>,
+}
+
+impl MemoryCoordinator {
+    pub fn new(clock: TestClock) -> Self {
+        Self { clock, ..Default::default() }
+    }
+
+    /// The live entries of a shard (for assertions).
+    pub fn entries(&self, shard: &str) -> BTreeMap<String, crate::coord::Entry> {
+        let now_ms = self.clock.now() * 1000;
+        self.shards
+            .borrow()
+            .get(shard)
+            .map(|m| m.iter().filter(|(_, e)| e.exp_ms > now_ms).map(|(k, e)| (k.clone(), e.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn shard_names(&self) -> Vec<String> {
+        self.shards.borrow().keys().cloned().collect()
+    }
+}
+
+impl crate::ports::Coordinator for MemoryCoordinator {
+    fn call<'a>(
+        &'a self,
+        shard: &'a str,
+        op: &'a crate::coord::Op,
+    ) -> LocalFuture<'a, Result<crate::coord::Reply, KvError>> {
+        Box::pin(async move {
+            self.calls.borrow_mut().push((shard.to_owned(), op.clone()));
+            if self.fail.get() {
+                return Err(KvError("coordinator: injected failure".into()));
+            }
+            let mut shards = self.shards.borrow_mut();
+            let store = shards.entry(shard.to_owned()).or_default();
+            let view: BTreeMap<String, crate::coord::Entry> =
+                op.keys().into_iter().filter_map(|k| store.get(k).map(|e| (k.to_owned(), e.clone()))).collect();
+            let out = crate::coord::apply(op, self.clock.0.get(), &view);
+            for (k, e) in out.writes {
+                match e {
+                    Some(e) => store.insert(k, e),
+                    None => store.remove(&k),
+                };
+            }
+            Ok(out.reply)
+        })
+    }
+
+    fn pause(&self, ms: u64) -> LocalFuture<'_, ()> {
+        self.clock.0.set(self.clock.0.get() + ms);
+        Box::pin(async {})
+    }
+}

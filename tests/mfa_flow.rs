@@ -275,3 +275,73 @@ fn regenerating_backup_codes_needs_a_fresh_code_and_voids_the_old_ones() {
     assert_eq!(submit_code(&h, &s2, "backup_code", &new_codes[0]).status, 302);
     assert_eq!(h.events("backup_codes_regenerated").len(), 1);
 }
+
+#[test]
+fn with_a_coordinator_a_used_code_is_refused_where_the_record_lags() {
+    for coordinated in [false, true] {
+        let h = mfa_harness(json!({"required": true}), json!({}));
+        h.use_coord.set(coordinated);
+        let (first, _) = idp_login(&h);
+        let (secret, _) = enrol(&h, &first);
+        h.clock.advance(30);
+        let mfa_key = h.kv.keys().into_iter().find(|k| k.starts_with("mfa:")).unwrap();
+        let stale = h.kv.raw_get(&mfa_key).unwrap();
+        let code = code_at(&secret, h.clock.now());
+        let (a, _) = idp_login(&h);
+        assert_eq!(submit_code(&h, &a, "code", &code).status, 302);
+        // Another location still reads the record from before that code was used.
+        h.kv.raw_put(&mfa_key, &stale);
+        let (b, _) = idp_login(&h);
+        let again = submit_code(&h, &b, "code", &code);
+        if coordinated {
+            assert_eq!(again.status, 401);
+            assert!(again.text().contains("already used"));
+        } else {
+            assert_eq!(again.status, 302, "KV alone cannot see the use yet");
+        }
+    }
+}
+
+#[test]
+fn with_a_coordinator_wrong_codes_lock_everywhere_and_an_admin_reset_unlocks() {
+    let h = mfa_harness(json!({"required": true}), json!({}));
+    h.use_coord.set(true);
+    let (first, _) = idp_login(&h);
+    let (secret, _) = enrol(&h, &first);
+    let (cookie, _) = idp_login(&h);
+    h.clock.advance(30);
+    // A right code clears earlier wrong ones.
+    let (early, _) = idp_login(&h);
+    assert_eq!(submit_code(&h, &early, "code", "123456").status, 401);
+    assert_eq!(submit_code(&h, &early, "code", &code_at(&secret, h.clock.now())).status, 302);
+    h.clock.advance(30);
+    for i in 0..4 {
+        let r = submit_code(&h, &cookie, "code", "123456");
+        assert_eq!(r.status, 401);
+        assert!(r.text().contains(&format!("{} attempt", 4 - i)), "{}", r.text());
+    }
+    assert_eq!(submit_code(&h, &cookie, "code", "123456").status, 429);
+    // The count lives at the coordinator: the KV record (what a lagging location reads)
+    // has no failures, and the lock still holds.
+    let mfa_key = h.kv.keys().into_iter().find(|k| k.starts_with("mfa:")).unwrap();
+    assert!(!h.kv.raw_get(&mfa_key).unwrap().contains("\"locked_until\":1"));
+    let (other, _) = idp_login(&h);
+    assert_eq!(h.respond(&with_session(get("/_portcullis/mfa"), &other)).status, 429);
+    let admin = |method: &str, path: &str, body: &str| {
+        h.respond(
+            &portcullis::http::Request::new(method, &format!("https://{HOST}/_portcullis/admin{path}"))
+                .unwrap()
+                .header("host", HOST)
+                .header("accept", "application/json")
+                .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+                .with_body(body.as_bytes().to_vec()),
+        )
+    };
+    let user = urlencode("https://idp.test/alice");
+    let status = admin("GET", &format!("/mfa?user_id={user}"), "");
+    assert!(json_body(&status)["locked_until"].as_u64().unwrap() > h.clock.now());
+    let reset = admin("POST", "/mfa/reset", r#"{"user_id":"https://idp.test/alice"}"#);
+    assert_eq!(reset.status, 200, "{}", reset.text());
+    let status = admin("GET", &format!("/mfa?user_id={user}"), "");
+    assert_eq!(json_body(&status)["locked_until"], serde_json::Value::Null);
+}

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use portcullis::saml::c14n::{canonicalize, parse_prefix_list};
+use portcullis::saml::c14n::{canonicalize, parse_prefix_list, C14nError, EXC_C14N};
 use portcullis::saml::xml::{Document, NodeId, XmlLimits};
 
 fn fixtures() -> PathBuf {
@@ -135,4 +135,72 @@ fn matches_xmlsec1_on_signed_fixtures() {
         count += 1;
     }
     assert!(count >= 12, "only {count} xmlsec1 fixtures");
+}
+
+/// Documents on which scripts/c14n-diff.sh found our canonicalizer and xmlsec1 to disagree
+/// (minimized, under tests/fixtures/saml/c14n/xmlsec1/): each holds an enveloped Signature
+/// template as the first child of its document element, and canonicalizing that element
+/// without it must give the bytes xmlsec1 digested (NAME.digested), or fail where xmlsec1
+/// refused (NAME.refused).
+#[test]
+fn matches_xmlsec1_on_differential_findings() {
+    let dir = fixtures().join("c14n/xmlsec1");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("xml") {
+            continue;
+        }
+        let doc = Document::parse(&std::fs::read(&path).unwrap(), &XmlLimits::default()).unwrap();
+        let signature = doc.children_named(doc.root(), DS, "Signature").next().unwrap();
+        let prefixes = doc
+            .elements_named(EXC_C14N, "InclusiveNamespaces")
+            .first()
+            .and_then(|n| doc.attribute(*n, "PrefixList"))
+            .map(parse_prefix_list)
+            .unwrap_or_default();
+        let got = canonicalize(&doc, doc.root(), &prefixes, Some(signature));
+        let digested = path.with_extension("digested");
+        if digested.exists() {
+            assert_eq!(
+                String::from_utf8(got.unwrap()).unwrap(),
+                std::fs::read_to_string(&digested).unwrap(),
+                "{}",
+                path.display()
+            );
+        } else {
+            assert!(path.with_extension("refused").exists(), "{}: no xmlsec1 outcome", path.display());
+            assert!(got.is_err(), "{}: xmlsec1 refuses it, we canonicalized it", path.display());
+        }
+        count += 1;
+    }
+    assert!(count >= 4);
+}
+
+/// Canonical XML 1.0 section 2.1: "implementations of XML canonicalization MUST report an
+/// operation failure on documents containing relative namespace URIs", wherever the
+/// declaration is (libxml2 checks every element it walks, so the whole document).
+#[test]
+fn relative_namespace_uris_are_refused() {
+    for (xml, uri) in [
+        (r#"<a><b xmlns=";">t</b></a>"#, ";"),
+        (r#"<a xmlns:p="urn:p"><p:b xmlns:u="u/relative"/></a>"#, "u/relative"),
+        (r##"<a><s xmlns:u="#frag"/><b/></a>"##, "#frag"),
+        (r#"<a xmlns="1urn:x"/>"#, "1urn:x"),
+    ] {
+        let d = parse(xml);
+        // Excluded (like an enveloped signature) or not, the element still counts.
+        let s = elements(&d).get(1).copied();
+        assert_eq!(
+            canonicalize(&d, d.root(), &[], s).unwrap_err(),
+            C14nError::RelativeNamespaceUri(uri.to_owned()),
+            "{xml}"
+        );
+    }
+    // Absolute URIs of any scheme, and the undeclaration of the default namespace, are fine.
+    let d = parse(r#"<a xmlns="a+b.c-d:x" xmlns:p="urn:p"><p:b/><c xmlns=""/></a>"#);
+    assert_eq!(
+        c14n(&d, d.root(), &[], None),
+        r#"<a xmlns="a+b.c-d:x"><p:b xmlns:p="urn:p"></p:b><c xmlns=""></c></a>"#
+    );
 }

@@ -66,9 +66,10 @@ impl Gateway {
                     .filter(|u| !u.is_empty())
                     .ok_or_else(|| Refusal::BadInput("query parameter user_id is required".into()))?;
                 let record = self.load_mfa(ports, tenant, &user_id).await?.ok_or(Refusal::UnknownUser)?;
+                let locked_until = self.mfa_locked(ports, tenant, &user_id, &record).await?;
                 Ok(json!({
                     "user_id": user_id, "enrolled": record.enabled, "enrolled_at": record.enrolled_at,
-                    "backup_codes_left": record.backup_codes_left(), "locked_until": record.is_locked(ports.now()),
+                    "backup_codes_left": record.backup_codes_left(), "locked_until": locked_until,
                 }))
             }
             ("POST", "/mfa/reset") => {
@@ -110,8 +111,11 @@ impl Gateway {
             }
             ("POST", "/sessions/revoke-user") => {
                 let user_id = body_field(req, "user_id")?;
+                // With a coordinator, one entry revokes every session of the user at once,
+                // including any the (eventually consistent) index does not list yet.
+                let everywhere = self.mark_user_revoked(ports, tenant, &user_id).await?;
                 let live = self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, &user_id)).await?;
-                if live.is_empty() {
+                if live.is_empty() && !everywhere {
                     return Err(Refusal::UnknownUser);
                 }
                 let mut n = 0;

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{base_url, Gateway, Lookup};
 use crate::config::Tenant;
+use crate::coord;
 use crate::crypto::{self, KeyWithId};
 use crate::error::Refusal;
 use crate::http::{Request, Response};
@@ -17,6 +18,12 @@ use crate::redirect::safe_return_path;
 use crate::session::{self, MfaState, SessionId, SessionRecord};
 
 /// `amr` values that mean the IdP already did a second factor.
+/// The coordinator's key for a user's wrong-code count and lock.
+const MFA_FAILURES_KEY: &str = "mfa-failures";
+/// How long a used TOTP step or backup code is remembered at the coordinator: longer than
+/// the codes' acceptance window and than KV's propagation delay for the record.
+const CODE_CLAIM_TTL_MS: u64 = 300_000;
+
 const IDP_MFA_AMR: &[&str] = &["mfa", "otp", "hwk"];
 
 pub(super) fn mfa_key(tenant: &str, user_id: &str) -> String {
@@ -245,7 +252,7 @@ impl Gateway {
             return Ok(r);
         };
         let now = ports.now();
-        if let Some(until) = record.is_locked(now) {
+        if let Some(until) = self.mfa_locked(ports, tenant, &_session.user_id, &record).await? {
             return Err(self.lockout_response(tenant, until, now));
         }
         let step_up = req.query("reason").as_deref() == Some("step_up");
@@ -279,7 +286,10 @@ impl Gateway {
             )));
         };
         let now = ports.now();
-        if let Some(until) = record.is_locked(now) {
+        // With a coordinator, the failure count, the lock and each used code live there:
+        // atomic, and the same in every location (KV's copy can lag by up to 60 s).
+        let coord = ports.coord().map(|c| (c, coord::user_shard(&tenant.id, &session.user_id)));
+        if let Some(until) = self.mfa_locked(ports, tenant, &session.user_id, &record).await? {
             self.audit_mfa(ports, tenant, &session, "mfa_failed", "locked out");
             return Err(self.lockout_response(tenant, until, now));
         }
@@ -287,8 +297,16 @@ impl Gateway {
             req.form_value("backup_code").filter(|c| !c.trim().is_empty())
         {
             let key = backup_key(&loaded.encryption_keys, record.backup_key.as_deref());
-            match key.and_then(|(_, k)| record.find_backup_code(&k, &code)) {
-                Some(i) if record.use_backup(i) => Ok("backup_code_used"),
+            let found = key.and_then(|(_, k)| record.find_backup_code(&k, &code));
+            let claimed = match (&coord, found.and_then(|i| record.backup_hashes.get(i).cloned().flatten())) {
+                (Some((c, shard)), Some(hash)) => {
+                    let claim_key = format!("backup:{}", &crypto::sha256_hex(hash.as_bytes())[..32]);
+                    c.claim(shard, &claim_key, CODE_CLAIM_TTL_MS).await?
+                }
+                _ => true,
+            };
+            match found {
+                Some(i) if claimed && record.use_backup(i) => Ok("backup_code_used"),
                 _ => Err(Notice::Error("That backup code is not valid (each code works once).")),
             }
         } else {
@@ -296,8 +314,16 @@ impl Gateway {
             let secret = self.totp_secret(&record, &session.user_id)?;
             match mfa::verify_totp(secret.expose(), &code, now, &record.params, record.last_step) {
                 Ok(step) => {
-                    record.record_success(step);
-                    Ok("mfa_verified")
+                    let first = match &coord {
+                        Some((c, shard)) => c.claim(shard, &format!("totp:{step}"), CODE_CLAIM_TTL_MS).await?,
+                        None => true,
+                    };
+                    if first {
+                        record.record_success(step);
+                        Ok("mfa_verified")
+                    } else {
+                        Err(Notice::Error("That code was already used. Wait for the next code and enter it."))
+                    }
                 }
                 Err(TotpError::Replayed) => {
                     Err(Notice::Error("That code was already used. Wait for the next code and enter it."))
@@ -309,6 +335,10 @@ impl Gateway {
         match outcome {
             Ok(event) => {
                 self.save_mfa(ports, tenant, &session.user_id, &record).await?;
+                // A right code clears the count of wrong ones, as the KV record does.
+                if let Some((c, shard)) = &coord {
+                    c.clear(shard, MFA_FAILURES_KEY).await?;
+                }
                 session.mfa = MfaState::Verified;
                 session.mfa_at = Some(now);
                 add_amr(&mut session, &["mfa", "otp"]);
@@ -319,7 +349,28 @@ impl Gateway {
                 Ok(r)
             }
             Err(notice) => {
-                let (text, locked) = match record.record_failure(now, &tenant.mfa.lockout_policy()) {
+                let policy = tenant.mfa.lockout_policy();
+                let counted = match &coord {
+                    Some((c, shard)) => {
+                        let (count, locked) = c
+                            .fail(
+                                shard,
+                                MFA_FAILURES_KEY,
+                                policy.window * 1000,
+                                u64::from(policy.max_failures),
+                                policy.lockout * 1000,
+                            )
+                            .await?;
+                        match locked {
+                            Some(ms) => FailureOutcome::LockedUntil(ms / 1000),
+                            None => FailureOutcome::Counted {
+                                remaining: policy.max_failures.saturating_sub(u32::try_from(count).unwrap_or(u32::MAX)),
+                            },
+                        }
+                    }
+                    None => record.record_failure(now, &policy),
+                };
+                let (text, locked) = match counted {
                     FailureOutcome::LockedUntil(until) => (String::new(), Some(until)),
                     FailureOutcome::Counted { remaining } => {
                         let base = match notice {
@@ -328,7 +379,9 @@ impl Gateway {
                         (format!("{base} {remaining} attempt{} left.", if remaining == 1 { "" } else { "s" }), None)
                     }
                 };
-                self.save_mfa(ports, tenant, &session.user_id, &record).await?;
+                if coord.is_none() {
+                    self.save_mfa(ports, tenant, &session.user_id, &record).await?;
+                }
                 self.audit_mfa(ports, tenant, &session, "mfa_failed", "wrong code");
                 if let Some(until) = locked {
                     self.audit_mfa(ports, tenant, &session, "mfa_locked", &format!("locked until {until}"));
@@ -506,7 +559,7 @@ impl Gateway {
             return Err(Refusal::NotFound);
         };
         let now = ports.now();
-        if let Some(until) = record.is_locked(now) {
+        if let Some(until) = self.mfa_locked(ports, tenant, &session.user_id, &record).await? {
             return Err(self.lockout_response(tenant, until, now));
         }
         let secret = self.totp_secret(&record, &session.user_id)?;
@@ -539,6 +592,23 @@ impl Gateway {
 
     /// Clears a user's second factor: secret, enabled flag and backup codes. The user enrols
     /// again at the next sign-in (when the tenant requires MFA) or whenever they choose.
+    /// Until when the user's second factor is locked (unix seconds), from the coordinator
+    /// when there is one, else from the KV record.
+    pub(super) async fn mfa_locked(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        user_id: &str,
+        record: &MfaRecord,
+    ) -> Result<Option<u64>, Refusal> {
+        match ports.coord() {
+            Some(c) => {
+                Ok(c.locked(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
+            }
+            None => Ok(record.is_locked(ports.now())),
+        }
+    }
+
     pub(super) async fn reset_mfa(
         &self,
         ports: Ports<'_>,
@@ -550,6 +620,9 @@ impl Gateway {
             return Ok(false);
         };
         record.reset();
+        if let Some(c) = ports.coord() {
+            c.clear(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?;
+        }
         self.save_mfa(ports, tenant, user_id, &record).await?;
         self.log(
             ports,

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::assertion::{self, AssertionClaims, SigningKey};
 use crate::config::{Config, ConfigErrors, Loaded, OidcProvider, Provider, Tenant};
+use crate::coord::{self, Lease};
 use crate::crypto::{self, b64url};
 use crate::error::{Refusal, Retry};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
@@ -44,6 +45,8 @@ pub const MAX_FORM_BODY: usize = 64 * 1024;
 pub const JWKS_REFETCH_INTERVAL: u64 = 60;
 /// Refresh the access token when it expires within this many seconds.
 pub const REFRESH_MARGIN: u64 = 60;
+/// A refresh lease's result when the IdP refused the refresh (the session ended).
+const REFRESH_ENDED: &str = "ended";
 
 /// A successful sign-in at an IdP, before the session exists.
 struct SignedIn<'a> {
@@ -101,6 +104,8 @@ pub struct Gateway {
     signing_keys: Vec<SigningKey>,
     providers: RefCell<HashMap<String, ProviderState>>,
     sessions: RefCell<HashMap<String, CachedSession>>,
+    /// Sign-in starts per client IP (`gateway.login_rate_limit`).
+    login_limiter: RefCell<crate::ratelimit::RateLimiter>,
     /// Audit events of the requests in flight, written to KV when a request ends.
     audit_queue: RefCell<Vec<Value>>,
     /// Work to do after the response (the shell runs it with `waitUntil`).
@@ -184,6 +189,7 @@ impl Gateway {
             signing_keys,
             providers: RefCell::default(),
             sessions: RefCell::default(),
+            login_limiter: RefCell::default(),
             audit_queue: RefCell::default(),
             deferred: RefCell::default(),
         }
@@ -328,8 +334,27 @@ impl Gateway {
                 "ip": req.client_ip,
             }),
         );
+        let mut r = self.present_refusal(req, tenant, &pres, &reference);
+        match refusal {
+            Refusal::MethodNotAllowed => {
+                let route = req.url.path().strip_prefix(self.prefix()).unwrap_or(req.url.path());
+                r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
+            }
+            Refusal::RateLimited { retry_after } => r.headers.set("retry-after", retry_after.to_string()),
+            _ => {}
+        }
+        r
+    }
+
+    fn present_refusal(
+        &self,
+        req: &Request,
+        tenant: Option<&Tenant>,
+        pres: &crate::error::Presentation,
+        reference: &str,
+    ) -> Response {
         if wants_json(req) && !req.is_navigation() {
-            return json_error(pres.status, pres.code, &pres.message, &reference);
+            return json_error(pres.status, pres.code, &pres.message, reference);
         }
         let prefix = self.prefix();
         let login = format!("{prefix}/login");
@@ -353,7 +378,7 @@ impl Gateway {
         };
         pages::error_page(
             Brand { tenant, prefix },
-            &ErrorView { status: pres.status, title: pres.title, message: &pres.message, retry, reference: &reference },
+            &ErrorView { status: pres.status, title: pres.title, message: &pres.message, retry, reference },
         )
     }
 
@@ -365,8 +390,11 @@ impl Gateway {
 
     /// Entry point: everything a request can lead to.
     pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Action {
-        let action = self.handle_inner(ports, req).await;
+        let mut action = self.handle_inner(ports, req).await;
         self.flush_audit(ports).await;
+        if let (Action::Respond(r), "HEAD") = (&mut action, req.method.as_str()) {
+            r.body.clear();
+        }
         action
     }
 
@@ -374,7 +402,11 @@ impl Gateway {
         let path = req.url.path().to_owned();
         let prefix = self.prefix().to_owned();
         if path == format!("{prefix}/health") {
-            return Action::Respond(self.health());
+            return Action::Respond(match req.method.as_str() {
+                "GET" | "HEAD" => self.health(),
+                "OPTIONS" => options_response("/health"),
+                _ => self.refuse(ports, req, None, &Refusal::MethodNotAllowed),
+            });
         }
         let Ok(loaded) = &self.loaded else {
             return Action::Respond(self.refuse(ports, req, None, &Refusal::ConfigInvalid));
@@ -411,7 +443,13 @@ impl Gateway {
         path: &str,
     ) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let method = req.method.as_str();
+        let route = path.strip_prefix(prefix).unwrap_or(path);
+        // HEAD is answered as GET without a body, except where a GET consumes single-use
+        // state (a HEAD must never spend a sign-in or logout request).
+        let method = match req.method.as_str() {
+            "HEAD" if allowed_methods(route).is_some_and(|a| a.contains("HEAD")) => "GET",
+            m => m,
+        };
         if path == "/.well-known/portcullis/jwks.json" {
             if method != "GET" && method != "HEAD" {
                 return Err(Refusal::MethodNotAllowed);
@@ -420,7 +458,6 @@ impl Gateway {
             r.headers.set("cache-control", "public, max-age=300");
             return Ok(r);
         }
-        let route = path.strip_prefix(prefix).unwrap_or(path);
         match (method, route) {
             ("GET" | "HEAD", "/assets/style.css") => Ok(css(pages::STYLE_CSS.to_owned())),
             ("GET" | "HEAD", "/assets/tenant.css") => Ok(css(pages::tenant_css(tenant))),
@@ -456,16 +493,9 @@ impl Gateway {
                 Ok(r)
             }
             (_, r) if r.starts_with("/admin/") => self.admin_route(ports, req, tenant, &r["/admin".len()..]).await,
-            ("OPTIONS", _) => {
-                // No CORS on gateway routes: answer without any Access-Control-* header.
-                let mut r = Response::new(204);
-                r.headers.set("allow", "GET, HEAD, POST");
-                Ok(r)
-            }
-            (
-                _,
-                "/login" | "/oidc/callback" | "/logout" | "/logged-out" | "/me" | "/mfa" | "/mfa/enroll" | "/continue",
-            ) => Err(Refusal::MethodNotAllowed),
+            // No CORS on gateway routes: a preflight gets no Access-Control-* header.
+            ("OPTIONS", r) if allowed_methods(r).is_some() => Ok(options_response(r)),
+            (_, r) if allowed_methods(r).is_some() => Err(Refusal::MethodNotAllowed),
             _ => Err(Refusal::NotFound),
         }
     }
@@ -583,6 +613,21 @@ impl Gateway {
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
                     return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
                 };
+                // With a coordinator, a revocation made anywhere is seen here now, not when
+                // KV's delete arrives. Checked once per session cache interval.
+                if let Some(c) = ports.coord() {
+                    let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
+                    let shard = coord::user_shard(&tenant.id, &record.user_id);
+                    if c.revoked_since(&shard, &keys, record.created_ms()).await? {
+                        self.sessions.borrow_mut().remove(&key);
+                        self.log(
+                            ports,
+                            json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
+                            "cause": "session revoked (coordinator)", "ip": req.client_ip}),
+                        );
+                        return Ok(Lookup::Ended);
+                    }
+                }
                 self.cache_session(&key, record.clone(), now_ms);
                 record
             }
@@ -891,6 +936,7 @@ impl Gateway {
                 return Ok(pages::login_page(Brand { tenant: Some(tenant), prefix }, &buttons, notice));
             }
         };
+        self.login_allowed(ports, req)?;
         if let Some(c) = tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
             return self.saml_login_start(ports, req, tenant, c, rd).await;
         }
@@ -927,6 +973,16 @@ impl Gateway {
         Ok(r)
     }
 
+    /// The per-client cap on sign-in starts (`gateway.login_rate_limit`).
+    fn login_allowed(&self, ports: Ports<'_>, req: &Request) -> Result<(), Refusal> {
+        let limit = self.config().map(|l| l.config.gateway.login_rate_limit).unwrap_or_default();
+        let client = req.client_ip.as_deref().unwrap_or("unknown");
+        self.login_limiter
+            .borrow_mut()
+            .take(client, ports.rt.now_ms(), limit.burst, limit.per_minute)
+            .map_err(|retry_after| Refusal::RateLimited { retry_after })
+    }
+
     async fn oidc_callback(
         &self,
         ports: Ports<'_>,
@@ -961,12 +1017,21 @@ impl Gateway {
         if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, &state) {
             return Err(fail(OidcError::PendingCookieMismatch, &provider_hint));
         }
-        // Single use: read, then delete; a marker remembers the use so a replay is named.
+        // Single use. With a coordinator the first claim wins atomically, everywhere; without
+        // one, read-then-delete in KV (a replay within KV's propagation delay, or a race in
+        // one location, is then decided by the IdP's single-use code). A marker remembers
+        // the use so a replay is named.
+        // The claim comes after the read, so a failed read leaves the state usable.
+        let state_ttl = loaded.config.gateway.login_state_ttl;
         let Some(raw) = ports.kv.get(&key).await? else {
             return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
         };
+        if let Some(c) = ports.coord() {
+            if !c.claim(&coord::bucket_shard(&tenant.id, "state", &state), &key, state_ttl * 1000).await? {
+                return Err(unknown_state(true));
+            }
+        }
         ports.kv.delete(&key).await?;
-        let state_ttl = loaded.config.gateway.login_state_ttl;
         ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
         let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
         let name = pre.provider.clone();
@@ -1092,6 +1157,7 @@ impl Gateway {
             user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
             country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
             attributes: identity.extra.clone(),
+            created_ms: Some(ports.rt.now_ms()),
         };
         let next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
         self.save_session(ports, tenant, &id, &record).await?;
@@ -1141,6 +1207,9 @@ impl Gateway {
     ) {
         let key = id.kv_key(&tenant.id);
         self.sessions.borrow_mut().remove(&key);
+        if let Err(e) = self.mark_revoked(ports, tenant, &record.user_id, &key).await {
+            self.log(ports, json!({"level": "warn", "event": "session_revoke_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
         if let Err(e) = ports.kv.delete(&key).await {
             self.log(ports, json!({"level": "warn", "event": "session_delete_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
@@ -1164,7 +1233,6 @@ impl Gateway {
         if now + REFRESH_MARGIN < access_exp {
             return Ok(Refresh::NotDue);
         }
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let Ok(p) = self.oidc_provider(tenant, &record.provider) else {
             self.end_session(ports, tenant, id, record, "provider no longer configured".into()).await;
             return Ok(Refresh::Ended);
@@ -1173,6 +1241,71 @@ impl Gateway {
         let Some(refresh_token) = stored.as_ref().and_then(|s| s.refresh_token.clone()) else {
             return Ok(Refresh::NotDue);
         };
+        // With a coordinator, one request refreshes and the others wait for its result: an
+        // IdP that rotates refresh tokens ends the whole session when an old one is used
+        // twice. The lease is per refresh token, so a location still reading the old record
+        // from KV gets the new one instead of reusing the rotated token.
+        let Some(c) = ports.coord() else {
+            return self.refresh_with_idp(ports, tenant, id, record, p, stored, refresh_token, access_exp).await;
+        };
+        let shard = coord::user_shard(&tenant.id, &record.user_id);
+        let lease_key = format!("r:{}:{}", id.kv_key(&tenant.id), &crypto::sha256_hex(refresh_token.as_bytes())[..32]);
+        match c.refresh_begin(&shard, &lease_key).await? {
+            Lease::Acquired => {}
+            Lease::Finished { result } => return Ok(self.adopt_refresh(ports, tenant, id, record, &result)),
+            Lease::Held if now < access_exp => return Ok(Refresh::NotDue),
+            Lease::Held => return Err(Refusal::IdpUnavailable("another request is still refreshing".into())),
+        }
+        let outcome = self.refresh_with_idp(ports, tenant, id, record, p, stored, refresh_token, access_exp).await;
+        let result = match &outcome {
+            Ok(Refresh::Done) => serde_json::to_string(&*record).ok(),
+            Ok(Refresh::Ended) => Some(REFRESH_ENDED.to_owned()),
+            _ => None,
+        };
+        if let Err(e) = c.refresh_end(&shard, &lease_key, result).await {
+            self.log(ports, json!({"level": "warn", "event": "refresh_lease_end_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+        outcome
+    }
+
+    /// Takes over the result of another request's refresh.
+    fn adopt_refresh(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &mut SessionRecord,
+        result: &str,
+    ) -> Refresh {
+        match serde_json::from_str::<SessionRecord>(result) {
+            Ok(fresh) if fresh.user_id == record.user_id && fresh.tenant == record.tenant => {
+                *record = fresh;
+                self.cache_session(&id.kv_key(&tenant.id), record.clone(), ports.rt.now_ms());
+                Refresh::Done
+            }
+            // REFRESH_ENDED, or anything else: the session is over.
+            _ => {
+                self.sessions.borrow_mut().remove(&id.kv_key(&tenant.id));
+                Refresh::Ended
+            }
+        }
+    }
+
+    /// The refresh itself: the token request, the refreshed ID token's checks, the new record.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh_with_idp(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &mut SessionRecord,
+        p: &OidcProvider,
+        stored: Option<StoredTokens>,
+        refresh_token: String,
+        access_exp: u64,
+    ) -> Result<Refresh, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let now = ports.now();
         let unavailable = |e: String| {
             if now < access_exp {
                 Ok(Refresh::NotDue)
@@ -1261,6 +1394,7 @@ impl Gateway {
                 return Err(Refusal::Csrf);
             }
             let key = id.kv_key(&tenant.id);
+            self.mark_revoked(ports, tenant, &record.user_id, &key).await?;
             ports.kv.delete(&key).await?;
             self.sessions.borrow_mut().remove(&key);
             self.log(ports, json!({"event": "logout", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": req.client_ip}));
@@ -1340,6 +1474,38 @@ async fn check_token(
         }
     }
     token.verify(keys, exp)
+}
+
+/// The methods a gateway route (path after the prefix) answers, for `Allow`; `None` for
+/// paths that are not routes. Sign-in and logout callbacks take no HEAD: their GET spends
+/// single-use state.
+fn allowed_methods(route: &str) -> Option<&'static str> {
+    let oidc_named = |suffix: &str| route.starts_with("/oidc/") && route.ends_with(suffix);
+    Some(match route {
+        "/oidc/callback" | "/saml/slo" | "/oidc/frontchannel-logout" => "GET, OPTIONS",
+        _ if oidc_named("/callback") => "GET, OPTIONS",
+        "/logout" | "/mfa" | "/mfa/enroll" => "GET, HEAD, POST, OPTIONS",
+        "/saml/acs" | "/oidc/backchannel-logout" | "/mfa/backup-codes" => "POST, OPTIONS",
+        _ if oidc_named("/backchannel-logout") => "POST, OPTIONS",
+        "/health"
+        | "/login"
+        | "/logged-out"
+        | "/me"
+        | "/continue"
+        | "/saml/metadata"
+        | "/assets/style.css"
+        | "/assets/tenant.css"
+        | "/.well-known/portcullis/jwks.json" => "GET, HEAD, OPTIONS",
+        _ => return None,
+    })
+}
+
+/// A preflight or OPTIONS answer: the route's methods, and no CORS grant.
+fn options_response(route: &str) -> Response {
+    let mut r = Response::new(204);
+    r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
+    r.headers.set("cache-control", "no-store");
+    r
 }
 
 fn css(body: String) -> Response {

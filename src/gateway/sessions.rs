@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::Gateway;
 use crate::config::Tenant;
+use crate::coord;
 use crate::crypto;
 use crate::error::Refusal;
 use crate::ports::Ports;
@@ -19,6 +20,14 @@ pub(super) struct IndexEntry {
     pub created: u64,
     pub expires: u64,
 }
+
+/// The coordinator's key for one session's revocation (in the user's shard).
+pub(super) fn revocation_key(session_key: &str) -> String {
+    format!("s:{session_key}")
+}
+
+/// The coordinator's key for "every session of this user created before now".
+pub(super) const USER_REVOCATION_KEY: &str = "user";
 
 pub(super) fn user_index_key(tenant: &str, user_id: &str) -> String {
     format!("usess:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
@@ -103,6 +112,38 @@ impl Gateway {
         Ok(live)
     }
 
+    /// With a coordinator, records the revocation there: every location refuses the session
+    /// at its next session-cache miss instead of when KV's delete reaches it (up to 60 s).
+    pub(super) async fn mark_revoked(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        user_id: &str,
+        session_key: &str,
+    ) -> Result<(), Refusal> {
+        if let Some(c) = ports.coord() {
+            let ttl_ms = tenant.session.absolute_timeout.saturating_mul(1000);
+            c.revoke(&coord::user_shard(&tenant.id, user_id), &revocation_key(session_key), ttl_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// With a coordinator, revokes every session of the user created until now, including
+    /// any a stale index does not list.
+    pub(super) async fn mark_user_revoked(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        user_id: &str,
+    ) -> Result<bool, Refusal> {
+        let Some(c) = ports.coord() else {
+            return Ok(false);
+        };
+        let ttl_ms = tenant.session.absolute_timeout.saturating_mul(1000);
+        c.revoke(&coord::user_shard(&tenant.id, user_id), USER_REVOCATION_KEY, ttl_ms).await?;
+        Ok(true)
+    }
+
     /// Revokes one session by its hash; `false` if it did not exist.
     pub(super) async fn revoke_session(
         &self,
@@ -116,9 +157,11 @@ impl Gateway {
         let Some(raw) = ports.kv.get(&key).await? else {
             return Ok(false);
         };
+        let user = serde_json::from_str::<SessionRecord>(&raw).map(|r| r.user_id).unwrap_or_default();
+        // The coordinator first: once it has the revocation, no location accepts the session.
+        self.mark_revoked(ports, tenant, &user, &key).await?;
         ports.kv.delete(&key).await?;
         self.sessions.borrow_mut().remove(&key);
-        let user = serde_json::from_str::<SessionRecord>(&raw).map(|r| r.user_id).unwrap_or_default();
         self.log(
             ports,
             json!({"level": "warn", "event": "session_revoked", "tenant": tenant.id, "actor": actor, "user": user,

@@ -15,6 +15,9 @@
 //!   that element (its own prefix or the prefix of one of its attributes) or its prefix is in
 //!   the InclusiveNamespaces PrefixList, and only if no output ancestor already rendered the
 //!   same prefix with the same URI. `xml:` attributes of ancestors are never imported.
+//! - C14N 1.0 2.1: a document with a relative namespace URI (one without a scheme, RFC 3986
+//!   section 4.3) anywhere in it, inside the node set or not, is refused, as libxml2 (so
+//!   xmlsec1) does.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,12 +32,19 @@ pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub enum C14nError {
     /// The apex of the node set is not an element.
     NotAnElement,
+    /// The document declares a namespace with a relative URI (C14N 1.0 section 2.1:
+    /// canonicalization "MUST report an operation failure on documents containing relative
+    /// namespace URIs").
+    RelativeNamespaceUri(String),
 }
 
 impl fmt::Display for C14nError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             C14nError::NotAnElement => f.write_str("canonicalization apex is not an element"),
+            C14nError::RelativeNamespaceUri(u) => {
+                write!(f, "namespace URI {u:?} is relative, which canonical XML does not allow")
+            }
         }
     }
 }
@@ -57,6 +67,14 @@ pub fn canonicalize(
 ) -> Result<Vec<u8>, C14nError> {
     if doc.element(apex).is_none() {
         return Err(C14nError::NotAnElement);
+    }
+    if let Some(uri) = doc
+        .elements()
+        .flat_map(|e| &e.namespace_decls)
+        .map(|d| d.uri.as_str())
+        .find(|u| !u.is_empty() && !has_scheme(u))
+    {
+        return Err(C14nError::RelativeNamespaceUri(uri.to_owned()));
     }
     let inclusive: BTreeSet<String> = inclusive_prefixes
         .iter()
@@ -179,6 +197,15 @@ impl Context<'_> {
         out.extend_from_slice(qname.as_bytes());
         out.push(b'>');
     }
+}
+
+/// Whether a URI reference starts with a scheme (RFC 3986 section 3.1:
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`), that is, is not a relative reference.
+fn has_scheme(uri: &str) -> bool {
+    let Some((scheme, _)) = uri.split_once(':') else { return false };
+    let mut b = scheme.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
 }
 
 /// Text node escaping (C14N 1.0 section 2.3).

@@ -222,6 +222,14 @@ impl Document {
         self.element(id).map(|e| e.children.as_slice()).unwrap_or(&[])
     }
 
+    /// Every element of the document, in document order.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> + '_ {
+        self.nodes.iter().filter_map(|n| match &n.data {
+            NodeData::Element(e) => Some(e),
+            _ => None,
+        })
+    }
+
     /// Child elements only, in document order.
     pub fn child_elements(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
         self.children(id).iter().copied().filter(|c| self.element(*c).is_some())

@@ -199,6 +199,9 @@ pub struct Harness {
     /// The runtime's signature port, when a test sets `use_verifier`.
     pub verifier: portcullis::testing::ScriptedVerifier,
     pub use_verifier: std::cell::Cell<bool>,
+    /// The coordination object, used when a test sets `use_coord`.
+    pub coord: portcullis::testing::MemoryCoordinator,
+    pub use_coord: std::cell::Cell<bool>,
 }
 
 impl Harness {
@@ -217,6 +220,8 @@ impl Harness {
         });
         Self {
             kv: MemoryKv::new(clock.clone()),
+            coord: portcullis::testing::MemoryCoordinator::new(clock.clone()),
+            use_coord: Default::default(),
             rt: TestRuntime::new(clock.clone()),
             clock,
             fetch,
@@ -230,7 +235,9 @@ impl Harness {
     pub fn ports(&self) -> Ports<'_> {
         let verifier: Option<&dyn portcullis::ports::SignatureVerifier> =
             if self.use_verifier.get() { Some(&self.verifier) } else { None };
-        Ports { kv: &self.kv, fetch: &self.fetch, rt: &self.rt, verifier }
+        let coord: Option<&dyn portcullis::ports::Coordinator> =
+            if self.use_coord.get() { Some(&self.coord) } else { None };
+        Ports { kv: &self.kv, fetch: &self.fetch, rt: &self.rt, verifier, coord }
     }
 
     pub fn handle(&self, req: &Request) -> Action {

@@ -1,12 +1,37 @@
 // Time-based refusals in workerd: an expired pre-login state and an idle session. Both use
 // the shortest lifetimes KV allows (60 s), so this file waits once, for about a minute.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Client, loginViaOp, NAVIGATION_HEADERS } from './lib/client.mjs';
 import { freePort, startGateway } from './lib/gateway.mjs';
 import { gatewaySecrets, gatewaySection, oidcProvider, pageReference, waitForEvent } from './lib/fixtures.mjs';
 import { startOp } from './peers/op.mjs';
 import { startOrigin } from './peers/origin.mjs';
+
+/**
+ * Entries stored by the coordination Durable Object, read from wrangler's local SQLite
+ * files (the object's storage) with Python's sqlite3: [key, value] pairs.
+ */
+function coordinatorEntries(stateDir) {
+  const dir = path.join(stateDir, 'v3', 'do', 'portcullis-Coordinator');
+  const script = `
+import glob, json, sqlite3, sys
+out = []
+for f in glob.glob(sys.argv[1] + '/*.sqlite'):
+    if f.endswith('/metadata.sqlite'):
+        continue
+    c = sqlite3.connect('file:' + f + '?mode=ro', uri=True)
+    tables = [r[0] for r in c.execute("select name from sqlite_master where type='table'")]
+    if '_cf_KV' in tables:
+        out += [[k, bytes(v).decode('utf-8', 'replace')] for k, v in c.execute('select key, value from _cf_KV')]
+print(json.dumps(out))
+`;
+  const r = spawnSync('python3', ['-c', script, dir], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
 
 let op;
 let origin;
@@ -38,15 +63,21 @@ after(async () => {
   await origin?.close();
 });
 
-test('an expired login state and an idle session are refused', async () => {
+test('an expired login state and an idle session are refused; the object sweeps expired claims', async () => {
   const signedIn = new Client();
   const { final } = await loginViaOp(signedIn, site('/_portcullis/login?provider=corp&rd=/in'));
   assert.equal(final.status, 200, final.text);
   const slow = new Client();
   const start = await slow.get(site('/_portcullis/login?provider=corp&rd=/late'), { headers: NAVIGATION_HEADERS });
   assert.equal(start.status, 302);
+  // The sign-in's state was claimed at the coordination object, for the state's lifetime.
+  const claimed = coordinatorEntries(gw.stateDir).filter(([k]) => k.startsWith('state:'));
+  assert.equal(claimed.length, 1, JSON.stringify(claimed));
 
   await new Promise((r) => setTimeout(r, 62_000));
+
+  // The object's alarm swept the expired claim: nothing accumulates.
+  assert.deepEqual(coordinatorEntries(gw.stateDir).filter(([k]) => k.startsWith('state:')), []);
 
   const late = await loginViaOp(slow, start.headers.get('location'));
   assert.equal(late.final.status, 400);

@@ -325,7 +325,7 @@ export class Client {
    * 307/308 repeat the method and body.
    * @returns {Promise<{ final: object, chain: string[], responses: object[] }>}
    */
-  async follow(url, init = {}, { maxHops = 20 } = {}) {
+  async follow(url, init = {}, { maxHops = 20, stopAt } = {}) {
     let current = String(url);
     let currentInit = { ...init };
     const chain = [current];
@@ -344,6 +344,11 @@ export class Client {
         throw err;
       }
       const next = new URL(location, current).href;
+      // stopAt(url) true: hand the redirect back instead of following it (a test that
+      // wants to send the request itself, e.g. many times at once).
+      if (stopAt?.(next)) {
+        return { final: { status: 0, stoppedAt: next, url: next, headers: new Headers(), text: '' }, chain, responses };
+      }
       const method = (currentInit.method ?? 'GET').toUpperCase();
       if ([301, 302, 303].includes(res.status) && method !== 'GET' && method !== 'HEAD') {
         const { body, ...restInit } = currentInit;
@@ -475,7 +480,7 @@ export function parseLinks(html) {
  * fields overridden/extended by `values`, and follow the redirects, as a
  * browser navigation (a POST carries the page's Origin, as browsers send it).
  */
-export async function submitForm(client, pageUrl, form, values = {}, { maxHops = 20, headers = {} } = {}) {
+export async function submitForm(client, pageUrl, form, values = {}, { maxHops = 20, headers = {}, stopAt } = {}) {
   const action = new URL(form.action || pageUrl, pageUrl).href;
   const params = new URLSearchParams();
   for (const [k, v] of Object.entries({ ...form.fields, ...values })) {
@@ -484,11 +489,11 @@ export async function submitForm(client, pageUrl, form, values = {}, { maxHops =
   if (form.method === 'post') {
     return client.navigate(action, {
       method: 'POST', body: params, headers: { origin: new URL(pageUrl).origin, ...headers },
-    }, { maxHops });
+    }, { maxHops, stopAt });
   }
   const u = new URL(action);
   u.search = params.toString();
-  return client.navigate(u.href, { headers }, { maxHops });
+  return client.navigate(u.href, { headers }, { maxHops, stopAt });
 }
 
 function isLoginForm(f) {
@@ -527,15 +532,17 @@ function describe(res) {
  *   consent           true: accept the consent page; false: decline it (the
  *                     OP's "Cancel" link, which ends the flow with access_denied)
  *   cancel            true: cancel at the login page instead of signing in
+ *   stopAt            (url) => boolean: stop before following a redirect to that URL
+ *                     (final.status is 0 and final.stoppedAt is the URL)
  *
  * If the OP already has a session (SSO) and consent was granted before, no page
  * is shown and the flow simply completes.
  * @returns {Promise<{ final: object, chain: string[], responses: object[] }>}
  */
 export async function loginViaOp(client, startUrl, {
-  login = 'alice', password = 'pw', consent = true, cancel = false, maxSteps = 6,
+  login = 'alice', password = 'pw', consent = true, cancel = false, maxSteps = 6, stopAt,
 } = {}) {
-  let { final, chain, responses } = await client.navigate(startUrl);
+  let { final, chain, responses } = await client.navigate(startUrl, {}, { stopAt });
   const step = async (pending) => {
     const next = await pending;
     final = next.final;
@@ -551,7 +558,7 @@ export async function loginViaOp(client, startUrl, {
     const consentForm = forms.find(isConsentForm);
     const formPost = forms.length === 1 && isFormPostResponse(forms[0]) ? forms[0] : undefined;
     if (formPost) {
-      await step(submitForm(client, final.url, formPost));
+      await step(submitForm(client, final.url, formPost, {}, { stopAt }));
     } else if (final.status !== 200) {
       break;
     } else if (loginForm) {
@@ -559,13 +566,13 @@ export async function loginViaOp(client, startUrl, {
         await step(abortInteraction(client, final));
         break;
       }
-      await step(submitForm(client, final.url, loginForm, { login, password }));
+      await step(submitForm(client, final.url, loginForm, { login, password }, { stopAt }));
     } else if (consentForm) {
       if (!consent) {
         await step(abortInteraction(client, final));
         break;
       }
-      await step(submitForm(client, final.url, consentForm));
+      await step(submitForm(client, final.url, consentForm, {}, { stopAt }));
     } else {
       break;
     }

@@ -12,6 +12,10 @@
 // CLI use (prints the issuer URL on stdout):
 //   node tests/e2e/peers/op.mjs --port 9000 --client-id demo --client-secret demo-secret \
 //     --redirect-uri http://127.0.0.1:8787/_portcullis/oidc/callback
+//
+// `--clock-skew SECONDS` runs the whole OP process on a shifted clock (every timestamp it
+// issues: iat, exp, auth_time, code and cookie lifetimes), as an IdP whose clock is wrong;
+// it is a process-wide setting, so tests start such an OP as a child process.
 
 import http from 'node:http';
 import crypto from 'node:crypto';
@@ -449,6 +453,22 @@ ${form}
   };
 }
 
+/** Shifts this process's clock (Date.now and new Date()) by `seconds`. */
+export function shiftClock(seconds) {
+  const RealDate = globalThis.Date;
+  const offset = seconds * 1000;
+  class SkewedDate extends RealDate {
+    constructor(...args) {
+      super(...(args.length ? args : [RealDate.now() + offset]));
+    }
+
+    static now() {
+      return RealDate.now() + offset;
+    }
+  }
+  globalThis.Date = SkewedDate;
+}
+
 function parseArgs(argv) {
   const out = { redirectUris: [], postLogoutRedirectUris: [] };
   for (let i = 0; i < argv.length; i += 1) {
@@ -468,6 +488,8 @@ function parseArgs(argv) {
       case '--backchannel-logout-uri': out.backchannelLogoutUri = value(); break;
       case '--id-token-alg': out.idTokenAlg = value(); break;
       case '--access-token-ttl': out.accessTokenTtl = Number(value()); break;
+      case '--id-token-ttl': out.idTokenTtl = Number(value()); break;
+      case '--clock-skew': out.clockSkew = Number(value()); break;
       case '-h':
       case '--help':
         out.help = true;
@@ -490,9 +512,11 @@ async function main() {
   if (args.help) {
     console.log(`usage: node op.mjs [--port N] [--client-id ID --client-secret S --redirect-uri URI ...]
        [--post-logout-redirect-uri URI ...] [--backchannel-logout-uri URI]
-       [--id-token-alg RS256|ES256] [--access-token-ttl SECONDS]`);
+       [--id-token-alg RS256|ES256] [--access-token-ttl SECONDS] [--id-token-ttl SECONDS]
+       [--clock-skew SECONDS]`);
     return;
   }
+  if (args.clockSkew) shiftClock(args.clockSkew);
   const clients = [];
   if (args.clientId) {
     if (!args.redirectUris.length) {
@@ -514,6 +538,7 @@ async function main() {
     port: args.port ?? 0,
     clients,
     ...(args.accessTokenTtl ? { accessTokenTtl: args.accessTokenTtl } : {}),
+    ...(args.idTokenTtl ? { idTokenTtl: args.idTokenTtl } : {}),
   });
   console.log(op.issuer);
   const shutdown = () => {

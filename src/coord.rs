@@ -1,0 +1,445 @@
+//! Strong consistency where KV is not enough: the state machine of the coordination object.
+//!
+//! Workers KV is eventually consistent (a write can take 60 s to reach another location) and
+//! has no compare-and-set. What must happen exactly once — consuming pre-login state, used
+//! SAML assertion ids, back-channel `jti`s, TOTP steps and backup codes, MFA failure counts,
+//! refreshing a rotating refresh token, revoking a session everywhere — is decided by a
+//! Durable Object when one is bound (`PORTCULLIS_COORDINATOR`). Each object is one *shard*:
+//! per user (`u:`) for what concerns one person, per tenant and bucket (`b:`) for one-time
+//! values, never one global object.
+//!
+//! This module is the object's whole logic, sans IO: [`apply`] takes an [`Op`], the current
+//! time and the entries the op names, and returns the [`Reply`] plus the writes. The Worker
+//! shell (`durable.rs`) loads and stores the entries in the object's storage, where the
+//! runtime runs one event at a time (storage calls hold the input gate), which makes each op
+//! atomic. [`crate::testing::MemoryCoordinator`] runs the same function in memory.
+//!
+//! Every entry carries an expiry; the object sets an alarm for the earliest one and
+//! [`sweep`] removes what has expired, so nothing accumulates.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto;
+use crate::ports::{Coordinator, KvError};
+
+/// One-time values of a tenant are spread over this many objects.
+pub const BUCKETS: u32 = 64;
+
+/// The object that holds what concerns one user: session and user revocations, refresh
+/// leases, TOTP steps, backup codes and the MFA failure count.
+pub fn user_shard(tenant: &str, user_id: &str) -> String {
+    format!("u:{tenant}:{}", &crypto::sha256_hex(user_id.as_bytes())[..32])
+}
+
+/// The object for a one-time value of `kind` (`state`, `saml`, `jti`): a tenant's values are
+/// spread over [`BUCKETS`] objects by hash.
+pub fn bucket_shard(tenant: &str, kind: &str, value: &str) -> String {
+    let h = crypto::sha256(value.as_bytes());
+    let bucket = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % BUCKETS;
+    format!("b:{tenant}:{kind}:{bucket}")
+}
+
+/// What the gateway asks an object to do. Each op is applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// First use wins: remembers `key` for `ttl_ms`; later claims answer `first: false`.
+    Claim { key: String, ttl_ms: u64 },
+    /// Counts a failure in a window of `window_ms`; the `limit`-th failure locks `key` for
+    /// `lock_ms`. While locked, failures are not counted and the lock is not extended.
+    Fail { key: String, window_ms: u64, limit: u64, lock_ms: u64 },
+    /// Whether `key` is locked by [`Op::Fail`].
+    Locked { key: String },
+    /// Forgets `key` (an admin's MFA reset).
+    Clear { key: String },
+    /// Records that `key` (a session, or a whole user) was revoked now; kept `ttl_ms`.
+    Revoke { key: String, ttl_ms: u64 },
+    /// Whether any of `keys` was revoked at or after `since_ms`.
+    RevokedSince { keys: Vec<String>, since_ms: u64 },
+    /// Takes the refresh lease on `key` for `lease_ms`, unless another request holds it or
+    /// finished it recently (then its result is returned).
+    RefreshBegin { key: String, lease_ms: u64 },
+    /// Ends the lease. `Some(result)` is kept `retain_ms` for requests that arrive with the
+    /// same (now rotated) refresh token; `None` releases the lease so another may try.
+    RefreshEnd { key: String, result: Option<String>, retain_ms: u64 },
+}
+
+impl Op {
+    /// The entries the op reads or writes.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Op::Claim { key, .. }
+            | Op::Fail { key, .. }
+            | Op::Locked { key }
+            | Op::Clear { key }
+            | Op::Revoke { key, .. }
+            | Op::RefreshBegin { key, .. }
+            | Op::RefreshEnd { key, .. } => {
+                vec![key.as_str()]
+            }
+            Op::RevokedSince { keys, .. } => keys.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The object's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Claimed {
+        first: bool,
+    },
+    /// After [`Op::Fail`]: the failures in the window, and the lock if one is in force.
+    Failed {
+        count: u64,
+        locked_until_ms: Option<u64>,
+    },
+    Locked {
+        until_ms: Option<u64>,
+    },
+    Done,
+    Revoked {
+        revoked: bool,
+    },
+    Lease(Lease),
+}
+
+/// The state of a refresh lease as seen by the asking request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "lease", rename_all = "snake_case")]
+pub enum Lease {
+    /// This request refreshes; it must end the lease.
+    Acquired,
+    /// Another request is refreshing now.
+    Held,
+    /// Another request refreshed; this is its result.
+    Finished { result: String },
+}
+
+/// A stored entry: the value and when it expires (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub value: Value,
+    pub exp_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Value {
+    Used,
+    Failures { count: u64 },
+    LockedUntil { until_ms: u64 },
+    RevokedAt { at_ms: u64 },
+    Leased { until_ms: u64 },
+    Refreshed { result: String },
+}
+
+/// The result of applying an op: the reply and the entries to write (`None` deletes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub reply: Reply,
+    pub writes: Vec<(String, Option<Entry>)>,
+}
+
+impl Outcome {
+    fn reply(reply: Reply) -> Self {
+        Self { reply, writes: Vec::new() }
+    }
+
+    fn write(mut self, key: &str, value: Value, exp_ms: u64) -> Self {
+        self.writes.push((key.to_owned(), Some(Entry { value, exp_ms })));
+        self
+    }
+
+    fn delete(mut self, key: &str) -> Self {
+        self.writes.push((key.to_owned(), None));
+        self
+    }
+
+    /// The earliest expiry among the written entries (for the object's alarm).
+    pub fn earliest_expiry(&self) -> Option<u64> {
+        self.writes.iter().filter_map(|(_, e)| e.as_ref().map(|e| e.exp_ms)).min()
+    }
+}
+
+/// Applies `op` at `now_ms` to the entries it names (`entries` holds those present; expired
+/// ones count as absent).
+pub fn apply(op: &Op, now_ms: u64, entries: &BTreeMap<String, Entry>) -> Outcome {
+    let live = |key: &str| entries.get(key).filter(|e| e.exp_ms > now_ms).map(|e| &e.value);
+    match op {
+        Op::Claim { key, ttl_ms } => match live(key) {
+            Some(_) => Outcome::reply(Reply::Claimed { first: false }),
+            None => Outcome::reply(Reply::Claimed { first: true }).write(key, Value::Used, now_ms + ttl_ms.max(&1)),
+        },
+        Op::Fail { key, window_ms, limit, lock_ms } => {
+            let entry = entries.get(key).filter(|e| e.exp_ms > now_ms);
+            match entry.map(|e| &e.value) {
+                Some(Value::LockedUntil { until_ms }) => {
+                    Outcome::reply(Reply::Failed { count: *limit, locked_until_ms: Some(*until_ms) })
+                }
+                found => {
+                    let (count, exp) = match (found, entry) {
+                        (Some(Value::Failures { count }), Some(e)) => (count + 1, e.exp_ms),
+                        _ => (1, now_ms + window_ms.max(&1)),
+                    };
+                    if count >= *limit {
+                        let until_ms = now_ms + lock_ms;
+                        Outcome::reply(Reply::Failed { count, locked_until_ms: Some(until_ms) }).write(
+                            key,
+                            Value::LockedUntil { until_ms },
+                            until_ms.max(now_ms + 1),
+                        )
+                    } else {
+                        Outcome::reply(Reply::Failed { count, locked_until_ms: None }).write(
+                            key,
+                            Value::Failures { count },
+                            exp,
+                        )
+                    }
+                }
+            }
+        }
+        Op::Locked { key } => Outcome::reply(Reply::Locked {
+            until_ms: match live(key) {
+                Some(Value::LockedUntil { until_ms }) => Some(*until_ms),
+                _ => None,
+            },
+        }),
+        Op::Clear { key } => Outcome::reply(Reply::Done).delete(key),
+        Op::Revoke { key, ttl_ms } => {
+            Outcome::reply(Reply::Done).write(key, Value::RevokedAt { at_ms: now_ms }, now_ms + ttl_ms.max(&1))
+        }
+        Op::RevokedSince { keys, since_ms } => Outcome::reply(Reply::Revoked {
+            revoked: keys.iter().any(|k| matches!(live(k), Some(Value::RevokedAt { at_ms }) if at_ms >= since_ms)),
+        }),
+        Op::RefreshBegin { key, lease_ms } => match live(key) {
+            Some(Value::Leased { .. }) => Outcome::reply(Reply::Lease(Lease::Held)),
+            Some(Value::Refreshed { result }) => {
+                Outcome::reply(Reply::Lease(Lease::Finished { result: result.clone() }))
+            }
+            _ => {
+                let until_ms = now_ms + lease_ms.max(&1);
+                Outcome::reply(Reply::Lease(Lease::Acquired)).write(key, Value::Leased { until_ms }, until_ms)
+            }
+        },
+        Op::RefreshEnd { key, result, retain_ms } => match result {
+            Some(result) => Outcome::reply(Reply::Done).write(
+                key,
+                Value::Refreshed { result: result.clone() },
+                now_ms + retain_ms.max(&1),
+            ),
+            None => Outcome::reply(Reply::Done).delete(key),
+        },
+    }
+}
+
+/// The alarm's work: the keys that have expired, and when to run next (the earliest
+/// remaining expiry), given every entry of the object.
+pub fn sweep(now_ms: u64, entries: &BTreeMap<String, Entry>) -> (Vec<String>, Option<u64>) {
+    let expired = entries.iter().filter(|(_, e)| e.exp_ms <= now_ms).map(|(k, _)| k.clone()).collect();
+    let next = entries.values().map(|e| e.exp_ms).filter(|exp| *exp > now_ms).min();
+    (expired, next)
+}
+
+/// The gateway's view of the coordinator port: typed calls over [`Coordinator::call`].
+#[derive(Clone, Copy)]
+pub struct Coord<'a>(pub &'a dyn Coordinator);
+
+impl std::fmt::Debug for Coord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Coord")
+    }
+}
+
+fn unexpected(reply: &Reply) -> KvError {
+    KvError(format!("coordinator: unexpected reply {reply:?}"))
+}
+
+/// How long a request waits for another request's refresh before giving up.
+pub const REFRESH_WAIT_MS: u64 = 10_000;
+/// How long one request may hold the refresh lease.
+pub const REFRESH_LEASE_MS: u64 = 15_000;
+/// How long a refresh result stays available to requests that still hold the old refresh
+/// token (longer than KV's propagation delay).
+pub const REFRESH_RETAIN_MS: u64 = 300_000;
+
+impl Coord<'_> {
+    /// `true` for the first claim of `key` in `shard`.
+    pub async fn claim(&self, shard: &str, key: &str, ttl_ms: u64) -> Result<bool, KvError> {
+        match self.0.call(shard, &Op::Claim { key: key.to_owned(), ttl_ms }).await? {
+            Reply::Claimed { first } => Ok(first),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Counts a failure; `Some(until_ms)` when the key is (now) locked.
+    pub async fn fail(
+        &self,
+        shard: &str,
+        key: &str,
+        window_ms: u64,
+        limit: u64,
+        lock_ms: u64,
+    ) -> Result<(u64, Option<u64>), KvError> {
+        let op = Op::Fail { key: key.to_owned(), window_ms, limit, lock_ms };
+        match self.0.call(shard, &op).await? {
+            Reply::Failed { count, locked_until_ms } => Ok((count, locked_until_ms)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn locked(&self, shard: &str, key: &str) -> Result<Option<u64>, KvError> {
+        match self.0.call(shard, &Op::Locked { key: key.to_owned() }).await? {
+            Reply::Locked { until_ms } => Ok(until_ms),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn clear(&self, shard: &str, key: &str) -> Result<(), KvError> {
+        self.0.call(shard, &Op::Clear { key: key.to_owned() }).await.map(|_| ())
+    }
+
+    pub async fn revoke(&self, shard: &str, key: &str, ttl_ms: u64) -> Result<(), KvError> {
+        self.0.call(shard, &Op::Revoke { key: key.to_owned(), ttl_ms }).await.map(|_| ())
+    }
+
+    pub async fn revoked_since(&self, shard: &str, keys: &[String], since_ms: u64) -> Result<bool, KvError> {
+        match self.0.call(shard, &Op::RevokedSince { keys: keys.to_vec(), since_ms }).await? {
+            Reply::Revoked { revoked } => Ok(revoked),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Takes the refresh lease, waiting (polling) while another request holds it. `Held`
+    /// comes back only when the wait ran out.
+    pub async fn refresh_begin(&self, shard: &str, key: &str) -> Result<Lease, KvError> {
+        let op = Op::RefreshBegin { key: key.to_owned(), lease_ms: REFRESH_LEASE_MS };
+        let mut waited = 0;
+        loop {
+            match self.0.call(shard, &op).await? {
+                Reply::Lease(Lease::Held) if waited < REFRESH_WAIT_MS => {
+                    let step = if waited < 1000 { 50 } else { 200 };
+                    self.0.pause(step).await;
+                    waited += step;
+                }
+                Reply::Lease(lease) => return Ok(lease),
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    pub async fn refresh_end(&self, shard: &str, key: &str, result: Option<String>) -> Result<(), KvError> {
+        let op = Op::RefreshEnd { key: key.to_owned(), result, retain_ms: REFRESH_RETAIN_MS };
+        self.0.call(shard, &op).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(store: &mut BTreeMap<String, Entry>, op: Op, now: u64) -> Reply {
+        let keys: Vec<String> = op.keys().into_iter().map(str::to_owned).collect();
+        let view: BTreeMap<String, Entry> =
+            keys.iter().filter_map(|k| store.get(k).map(|e| (k.clone(), e.clone()))).collect();
+        let out = apply(&op, now, &view);
+        for (k, e) in out.writes {
+            match e {
+                Some(e) => store.insert(k, e),
+                None => store.remove(&k),
+            };
+        }
+        out.reply
+    }
+
+    #[test]
+    fn claim_is_first_use_wins_until_expiry() {
+        let mut s = BTreeMap::new();
+        let claim = || Op::Claim { key: "state:x".into(), ttl_ms: 1000 };
+        assert_eq!(run(&mut s, claim(), 0), Reply::Claimed { first: true });
+        assert_eq!(run(&mut s, claim(), 999), Reply::Claimed { first: false });
+        assert_eq!(run(&mut s, claim(), 1000), Reply::Claimed { first: true });
+    }
+
+    #[test]
+    fn failures_lock_at_the_limit_and_the_lock_is_not_extended() {
+        let mut s = BTreeMap::new();
+        let fail = || Op::Fail { key: "mfa".into(), window_ms: 10_000, limit: 3, lock_ms: 5000 };
+        assert_eq!(run(&mut s, fail(), 0), Reply::Failed { count: 1, locked_until_ms: None });
+        assert_eq!(run(&mut s, fail(), 10), Reply::Failed { count: 2, locked_until_ms: None });
+        assert_eq!(run(&mut s, fail(), 20), Reply::Failed { count: 3, locked_until_ms: Some(5020) });
+        assert_eq!(run(&mut s, fail(), 30), Reply::Failed { count: 3, locked_until_ms: Some(5020) });
+        assert_eq!(run(&mut s, Op::Locked { key: "mfa".into() }, 5019), Reply::Locked { until_ms: Some(5020) });
+        assert_eq!(run(&mut s, Op::Locked { key: "mfa".into() }, 5020), Reply::Locked { until_ms: None });
+        assert_eq!(run(&mut s, fail(), 5020), Reply::Failed { count: 1, locked_until_ms: None });
+        run(&mut s, Op::Clear { key: "mfa".into() }, 5021);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_a_new_count() {
+        let mut s = BTreeMap::new();
+        let fail = || Op::Fail { key: "mfa".into(), window_ms: 100, limit: 2, lock_ms: 5000 };
+        assert_eq!(run(&mut s, fail(), 0), Reply::Failed { count: 1, locked_until_ms: None });
+        assert_eq!(run(&mut s, fail(), 100), Reply::Failed { count: 1, locked_until_ms: None });
+    }
+
+    #[test]
+    fn revocation_applies_to_sessions_created_before_it() {
+        let mut s = BTreeMap::new();
+        let keys = vec!["s:one".to_owned(), "user".to_owned()];
+        let check = |since| Op::RevokedSince { keys: keys.clone(), since_ms: since };
+        assert_eq!(run(&mut s, check(0), 50), Reply::Revoked { revoked: false });
+        run(&mut s, Op::Revoke { key: "user".into(), ttl_ms: 10_000 }, 100);
+        assert_eq!(run(&mut s, check(99), 150), Reply::Revoked { revoked: true });
+        assert_eq!(run(&mut s, check(101), 150), Reply::Revoked { revoked: false });
+        assert_eq!(run(&mut s, check(99), 10_100), Reply::Revoked { revoked: false }, "expired with the session");
+    }
+
+    #[test]
+    fn one_refresh_at_a_time_and_the_result_is_shared() {
+        let mut s = BTreeMap::new();
+        let begin = || Op::RefreshBegin { key: "r".into(), lease_ms: 1000 };
+        assert_eq!(run(&mut s, begin(), 0), Reply::Lease(Lease::Acquired));
+        assert_eq!(run(&mut s, begin(), 10), Reply::Lease(Lease::Held));
+        run(&mut s, Op::RefreshEnd { key: "r".into(), result: Some("new".into()), retain_ms: 500 }, 20);
+        assert_eq!(run(&mut s, begin(), 30), Reply::Lease(Lease::Finished { result: "new".into() }));
+        assert_eq!(run(&mut s, begin(), 520), Reply::Lease(Lease::Acquired), "result retained 500 ms");
+        run(&mut s, Op::RefreshEnd { key: "r".into(), result: None, retain_ms: 500 }, 530);
+        assert_eq!(run(&mut s, begin(), 540), Reply::Lease(Lease::Acquired), "released without a result");
+        assert_eq!(run(&mut s, begin(), 1540), Reply::Lease(Lease::Acquired), "an abandoned lease lapses");
+    }
+
+    #[test]
+    fn sweep_removes_expired_entries_and_schedules_the_next() {
+        let mut s = BTreeMap::new();
+        run(&mut s, Op::Claim { key: "a".into(), ttl_ms: 100 }, 0);
+        run(&mut s, Op::Claim { key: "b".into(), ttl_ms: 300 }, 0);
+        let (expired, next) = sweep(150, &s);
+        assert_eq!(expired, vec!["a".to_owned()]);
+        assert_eq!(next, Some(300));
+        assert_eq!(sweep(300, &s), (vec!["a".to_owned(), "b".to_owned()], None));
+    }
+
+    #[test]
+    fn ops_and_replies_round_trip_as_json() {
+        let op = Op::Fail { key: "k".into(), window_ms: 1, limit: 2, lock_ms: 3 };
+        let text = serde_json::to_string(&op).unwrap();
+        assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
+        let reply = Reply::Lease(Lease::Finished { result: "x".into() });
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), reply);
+    }
+
+    #[test]
+    fn shards_are_per_user_and_per_bucket() {
+        assert_eq!(user_shard("t", "alice"), user_shard("t", "alice"));
+        assert_ne!(user_shard("t", "alice"), user_shard("t", "bob"));
+        assert_ne!(user_shard("t", "alice"), user_shard("u", "alice"));
+        let buckets: std::collections::BTreeSet<String> =
+            (0..2000).map(|i| bucket_shard("t", "state", &format!("s{i}"))).collect();
+        assert_eq!(buckets.len(), BUCKETS as usize);
+    }
+}
