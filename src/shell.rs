@@ -29,9 +29,17 @@ const MAX_URL_BYTES: usize = 8 * 1024;
 
 thread_local! {
     static GATEWAY: OnceCell<Rc<Gateway>> = const { OnceCell::new() };
-    /// Imported WebCrypto keys by (alg, JWK), so a key is imported once per isolate.
+    /// Imported WebCrypto keys by [`crypto_key_id`] (alg and every public JWK member), so a
+    /// key is imported once per isolate.
     static CRYPTO_KEYS: std::cell::RefCell<std::collections::HashMap<String, JsValue>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
+    /// Scratch for [`crypto_key_id`], so a cache hit allocates nothing.
+    static CRYPTO_KEY_ID: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// The (importKey, verify) algorithm objects per JWS `alg`, built once per isolate.
+    static CRYPTO_ALGS: std::cell::RefCell<std::collections::HashMap<&'static str, (JsValue, JsValue)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// `crypto.subtle`, looked up once per isolate (`None`: the runtime has none).
+    static SUBTLE: OnceCell<Option<Subtle>> = const { OnceCell::new() };
     /// The KV test switch (used only when `PORTCULLIS_TEST_FAULTS` is "1").
     static FAULTS: Rc<Faults> = Rc::new(Faults::default());
 }
@@ -210,12 +218,6 @@ fn js_obj(pairs: &[(&str, JsValue)]) -> JsValue {
     o.into()
 }
 
-fn call(target: &JsValue, method: &str, args: &[JsValue]) -> Option<js_sys::Promise> {
-    let f: js_sys::Function = js_sys::Reflect::get(target, &JsValue::from_str(method)).ok()?.dyn_into().ok()?;
-    let array: js_sys::Array = args.iter().collect();
-    f.apply(target, &array).ok()?.dyn_into().ok()
-}
-
 /// (importKey algorithm, verify algorithm) for a JWS `alg`.
 fn webcrypto_algorithms(alg: &str) -> Option<(JsValue, JsValue)> {
     let s = JsValue::from_str;
@@ -250,6 +252,72 @@ fn webcrypto_algorithms(alg: &str) -> Option<(JsValue, JsValue)> {
     })
 }
 
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The runtime's `SubtleCrypto`: the two methods used here, bound directly so a call
+    /// crosses into JavaScript once (the byte slices are passed as views, which WebCrypto
+    /// copies when called).
+    #[derive(Clone)]
+    type Subtle;
+    #[wasm_bindgen(method, catch, js_name = importKey)]
+    fn import_key(
+        this: &Subtle,
+        format: &str,
+        key: &JsValue,
+        algorithm: &JsValue,
+        extractable: bool,
+        usages: &JsValue,
+    ) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn verify(
+        this: &Subtle,
+        algorithm: &JsValue,
+        key: &JsValue,
+        signature: &[u8],
+        data: &[u8],
+    ) -> Result<js_sys::Promise, JsValue>;
+}
+
+fn subtle() -> Option<Subtle> {
+    SUBTLE.with(|cell| {
+        cell.get_or_init(|| {
+            let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok()?;
+            let subtle = js_sys::Reflect::get(&crypto, &JsValue::from_str("subtle")).ok()?;
+            subtle.is_object().then(|| subtle.unchecked_into())
+        })
+        .as_ref()
+        .cloned()
+    })
+}
+
+/// (importKey algorithm, verify algorithm) for a JWS `alg`, from the per-isolate cache.
+fn cached_webcrypto_algorithms(alg: &str) -> Option<(JsValue, JsValue)> {
+    let alg = *crate::oidc::id_token::ASYMMETRIC_ALGS.iter().find(|a| **a == alg)?;
+    CRYPTO_ALGS.with(|c| {
+        if let Some(found) = c.borrow().get(alg) {
+            return Some(found.clone());
+        }
+        let built = webcrypto_algorithms(alg)?;
+        c.borrow_mut().insert(alg, built.clone());
+        Some(built)
+    })
+}
+
+/// Writes the cache id of an imported key into `out`: the `alg` and every member of the
+/// public JWK (which holds only `kty`, `n`/`e`, `crv`/`x`/`y`), each length-prefixed so
+/// distinct keys never share an id. The key material is part of the id, never the `kid`
+/// alone: a provider may rotate keys under the same `kid`.
+fn crypto_key_id(out: &mut String, alg: &str, jwk: &serde_json::Value) -> Option<()> {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "{}:{alg}", alg.len());
+    for (name, value) in jwk.as_object()? {
+        let value = value.as_str()?;
+        let _ = write!(out, "|{}:{name}{}:{value}", name.len(), value.len());
+    }
+    Some(())
+}
+
 impl crate::ports::SignatureVerifier for WebCrypto {
     fn verify<'a>(
         &'a self,
@@ -259,36 +327,35 @@ impl crate::ports::SignatureVerifier for WebCrypto {
         signature: &'a [u8],
     ) -> LocalFuture<'a, Option<bool>> {
         Box::pin(async move {
-            let (import_alg, verify_alg) = webcrypto_algorithms(alg)?;
-            let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok()?;
-            let subtle = js_sys::Reflect::get(&crypto, &JsValue::from_str("subtle")).ok()?;
-            let cache_key = format!("{alg} {jwk}");
-            let cached = CRYPTO_KEYS.with(|c| c.borrow().get(&cache_key).cloned());
+            let (import_alg, verify_alg) = cached_webcrypto_algorithms(alg)?;
+            let subtle = subtle()?;
+            let cached = CRYPTO_KEY_ID.with(|id| {
+                let mut id = id.borrow_mut();
+                crypto_key_id(&mut id, alg, jwk)?;
+                CRYPTO_KEYS.with(|c| c.borrow().get(id.as_str()).cloned())
+            });
             let key = match cached {
                 Some(k) => k,
                 None => {
                     let key_data = js_sys::JSON::parse(&jwk.to_string()).ok()?;
                     let usages: js_sys::Array = [JsValue::from_str("verify")].iter().collect();
-                    let import = call(
-                        &subtle,
-                        "importKey",
-                        &[JsValue::from_str("jwk"), key_data, import_alg, JsValue::FALSE, usages.into()],
-                    )?;
+                    let import = subtle.import_key("jwk", &key_data, &import_alg, false, &usages).ok()?;
                     // A key WebCrypto refuses to import: let the pure-Rust verifier decide.
                     let key = wasm_bindgen_futures::JsFuture::from(import).await.ok()?;
+                    let mut id = String::new();
+                    crypto_key_id(&mut id, alg, jwk)?;
                     CRYPTO_KEYS.with(|c| {
                         let mut c = c.borrow_mut();
                         if c.len() >= MAX_CRYPTO_KEYS {
                             c.clear();
                         }
-                        c.insert(cache_key, key.clone());
+                        c.insert(id, key.clone());
                     });
                     key
                 }
             };
-            let sig = js_sys::Uint8Array::from(signature);
-            let data = js_sys::Uint8Array::from(signed);
-            let verify = call(&subtle, "verify", &[verify_alg, key, sig.into(), data.into()])?;
+            // `signed` and `signature` stay borrowed (and unchanged) until the answer.
+            let verify = subtle.verify(&verify_alg, &key, signature, signed).ok()?;
             wasm_bindgen_futures::JsFuture::from(verify).await.ok()?.as_bool()
         })
     }

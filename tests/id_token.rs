@@ -262,6 +262,31 @@ fn valid_rs256_token_is_accepted() {
 }
 
 #[test]
+fn a_port_verdict_applies_only_to_the_token_it_was_given() {
+    use portcullis::oidc::id_token::SignatureChecked;
+    let keys = provider_jwks();
+    let exp = expectations();
+    let good = UntrustedIdToken::new(rs256(&base_claims()));
+    let forged = UntrustedIdToken::new(rs256(&claims_with(|c| {
+        c.insert("sub".into(), json!("mallory"));
+    })));
+    // The same token's parts: accepted, with the claims decoded from those parts.
+    let parts = good.signing_parts().expect("parts");
+    let key = good.key_for(&keys, &parts).expect("key");
+    let checked = SignatureChecked::by_port(true).expect("valid");
+    let token = good.verify_with_checked_signature(parts, key, checked, &exp).expect("accepted");
+    assert_eq!(token.sub, SUBJECT);
+    // Parts (and a verdict) from another token prove nothing about this one.
+    let parts = good.signing_parts().expect("parts");
+    let checked = SignatureChecked::by_port(true).expect("valid");
+    assert_eq!(
+        forged.verify_with_checked_signature(parts, key, checked, &exp).expect_err("refused"),
+        IdTokenError::BadSignature
+    );
+    assert!(!format!("{:?}", forged.signing_parts().expect("parts")).contains("mallory"));
+}
+
+#[test]
 fn valid_es256_token_is_accepted() {
     let raw = sign(&Es256, &kid_header(EC_KID), &base_claims(), &ec_key());
     let token = accepted(&raw, &provider_jwks(), &expectations());

@@ -1468,9 +1468,9 @@ async fn check_token(
 ) -> Result<oidc::VerifiedIdToken, oidc::IdTokenError> {
     if let (Some(verifier), Ok(parts)) = (ports.verifier, token.signing_parts()) {
         let key = token.key_for(keys, &parts)?;
-        if let Some(valid) = verifier.verify(&parts.alg, &key.public_jwk, &parts.signed, &parts.signature).await {
+        if let Some(valid) = verifier.verify(&parts.alg, &key.public_jwk, parts.signed(), parts.signature()).await {
             let checked = oidc::id_token::SignatureChecked::by_port(valid).ok_or(oidc::IdTokenError::BadSignature)?;
-            return token.verify_with_checked_signature(key, checked, exp);
+            return token.verify_with_checked_signature(parts, key, checked, exp);
         }
     }
     token.verify(keys, exp)

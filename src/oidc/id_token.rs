@@ -285,29 +285,32 @@ impl UntrustedIdToken {
 
     /// For a signature already verified by the runtime's own crypto (the Worker shell's
     /// WebCrypto port) against `key` from the provider's JWKS: the same algorithm and key
-    /// rules, then every claim check of [`UntrustedIdToken::verify`].
+    /// rules, then every claim check of [`UntrustedIdToken::verify`]. `parts` are this
+    /// token's own [`UntrustedIdToken::signing_parts`], so the token is decoded only once.
     pub fn verify_with_checked_signature(
         &self,
+        parts: SigningParts<'_>,
         key: &Jwk,
         checked: SignatureChecked,
         exp: &Expectations<'_>,
     ) -> Result<VerifiedIdToken, IdTokenError> {
         let SignatureChecked(()) = checked;
-        let parts = self.signing_parts()?;
-        if !key.key.fits(&parts.alg)
-            || key.alg.as_deref().is_some_and(|a| a != parts.alg)
-            || !key.usable_for_signatures()
-        {
-            return Err(IdTokenError::KeyAlgorithmMismatch { alg: parts.alg, kid: parts.kid });
+        let SigningParts { alg, kid, token, signed } = parts;
+        // The parts must be this token's: a proof for other bytes proves nothing here.
+        if signed.as_ptr() != self.raw.as_ptr() {
+            return Err(IdTokenError::BadSignature);
         }
-        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        if !key.key.fits(&alg) || key.alg.as_deref().is_some_and(|a| a != alg) || !key.usable_for_signatures() {
+            return Err(IdTokenError::KeyAlgorithmMismatch { alg, kid });
+        }
         let claims = token.deserialize_claims_unchecked::<Map<String, Value>>().map_err(map_validation_error)?;
-        check_claims(claims, parts.alg, parts.kid, exp)
+        check_claims(claims, alg, kid, exp)
     }
 
     /// What an external verifier needs: algorithm, key id, the signed bytes and the
-    /// signature. Refuses JWE, malformed tokens and algorithms off the asymmetric allow-list.
-    pub fn signing_parts(&self) -> Result<SigningParts, IdTokenError> {
+    /// signature, from one decoding of the token (kept for the claims). Refuses JWE,
+    /// malformed tokens and algorithms off the asymmetric allow-list.
+    pub fn signing_parts(&self) -> Result<SigningParts<'_>, IdTokenError> {
         let segments = self.raw.split('.').count();
         if segments == 5 {
             return Err(IdTokenError::Encrypted);
@@ -321,27 +324,40 @@ impl UntrustedIdToken {
             return Err(IdTokenError::AlgorithmNotAllowed(alg));
         }
         let signed = self.raw.rsplit_once('.').map(|(s, _)| s).unwrap_or_default();
-        Ok(SigningParts {
-            kid: token.header().key_id.clone(),
-            signed: signed.as_bytes().to_vec(),
-            signature: token.signature_bytes().to_vec(),
-            alg,
-        })
+        Ok(SigningParts { kid: token.header().key_id.clone(), signed: signed.as_bytes(), token, alg })
     }
 
     /// Step 6's key choice for an external verifier.
-    pub fn key_for<'k>(&self, keys: &'k [Jwk], parts: &SigningParts) -> Result<&'k Jwk, IdTokenError> {
+    pub fn key_for<'k>(&self, keys: &'k [Jwk], parts: &SigningParts<'_>) -> Result<&'k Jwk, IdTokenError> {
         select_key(keys, &parts.alg, parts.kid.as_deref())
     }
 }
 
-/// The inputs of a signature check done outside this module.
-#[derive(Debug, Clone)]
-pub struct SigningParts {
+/// The inputs of a signature check done outside this module, and the decoded token they
+/// came from (its claims are read only after the check).
+#[derive(Clone)]
+pub struct SigningParts<'t> {
     pub alg: String,
     pub kid: Option<String>,
-    pub signed: Vec<u8>,
-    pub signature: Vec<u8>,
+    signed: &'t [u8],
+    token: UntrustedToken<'t>,
+}
+
+impl fmt::Debug for SigningParts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningParts").field("alg", &self.alg).field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl SigningParts<'_> {
+    /// The JWS signing input: `header.payload` as received.
+    pub fn signed(&self) -> &[u8] {
+        self.signed
+    }
+
+    pub fn signature(&self) -> &[u8] {
+        self.token.signature_bytes()
+    }
 }
 
 /// Proof, for [`UntrustedIdToken::verify_with_checked_signature`], that a signature port
