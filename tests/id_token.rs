@@ -287,6 +287,27 @@ fn a_port_verdict_applies_only_to_the_token_it_was_given() {
 }
 
 #[test]
+fn the_port_path_decodes_tokens_as_strictly_as_the_rust_path() {
+    let good = rs256(&base_claims());
+    let [h, p, sig] = segments(&good);
+    let cases = [
+        format!("{h}=.{p}.{sig}"),
+        format!("{h}.{p}.{sig}="),
+        format!("{h}.{p}!.{sig}"),
+        format!("{}.{p}.{sig}", b64(b"not json")),
+        format!("{}.{p}.{sig}", b64(br#"{"kid":"k"}"#)),
+        handmade(&json!({"alg": "RS256", "kid": RSA_KID, "cty": "cbor"}), &base_claims(), &unb64(&sig)),
+    ];
+    for raw in cases {
+        let token = UntrustedIdToken::new(raw.clone());
+        let rust = token.verify(&provider_jwks(), &expectations()).expect_err("refused");
+        let port = token.signing_parts().expect_err("refused");
+        assert!(matches!(rust, IdTokenError::Malformed(_)), "{raw}: {rust:?}");
+        assert_eq!(port, rust, "{raw}");
+    }
+}
+
+#[test]
 fn valid_es256_token_is_accepted() {
     let raw = sign(&Es256, &kid_header(EC_KID), &base_claims(), &ec_key());
     let token = accepted(&raw, &provider_jwks(), &expectations());

@@ -295,7 +295,7 @@ impl UntrustedIdToken {
         exp: &Expectations<'_>,
     ) -> Result<VerifiedIdToken, IdTokenError> {
         let SignatureChecked(()) = checked;
-        let SigningParts { alg, kid, token, signed } = parts;
+        let SigningParts { alg, kid, signed, claims, .. } = parts;
         // The parts must be this token's: a proof for other bytes proves nothing here.
         if signed.as_ptr() != self.raw.as_ptr() {
             return Err(IdTokenError::BadSignature);
@@ -303,7 +303,9 @@ impl UntrustedIdToken {
         if !key.key.fits(&alg) || key.alg.as_deref().is_some_and(|a| a != alg) || !key.usable_for_signatures() {
             return Err(IdTokenError::KeyAlgorithmMismatch { alg, kid });
         }
-        let claims = token.deserialize_claims_unchecked::<Map<String, Value>>().map_err(map_validation_error)?;
+        // As `UntrustedToken::deserialize_claims_unchecked` (JSON claims).
+        let claims: TokenClaims = serde_json::from_slice(&claims)
+            .map_err(|e| map_validation_error(jwt_compact::ValidationError::MalformedClaims(e)))?;
         check_claims(claims, alg, kid, exp)
     }
 
@@ -318,13 +320,35 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
-        let alg = token.algorithm().to_owned();
+        // The same decoding and header rules as `jwt_compact::UntrustedToken::new` (used by
+        // `verify`), with the `base64` crate: the token is public, and jwt-compact's
+        // constant-time decoder made up most of the cost of this path.
+        let malformed = |e: jwt_compact::ParseError| IdTokenError::Malformed(e.to_string());
+        let mut segments = self.raw.split('.');
+        let (header, payload, signature) = match (segments.next(), segments.next(), segments.next()) {
+            (Some(h), Some(p), Some(s)) => (h, p, s),
+            _ => return Err(IdTokenError::Malformed("not a compact JWS".into())),
+        };
+        let b64 = |s: &str| {
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s)
+                .map_err(|_| malformed(jwt_compact::ParseError::InvalidBase64Encoding))
+        };
+        let header = b64(header)?;
+        let claims = b64(payload)?;
+        let signature = b64(signature)?;
+        let header: PortHeader =
+            serde_json::from_slice(&header).map_err(|e| malformed(jwt_compact::ParseError::MalformedHeader(e)))?;
+        match header.content_type {
+            None => {}
+            Some(cty) if cty.eq_ignore_ascii_case("json") => {}
+            Some(cty) => return Err(malformed(jwt_compact::ParseError::UnsupportedContentType(cty))),
+        }
+        let alg = header.algorithm;
         if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
             return Err(IdTokenError::AlgorithmNotAllowed(alg));
         }
         let signed = self.raw.rsplit_once('.').map(|(s, _)| s).unwrap_or_default();
-        Ok(SigningParts { kid: token.header().key_id.clone(), signed: signed.as_bytes(), token, alg })
+        Ok(SigningParts { kid: header.inner.key_id, signed: signed.as_bytes(), signature, claims, alg })
     }
 
     /// Step 6's key choice for an external verifier.
@@ -334,13 +358,26 @@ impl UntrustedIdToken {
 }
 
 /// The inputs of a signature check done outside this module, and the decoded token they
-/// came from (its claims are read only after the check).
+/// came from, decoded once (its claims are read only after the check).
 #[derive(Clone)]
 pub struct SigningParts<'t> {
     pub alg: String,
     pub kid: Option<String>,
     signed: &'t [u8],
-    token: UntrustedToken<'t>,
+    signature: Vec<u8>,
+    /// The decoded payload, deserialised only after the signature check.
+    claims: Vec<u8>,
+}
+
+/// The JOSE header as `jwt_compact` reads it (`alg`, `cty`, then the registered fields).
+#[derive(serde::Deserialize)]
+struct PortHeader {
+    #[serde(rename = "alg")]
+    algorithm: String,
+    #[serde(rename = "cty", default)]
+    content_type: Option<String>,
+    #[serde(flatten)]
+    inner: jwt_compact::Header,
 }
 
 impl fmt::Debug for SigningParts<'_> {
@@ -356,7 +393,7 @@ impl SigningParts<'_> {
     }
 
     pub fn signature(&self) -> &[u8] {
-        self.token.signature_bytes()
+        &self.signature
     }
 }
 
