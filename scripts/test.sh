@@ -14,6 +14,8 @@ cargo fmt --check
 
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# The Worker shell compiles for wasm32 only: lint it there too.
+cargo clippy --target wasm32-unknown-unknown --locked -- -D warnings
 
 step "native tests"
 cargo test --locked
