@@ -234,3 +234,22 @@ fn audit_events_go_to_the_webhook_after_the_response_with_retries() {
     pollster::block_on(h.gw.run_deferred(h.ports(), jobs[0].clone(), |_| async {}));
     assert!(h.rt.logs.borrow().iter().any(|l| l.contains("audit_webhook_failed") && l.contains("timed out")));
 }
+
+#[test]
+fn a_logout_token_is_used_once_even_where_kv_lags_when_the_object_decides() {
+    for coordinated in [false, true] {
+        let h = harness();
+        h.use_coord.set(coordinated);
+        h.login();
+        let events = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let claims =
+            json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-1", "sid": "idp-session-1", "events": events});
+        assert_eq!(backchannel(&h, &logout_token(&h, claims.clone())).status, 200);
+        // Another location: its KV replica has not seen the use yet.
+        for key in h.kv.keys().into_iter().filter(|k| k.starts_with("jti:")) {
+            h.kv.raw_delete(&key);
+        }
+        let again = backchannel(&h, &logout_token(&h, claims)).status;
+        assert_eq!(again, if coordinated { 400 } else { 200 }, "coordinated: {coordinated}");
+    }
+}

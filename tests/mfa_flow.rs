@@ -345,3 +345,22 @@ fn with_a_coordinator_wrong_codes_lock_everywhere_and_an_admin_reset_unlocks() {
     let status = admin("GET", &format!("/mfa?user_id={user}"), "");
     assert_eq!(json_body(&status)["locked_until"], serde_json::Value::Null);
 }
+
+#[test]
+fn with_a_coordinator_a_used_backup_code_is_refused_where_the_record_lags() {
+    for coordinated in [false, true] {
+        let h = mfa_harness(json!({"required": true}), json!({}));
+        h.use_coord.set(coordinated);
+        let (first, _) = idp_login(&h);
+        let (_, codes) = enrol(&h, &first);
+        let mfa_key = h.kv.keys().into_iter().find(|k| k.starts_with("mfa:")).unwrap();
+        let stale = h.kv.raw_get(&mfa_key).unwrap();
+        let (a, _) = idp_login(&h);
+        assert_eq!(submit_code(&h, &a, "backup_code", &codes[0]).status, 302);
+        // Another location still reads the record from before the code was used.
+        h.kv.raw_put(&mfa_key, &stale);
+        let (b, _) = idp_login(&h);
+        let again = submit_code(&h, &b, "backup_code", &codes[0]).status;
+        assert_eq!(again, if coordinated { 401 } else { 302 }, "coordinated: {coordinated}");
+    }
+}
