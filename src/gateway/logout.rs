@@ -7,7 +7,6 @@ use serde_json::json;
 use super::sessions::{sid_index_key, user_index_key};
 use super::Gateway;
 use crate::config::{OidcProvider, Provider, Tenant};
-use crate::coord;
 use crate::crypto;
 use crate::http::{Request, Response};
 use crate::oidc::id_token::{Expectations, VerifiedLogoutToken};
@@ -98,28 +97,18 @@ impl Gateway {
         let jti_key =
             format!("jti:{}:{}", tenant.id, crypto::sha256_hex(format!("{}\n{}", token.iss, token.jti).as_bytes()));
         let ttl = (p.iat_window + p.clock_skew).max(60) * 2;
-        let seen = match ports.coord() {
-            Some(c) => c
-                .claim(&coord::bucket_shard(&tenant.id, "jti", &jti_key), &jti_key, ttl * 1000)
-                .await
-                .map(|first| (!first).then_some(String::new())),
-            None => ports.kv.get(&jti_key).await,
-        };
-        match seen {
-            Ok(Some(_)) => {
+        match self.first_use(ports, tenant, "jti", &jti_key, ttl).await {
+            Ok(false) => {
                 self.log(ports, json!({"level": "warn", "event": "backchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "refused", "cause": "jti already used"}));
                 return refuse("the logout token was already used");
             }
-            Ok(None) => {}
+            Ok(true) => {}
             Err(e) => {
                 self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
                 return unavailable();
             }
         }
         let result: Result<u32, crate::error::Refusal> = async {
-            if ports.coord.is_none() {
-                ports.kv.put(&jti_key, "1", Some(ttl)).await?;
-            }
             let key = match (&token.sid, &token.sub) {
                 (Some(sid), _) => sid_index_key(&tenant.id, &p.name, sid),
                 (None, Some(sub)) => user_index_key(&tenant.id, &format!("{}/{sub}", token.iss)),

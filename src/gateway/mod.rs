@@ -1026,10 +1026,8 @@ impl Gateway {
         let Some(raw) = ports.kv.get(&key).await? else {
             return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
         };
-        if let Some(c) = ports.coord() {
-            if !c.claim(&coord::bucket_shard(&tenant.id, "state", &state), &key, state_ttl * 1000).await? {
-                return Err(unknown_state(true));
-            }
+        if !self.claim_state(ports, tenant, &state, &key).await? {
+            return Err(unknown_state(true));
         }
         ports.kv.delete(&key).await?;
         ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
@@ -1197,6 +1195,39 @@ impl Gateway {
     }
 
     /// Ends a session the IdP no longer backs (refresh refused): record and cache gone.
+    /// Records the first use of a one-time value of `kind` (`saml` assertion ids, logout
+    /// `jti`s); `false` when it was used before. With the coordination object the claim is
+    /// atomic everywhere; with KV alone a marker is read, then written, so a use in another
+    /// location within KV's propagation delay is not seen.
+    async fn first_use(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        kind: &str,
+        key: &str,
+        ttl: u64,
+    ) -> Result<bool, crate::ports::KvError> {
+        if let Some(c) = ports.coord() {
+            return c.claim(&coord::bucket_shard(&tenant.id, kind, key), key, ttl * 1000).await;
+        }
+        if ports.kv.get(key).await?.is_some() {
+            return Ok(false);
+        }
+        ports.kv.put(key, "1", Some(ttl)).await?;
+        Ok(true)
+    }
+
+    /// Claims pre-login state (OIDC `state`, SAML `RelayState`) at the coordination object;
+    /// `false` when another request claimed it first. Without the object KV's read-then-
+    /// delete decides and this is always `true`.
+    async fn claim_state(&self, ports: Ports<'_>, tenant: &Tenant, state: &str, key: &str) -> Result<bool, Refusal> {
+        let Some(c) = ports.coord() else {
+            return Ok(true);
+        };
+        let ttl_ms = self.config().map_or(600, |l| l.config.gateway.login_state_ttl) * 1000;
+        Ok(c.claim(&coord::bucket_shard(&tenant.id, "state", state), key, ttl_ms).await?)
+    }
+
     async fn end_session(
         &self,
         ports: Ports<'_>,

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::{base_url, Gateway, SignedIn};
 use crate::config::{SamlConnection, Tenant};
-use crate::coord;
 use crate::crypto::{self, b64url};
 use crate::error::Refusal;
 use crate::http::{Request, Response};
@@ -239,10 +238,8 @@ impl Gateway {
                     if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, relay) {
                         return Err(state_error(OidcError::PendingCookieMismatch, &hint));
                     }
-                    if let Some(c) = ports.coord() {
-                        if !c.claim(&coord::bucket_shard(&tenant.id, "state", relay), &key, ttl * 1000).await? {
-                            return Err(state_error(OidcError::StateReplayed, &hint));
-                        }
+                    if !self.claim_state(ports, tenant, relay, &key).await? {
+                        return Err(state_error(OidcError::StateReplayed, &hint));
                     }
                     ports.kv.delete(&key).await?;
                     ports.kv.put(&used_key, "1", Some(ttl)).await?;
@@ -312,18 +309,8 @@ impl Gateway {
             crypto::sha256_hex(format!("{}\n{}", assertion.issuer, assertion.assertion_id).as_bytes())
         );
         let keep = (assertion.not_on_or_after.max(0) as u64).saturating_sub(now) + c.clock_skew;
-        if let Some(co) = ports.coord() {
-            // Atomic first use, everywhere at once.
-            let shard = coord::bucket_shard(&tenant.id, "saml", &replay_key);
-            if !co.claim(&shard, &replay_key, keep.max(60) * 1000).await? {
-                return Err(Refusal::SamlReplay { connection: name });
-            }
-        } else {
-            // KV alone: a replay in another location within KV's propagation delay is not seen.
-            if ports.kv.get(&replay_key).await?.is_some() {
-                return Err(Refusal::SamlReplay { connection: name });
-            }
-            ports.kv.put(&replay_key, "1", Some(keep.max(60))).await?;
+        if !self.first_use(ports, tenant, "saml", &replay_key, keep.max(60)).await? {
+            return Err(Refusal::SamlReplay { connection: name });
         }
 
         let a = &assertion.attributes;
