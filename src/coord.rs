@@ -50,7 +50,16 @@ pub enum Op {
     /// Counts a failure in a window of `window_ms`; the `limit`-th failure locks `key` for
     /// `lock_ms`. While locked, failures are not counted and the lock is not extended.
     Fail { key: String, window_ms: u64, limit: u64, lock_ms: u64 },
-    /// Whether `key` is locked by [`Op::Fail`].
+    /// Reserves one attempt at a second-factor code before it is checked: refused while
+    /// locked, and once `limit` attempts in the window are reserved (the reservation that
+    /// finds the limit reached locks `key` for `lock_ms`). So however many requests race,
+    /// no more than `limit` codes are checked before the lock. A right code then clears the
+    /// key ([`Op::Clear`]); a wrong one settles with [`Op::AttemptFailed`].
+    Attempt { key: String, window_ms: u64, limit: u64, lock_ms: u64 },
+    /// Settles a reserved attempt whose code was wrong: locks `key` for `lock_ms` when the
+    /// reserved attempts reached `limit`.
+    AttemptFailed { key: String, limit: u64, lock_ms: u64 },
+    /// Whether `key` is locked by [`Op::Fail`] or [`Op::Attempt`].
     Locked { key: String },
     /// Forgets `key` (an admin's MFA reset).
     Clear { key: String },
@@ -72,6 +81,8 @@ impl Op {
         match self {
             Op::Claim { key, .. }
             | Op::Fail { key, .. }
+            | Op::Attempt { key, .. }
+            | Op::AttemptFailed { key, .. }
             | Op::Locked { key }
             | Op::Clear { key }
             | Op::Revoke { key, .. }
@@ -98,6 +109,13 @@ pub enum Reply {
     },
     Locked {
         until_ms: Option<u64>,
+    },
+    /// After [`Op::Attempt`]: whether the code may be checked, the attempts reserved in the
+    /// window, and the lock if one is in force.
+    Attempt {
+        granted: bool,
+        count: u64,
+        locked_until_ms: Option<u64>,
     },
     Done,
     Revoked {
@@ -201,6 +219,47 @@ pub fn apply(op: &Op, now_ms: u64, entries: &BTreeMap<String, Entry>) -> Outcome
                 }
             }
         }
+        Op::Attempt { key, window_ms, limit, lock_ms } => {
+            let entry = entries.get(key).filter(|e| e.exp_ms > now_ms);
+            match entry.map(|e| (&e.value, e.exp_ms)) {
+                Some((Value::LockedUntil { until_ms }, _)) => {
+                    Outcome::reply(Reply::Attempt { granted: false, count: *limit, locked_until_ms: Some(*until_ms) })
+                }
+                Some((Value::Failures { count }, _)) if count >= limit => {
+                    let until_ms = now_ms + lock_ms;
+                    Outcome::reply(Reply::Attempt { granted: false, count: *count, locked_until_ms: Some(until_ms) })
+                        .write(key, Value::LockedUntil { until_ms }, until_ms.max(now_ms + 1))
+                }
+                Some((Value::Failures { count }, exp)) => {
+                    Outcome::reply(Reply::Attempt { granted: true, count: count + 1, locked_until_ms: None }).write(
+                        key,
+                        Value::Failures { count: count + 1 },
+                        exp,
+                    )
+                }
+                _ => Outcome::reply(Reply::Attempt { granted: true, count: 1, locked_until_ms: None }).write(
+                    key,
+                    Value::Failures { count: 1 },
+                    now_ms + window_ms.max(&1),
+                ),
+            }
+        }
+        Op::AttemptFailed { key, limit, lock_ms } => match live(key) {
+            Some(Value::LockedUntil { until_ms }) => {
+                Outcome::reply(Reply::Failed { count: *limit, locked_until_ms: Some(*until_ms) })
+            }
+            Some(Value::Failures { count }) if count >= limit => {
+                let until_ms = now_ms + lock_ms;
+                Outcome::reply(Reply::Failed { count: *count, locked_until_ms: Some(until_ms) }).write(
+                    key,
+                    Value::LockedUntil { until_ms },
+                    until_ms.max(now_ms + 1),
+                )
+            }
+            Some(Value::Failures { count }) => Outcome::reply(Reply::Failed { count: *count, locked_until_ms: None }),
+            // The window ran out while the code was checked: nothing left to settle.
+            _ => Outcome::reply(Reply::Failed { count: 0, locked_until_ms: None }),
+        },
         Op::Locked { key } => Outcome::reply(Reply::Locked {
             until_ms: match live(key) {
                 Some(Value::LockedUntil { until_ms }) => Some(*until_ms),
@@ -284,6 +343,39 @@ impl Coord<'_> {
         lock_ms: u64,
     ) -> Result<(u64, Option<u64>), KvError> {
         let op = Op::Fail { key: key.to_owned(), window_ms, limit, lock_ms };
+        match self.0.call(shard, &op).await? {
+            Reply::Failed { count, locked_until_ms } => Ok((count, locked_until_ms)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reserves an attempt ([`Op::Attempt`]): `Ok(count)` when the code may be checked,
+    /// `Err(until_ms)` while locked.
+    pub async fn attempt(
+        &self,
+        shard: &str,
+        key: &str,
+        window_ms: u64,
+        limit: u64,
+        lock_ms: u64,
+    ) -> Result<Result<u64, u64>, KvError> {
+        let op = Op::Attempt { key: key.to_owned(), window_ms, limit, lock_ms };
+        match self.0.call(shard, &op).await? {
+            Reply::Attempt { granted: true, count, .. } => Ok(Ok(count)),
+            Reply::Attempt { granted: false, locked_until_ms: Some(until), .. } => Ok(Err(until)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Settles a reserved attempt whose code was wrong; `Some(until_ms)` when it locked.
+    pub async fn attempt_failed(
+        &self,
+        shard: &str,
+        key: &str,
+        limit: u64,
+        lock_ms: u64,
+    ) -> Result<(u64, Option<u64>), KvError> {
+        let op = Op::AttemptFailed { key: key.to_owned(), limit, lock_ms };
         match self.0.call(shard, &op).await? {
             Reply::Failed { count, locked_until_ms } => Ok((count, locked_until_ms)),
             other => Err(unexpected(&other)),
@@ -376,6 +468,45 @@ mod tests {
         assert_eq!(run(&mut s, fail(), 5020), Reply::Failed { count: 1, locked_until_ms: None });
         run(&mut s, Op::Clear { key: "mfa".into() }, 5021);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn attempts_are_reserved_before_the_check_so_racing_requests_get_no_more_than_the_limit() {
+        let mut s = BTreeMap::new();
+        let attempt = || Op::Attempt { key: "mfa".into(), window_ms: 10_000, limit: 3, lock_ms: 5000 };
+        let failed = || Op::AttemptFailed { key: "mfa".into(), limit: 3, lock_ms: 5000 };
+        // Three requests reserve before any of them is settled; the fourth is refused and locks.
+        for n in 1..=3 {
+            assert_eq!(run(&mut s, attempt(), n), Reply::Attempt { granted: true, count: n, locked_until_ms: None });
+        }
+        assert_eq!(run(&mut s, attempt(), 4), Reply::Attempt { granted: false, count: 3, locked_until_ms: Some(5004) });
+        assert_eq!(
+            run(&mut s, attempt(), 5),
+            Reply::Attempt { granted: false, count: 3, locked_until_ms: Some(5004) },
+            "the lock is not extended"
+        );
+        // Settling a wrong code while locked keeps the lock as it is.
+        assert_eq!(run(&mut s, failed(), 6), Reply::Failed { count: 3, locked_until_ms: Some(5004) });
+        // After the lock: a fresh window.
+        assert_eq!(run(&mut s, attempt(), 5004), Reply::Attempt { granted: true, count: 1, locked_until_ms: None });
+    }
+
+    #[test]
+    fn the_limit_th_wrong_attempt_locks_and_a_right_one_clears() {
+        let mut s = BTreeMap::new();
+        let attempt = || Op::Attempt { key: "mfa".into(), window_ms: 10_000, limit: 2, lock_ms: 5000 };
+        let failed = || Op::AttemptFailed { key: "mfa".into(), limit: 2, lock_ms: 5000 };
+        run(&mut s, attempt(), 0);
+        assert_eq!(run(&mut s, failed(), 1), Reply::Failed { count: 1, locked_until_ms: None });
+        run(&mut s, attempt(), 2);
+        assert_eq!(run(&mut s, failed(), 3), Reply::Failed { count: 2, locked_until_ms: Some(5003) });
+        assert_eq!(run(&mut s, Op::Locked { key: "mfa".into() }, 4), Reply::Locked { until_ms: Some(5003) });
+        run(&mut s, Op::Clear { key: "mfa".into() }, 5);
+        run(&mut s, attempt(), 6);
+        assert_eq!(run(&mut s, failed(), 7), Reply::Failed { count: 1, locked_until_ms: None });
+        // A settlement after the window ran out finds nothing to lock.
+        let mut empty = BTreeMap::new();
+        assert_eq!(run(&mut empty, failed(), 8), Reply::Failed { count: 0, locked_until_ms: None });
     }
 
     #[test]

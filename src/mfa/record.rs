@@ -99,6 +99,23 @@ impl fmt::Debug for MfaRecord {
     }
 }
 
+impl Default for MfaRecord {
+    fn default() -> Self {
+        Self {
+            v: MFA_RECORD_VERSION,
+            enabled: false,
+            secret: None,
+            params: TotpParams::default(),
+            last_step: None,
+            backup_hashes: Vec::new(),
+            enrolled_at: None,
+            failures: Vec::new(),
+            locked_until: None,
+            backup_key: None,
+        }
+    }
+}
+
 impl MfaRecord {
     /// A record for an enrolment in progress: the secret is stored, but the second factor is
     /// not enabled until the user proves the authenticator works ([`MfaRecord::enable`]).
@@ -160,6 +177,44 @@ impl MfaRecord {
         self.locked_until = None;
         self.failures.retain(|t| *t <= now && now - *t < policy.window);
         self.failures.push(now);
+        let count = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
+        if count >= policy.max_failures {
+            let until = now.saturating_add(policy.lockout);
+            self.locked_until = Some(until);
+            self.failures.clear();
+            FailureOutcome::LockedUntil(until)
+        } else {
+            FailureOutcome::Counted { remaining: policy.max_failures - count }
+        }
+    }
+
+    /// Reserves an attempt before a code is checked (KV alone's counterpart of the
+    /// coordination object's reservation): `Err(until)` while locked, and when
+    /// `max_failures` attempts in the window are already reserved (which locks now).
+    /// Returns the attempts reserved in the window, this one included.
+    pub fn reserve_attempt(&mut self, now: u64, policy: &LockoutPolicy) -> Result<u32, u64> {
+        if let Some(until) = self.is_locked(now) {
+            return Err(until);
+        }
+        self.locked_until = None;
+        self.failures.retain(|t| *t <= now && now - *t < policy.window);
+        let count = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
+        if count >= policy.max_failures {
+            let until = now.saturating_add(policy.lockout);
+            self.locked_until = Some(until);
+            self.failures.clear();
+            return Err(until);
+        }
+        self.failures.push(now);
+        Ok(count + 1)
+    }
+
+    /// Settles a reserved attempt whose code was wrong: the reservation stays counted, and
+    /// the `max_failures`-th locks for `lockout` seconds.
+    pub fn attempt_failed(&mut self, now: u64, policy: &LockoutPolicy) -> FailureOutcome {
+        if let Some(until) = self.is_locked(now) {
+            return FailureOutcome::LockedUntil(until);
+        }
         let count = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
         if count >= policy.max_failures {
             let until = now.saturating_add(policy.lockout);
