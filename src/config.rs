@@ -221,6 +221,10 @@ pub struct MfaSettings {
     pub lockout: u64,
     /// Paths that need a second factor within the last `max_age` seconds.
     pub step_up: Vec<StepUpRule>,
+    /// How recent (seconds) an IdP sign-in must be to add a second factor outside the
+    /// first sign-in; an older session is sent to sign in again (`prompt=login`,
+    /// `max_age=0`; SAML `ForceAuthn`).
+    pub fresh_sign_in: u64,
 }
 
 impl Default for MfaSettings {
@@ -236,6 +240,7 @@ impl Default for MfaSettings {
             failure_window: 900,
             lockout: 900,
             step_up: Vec::new(),
+            fresh_sign_in: 300,
         }
     }
 }

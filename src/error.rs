@@ -31,6 +31,11 @@ pub enum Refusal {
     MfaRequired {
         step_up: bool,
     },
+    /// Adding a second factor needs a fresh sign-in at the IdP, and the IdP did not confirm
+    /// one (no recent `auth_time`).
+    FreshSignInNotConfirmed {
+        provider: String,
+    },
     /// Too many wrong codes: the second factor is locked for a while.
     MfaLocked {
         minutes: u64,
@@ -75,6 +80,9 @@ impl fmt::Display for Refusal {
             Refusal::MfaRequired { step_up: true } => f.write_str("recent second factor required (step-up)"),
             Refusal::MfaRequired { step_up: false } => f.write_str("second factor required"),
             Refusal::MfaLocked { minutes } => write!(f, "second factor locked for {minutes} more minutes"),
+            Refusal::FreshSignInNotConfirmed { provider } => {
+                write!(f, "provider {provider} did not confirm a fresh sign-in (auth_time missing or old)")
+            }
             Refusal::AdminUnauthenticated => f.write_str("admin API: no or wrong credentials"),
             Refusal::AdminForbidden => f.write_str("admin API: caller is not an admin"),
             Refusal::BadInput(e) => write!(f, "bad input: {e}"),
@@ -139,6 +147,7 @@ impl Refusal {
             Refusal::IdpUnavailable(_) => p(503, "idp_unavailable", "Identity provider unavailable", "Your session needs to be renewed, but your identity provider cannot be reached. Please try again in a minute.", Reload),
             Refusal::MfaRequired { step_up: true } => p(403, "step_up_required", "Confirm it is you", "This action needs a recent two-step verification. Verify with your authenticator app, then repeat the action: nothing was sent on your behalf.", Verify),
             Refusal::MfaRequired { step_up: false } => p(401, "mfa_required", "Two-step verification needed", "Finish two-step verification to continue.", Verify),
+            Refusal::FreshSignInNotConfirmed { provider } => p(401, "fresh_sign_in_required", "Sign in again to continue", format!("Adding a second factor needs a fresh sign-in, and {} did not confirm one. Sign in again; tell your administrator if this repeats.", label(provider)), Login),
             Refusal::MfaLocked { minutes } => p(429, "mfa_locked", "Too many wrong codes", format!("Two-step verification is locked after too many wrong codes. Try again in {minutes} minute{}, or ask your administrator to reset it.", if *minutes == 1 { "" } else { "s" }), None),
             Refusal::AdminUnauthenticated => p(401, "admin_unauthenticated", "Sign-in required", "The admin API needs an admin session or a valid API token.", None),
             Refusal::AdminForbidden => p(403, "admin_forbidden", "Admins only", "Your account is not an admin of this site.", None),
@@ -155,9 +164,11 @@ impl Refusal {
     /// The log event name for this refusal.
     pub fn event(&self) -> &'static str {
         match self {
-            Refusal::Oidc { .. } | Refusal::NoRoles | Refusal::Saml { .. } | Refusal::SamlReplay { .. } => {
-                "login_failure"
-            }
+            Refusal::Oidc { .. }
+            | Refusal::NoRoles
+            | Refusal::Saml { .. }
+            | Refusal::SamlReplay { .. }
+            | Refusal::FreshSignInNotConfirmed { .. } => "login_failure",
             Refusal::AdminUnauthenticated | Refusal::AdminForbidden => "admin_refused",
             _ => "refusal",
         }

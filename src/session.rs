@@ -195,6 +195,10 @@ pub struct SessionRecord {
     /// revocation applies to sessions created before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_ms: Option<u64>,
+    /// When the IdP confirmed a fresh sign-in that the gateway asked for (`prompt=login`
+    /// with `max_age=0`, SAML `ForceAuthn`): what adding a second factor needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauth_at: Option<u64>,
 }
 
 impl fmt::Debug for SessionRecord {

@@ -166,7 +166,14 @@ fn step_up_asks_again_for_recent_mfa_and_never_replays_a_post() {
     // Step-up needs enrolment first.
     let r = h.respond(&with_session(get("/admin/users"), &cookie));
     assert_eq!(r.headers.get("location"), Some("/_portcullis/mfa?rd=%2Fadmin%2Fusers&reason=step_up"));
+    // Adding the factor needs a fresh IdP sign-in, and enrolling is not a verification.
+    let login =
+        h.respond(&with_session(get("/_portcullis/mfa/enroll"), &cookie)).headers.get("location").unwrap().to_owned();
+    let fresh = fresh_sign_in(&h, &login, Some(h.clock.now()));
+    let cookie = set_cookie_value(&fresh, "__Host-portcullis_session").unwrap();
     let (secret, _) = enrol(&h, &cookie);
+    h.clock.advance(30);
+    assert_eq!(submit_code(&h, &cookie, "code", &code_at(&secret, h.clock.now())).status, 302);
     h.forward(&with_session(get("/admin/users"), &cookie));
     h.clock.advance(61);
     h.forward(&with_session(get("/dashboard"), &cookie));
@@ -363,4 +370,286 @@ fn with_a_coordinator_a_used_backup_code_is_refused_where_the_record_lags() {
         let again = submit_code(&h, &b, "backup_code", &codes[0]).status;
         assert_eq!(again, if coordinated { 401 } else { 302 }, "coordinated: {coordinated}");
     }
+}
+
+/// The origin's view of a forwarded request's signed assertion: its claims.
+fn assertion_claims(f: &portcullis::gateway::Forward) -> serde_json::Value {
+    let jwt = f.headers.get("X-Portcullis-Assertion").expect("assertion");
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&portcullis::crypto::b64url_decode(payload).unwrap()).unwrap()
+}
+
+/// A user enrolled at a first sign-in; returns the secret and backup codes.
+fn enrolled(h: &Harness) -> (Vec<u8>, Vec<String>) {
+    let (first, _) = idp_login(h);
+    enrol(h, &first)
+}
+
+/// A sign-in that finished its second factor; returns the complete session's cookie.
+fn verified_login(h: &Harness, secret: &[u8]) -> String {
+    h.clock.advance(30);
+    let (cookie, _) = idp_login(h);
+    assert_eq!(submit_code(h, &cookie, "code", &code_at(secret, h.clock.now())).status, 302);
+    cookie
+}
+
+fn regenerate(h: &Harness, cookie: &str, code: &str) -> portcullis::http::Response {
+    regenerate_with(h, cookie, &prompt_csrf(h, cookie), code)
+}
+
+fn regenerate_with(h: &Harness, cookie: &str, csrf: &str, code: &str) -> portcullis::http::Response {
+    h.respond(&post_form("/_portcullis/mfa/backup-codes", cookie, &[("csrf", csrf), ("rd", "/"), ("code", code)]))
+}
+
+#[test]
+fn a_session_waiting_for_its_second_factor_cannot_regenerate_backup_codes() {
+    for coordinated in [false, true] {
+        let h = mfa_harness(json!({"required": true}), json!({}));
+        h.use_coord.set(coordinated);
+        let (secret, codes) = enrolled(&h);
+        h.clock.advance(30);
+        // The attacker knows the IdP password only: the session waits for its factor.
+        let (waiting, _) = idp_login(&h);
+        let r = regenerate(&h, &waiting, &code_at(&secret, h.clock.now()));
+        assert_ne!(r.status, 200, "coordinated: {coordinated}: {}", r.text());
+        assert!(!r.text().contains("<li><code>"), "no backup codes shown to a waiting session");
+        assert!(h.events("backup_codes_regenerated").is_empty());
+        // The user's codes are unchanged and the session still waits.
+        assert_eq!(h.respond(&with_session(get("/dashboard"), &waiting)).status, 302);
+        let (other, _) = idp_login(&h);
+        assert_eq!(submit_code(&h, &other, "backup_code", &codes[0]).status, 302, "old codes still work");
+    }
+}
+
+#[test]
+fn wrong_codes_on_every_route_count_toward_one_lock_and_a_right_code_while_locked_is_refused() {
+    for coordinated in [false, true] {
+        let h = mfa_harness(json!({"required": true}), json!({}));
+        h.use_coord.set(coordinated);
+        let (secret, codes) = enrolled(&h);
+        let complete = verified_login(&h, &secret);
+        let complete_csrf = prompt_csrf(&h, &complete);
+        h.clock.advance(30);
+        // Two wrong codes at regeneration, two at the prompt: one count.
+        for _ in 0..2 {
+            assert_eq!(regenerate(&h, &complete, "000000").status, 400, "coordinated: {coordinated}");
+        }
+        let (waiting, _) = idp_login(&h);
+        let waiting_csrf = prompt_csrf(&h, &waiting);
+        for _ in 0..2 {
+            assert_eq!(submit_code(&h, &waiting, "code", "000000").status, 401);
+        }
+        // The fifth locks, wherever it is made.
+        assert_eq!(regenerate_with(&h, &complete, &complete_csrf, "000000").status, 429, "coordinated: {coordinated}");
+        // Now right codes are refused on every route, without being checked.
+        let right = code_at(&secret, h.clock.now());
+        assert_eq!(regenerate_with(&h, &complete, &complete_csrf, &right).status, 429, "coordinated: {coordinated}");
+        for (field, code) in [("code", right.as_str()), ("backup_code", codes[0].as_str())] {
+            let r = h.respond(&post_form(
+                "/_portcullis/mfa",
+                &waiting,
+                &[("csrf", &waiting_csrf), ("rd", "/"), (field, code)],
+            ));
+            assert_eq!(r.status, 429, "coordinated: {coordinated}: {field}");
+        }
+        assert_eq!(h.respond(&with_session(get("/dashboard"), &waiting)).status, 302, "still waiting");
+        assert_eq!(h.events("mfa_locked").len(), 1, "coordinated: {coordinated}");
+        // The backup code was not spent by the refused attempt.
+        h.clock.advance(901);
+        let (later, _) = idp_login(&h);
+        assert_eq!(submit_code(&h, &later, "backup_code", &codes[0]).status, 302, "coordinated: {coordinated}");
+    }
+}
+
+#[test]
+fn enrolment_secrets_belong_to_the_session_that_was_shown_them() {
+    let h = mfa_harness(json!({"required": true}), json!({}));
+    let (a, _) = idp_login(&h);
+    let (b, _) = idp_login(&h);
+    let secret_of = |cookie: &str| {
+        let page = h.respond(&with_session(get("/_portcullis/mfa/enroll?rd=/dashboard"), cookie));
+        assert_eq!(page.status, 200, "{}", page.text());
+        let html = page.text();
+        let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+        (base32_decode(&groups).unwrap(), form_field(&html, "csrf"))
+    };
+    let (secret_a, csrf_a) = secret_of(&a);
+    let (secret_b, csrf_b) = secret_of(&b);
+    assert_ne!(secret_a, secret_b, "each session is shown its own secret");
+    assert_eq!(secret_of(&a).0, secret_a, "a reload shows the same one");
+    // B cannot confirm A's secret (whoever saw it first cannot plant it later).
+    let code_a = code_at(&secret_a, h.clock.now());
+    let r = h.respond(&post_form("/_portcullis/mfa/enroll", &b, &[("csrf", &csrf_b), ("rd", "/"), ("code", &code_a)]));
+    assert_eq!(r.status, 401);
+    let r = h.respond(&post_form("/_portcullis/mfa/enroll", &a, &[("csrf", &csrf_a), ("rd", "/"), ("code", &code_a)]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Enrolled: B's pending secret is void, and B goes to the prompt.
+    let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &b));
+    assert!(page.headers.get("location").unwrap().starts_with("/_portcullis/mfa?"));
+    let code_b = code_at(&secret_b, h.clock.now());
+    let r = h.respond(&post_form("/_portcullis/mfa/enroll", &b, &[("csrf", &csrf_b), ("rd", "/"), ("code", &code_b)]));
+    assert_eq!(r.status, 302);
+    assert_eq!(h.respond(&with_session(get("/dashboard"), &b)).status, 302, "B still waits");
+}
+
+#[test]
+fn an_enrolment_secret_expires_after_ten_minutes() {
+    let h = mfa_harness(json!({"required": true}), json!({}));
+    let (a, _) = idp_login(&h);
+    let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &a)).text();
+    let groups = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = base32_decode(&groups).unwrap();
+    h.clock.advance(601);
+    let r = h.respond(&post_form(
+        "/_portcullis/mfa/enroll",
+        &a,
+        &[("csrf", &form_field(&page, "csrf")), ("rd", "/"), ("code", &code_at(&secret, h.clock.now()))],
+    ));
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert!(r.headers.get("location").unwrap().starts_with("/_portcullis/mfa/enroll"));
+    assert!(h.events("mfa_enrolled").is_empty());
+    let fresh = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &a)).text();
+    assert!(!fresh.contains(&groups), "a new secret after expiry");
+}
+
+/// Follows the gateway to a fresh IdP sign-in; the IdP confirms it with `auth_time` unless
+/// told otherwise. Returns the callback's answer.
+fn fresh_sign_in(h: &Harness, login: &str, auth_time: Option<u64>) -> portcullis::http::Response {
+    let r = h.respond(&get(login));
+    assert_eq!(r.status, 302, "{}", r.text());
+    let auth = url::Url::parse(r.headers.get("location").unwrap()).unwrap();
+    let q: Vec<(String, String)> = auth.query_pairs().into_owned().collect();
+    assert!(q.contains(&("prompt".into(), "login".into())) && q.contains(&("max_age".into(), "0".into())), "{q:?}");
+    let pending = set_cookie_value(&r, "__Host-portcullis_pending").unwrap();
+    h.idp.borrow_mut().extra_claims = match auth_time {
+        Some(t) => json!({"auth_time": t}),
+        None => json!({}),
+    };
+    h.respond(&h.callback_for(&auth, &pending))
+}
+
+#[test]
+fn adding_a_factor_outside_the_first_sign_in_needs_a_fresh_idp_sign_in() {
+    let h = mfa_harness(json!({"step_up": [{"path": "/admin", "match": "prefix", "max_age": 60}]}), json!({}));
+    let (stolen, next) = idp_login(&h);
+    assert_eq!(next, "/dashboard", "MFA optional, none enrolled: a complete session");
+    // A stolen session cookie cannot see or plant an authenticator.
+    let page = h.respond(&with_session(get("/_portcullis/mfa/enroll?rd=/admin"), &stolen));
+    assert_eq!(page.status, 302);
+    let login = page.headers.get("location").unwrap().to_owned();
+    assert!(login.starts_with("/_portcullis/login?provider=corp&reauth=1&rd="), "{login}");
+    assert!(!page.text().contains("otpauth"));
+    let csrf =
+        json_body(&h.respond(&with_session(api("/_portcullis/me"), &stolen)))["csrf"].as_str().unwrap().to_owned();
+    let post = h.respond(&post_form("/_portcullis/mfa/enroll", &stolen, &[("csrf", &csrf), ("code", "123456")]));
+    assert_eq!(post.status, 401, "{}", post.text());
+    assert!(!h.kv.keys().iter().any(|k| k.starts_with("mfa")), "nothing stored: {:?}", h.kv.keys());
+    // An IdP that does not confirm a fresh sign-in (no auth_time, or an old one) is refused.
+    assert_eq!(fresh_sign_in(&h, &login, None).status, 401);
+    assert_eq!(fresh_sign_in(&h, &login, Some(h.clock.now() - 3600)).status, 401);
+    assert!(h.events("login_failure").iter().any(|e| e["code"] == "fresh_sign_in_required"));
+    // A confirmed fresh sign-in may enrol, within `mfa.fresh_sign_in`.
+    let ok = fresh_sign_in(&h, &login, Some(h.clock.now()));
+    assert_eq!(ok.status, 302, "{}", ok.text());
+    assert!(
+        ok.headers.get("location").unwrap().starts_with("/_portcullis/mfa/enroll?rd=%2Fadmin"),
+        "{:?}",
+        ok.headers.get("location")
+    );
+    let fresh = set_cookie_value(&ok, "__Host-portcullis_session").unwrap();
+    let (secret, _) = enrol(&h, &fresh);
+    // Enrolling is not a verification: the step-up rule still asks for a code.
+    let r = h.respond(&with_session(get("/admin"), &fresh));
+    assert_eq!(r.headers.get("location"), Some("/_portcullis/mfa?rd=%2Fadmin&reason=step_up"));
+    h.clock.advance(30);
+    assert_eq!(submit_code(&h, &fresh, "code", &code_at(&secret, h.clock.now())).status, 302);
+    h.forward(&with_session(get("/admin"), &fresh));
+    // Later than `fresh_sign_in` after that sign-in, a new factor would need another one
+    // (here: enrolled already, so the prompt).
+    h.clock.advance(301);
+    let again = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &fresh));
+    assert!(again.headers.get("location").unwrap().starts_with("/_portcullis/mfa?"));
+}
+
+#[test]
+fn a_fresh_sign_in_grant_lapses_after_the_configured_time() {
+    let h = mfa_harness(json!({}), json!({}));
+    let (s, _) = idp_login(&h);
+    let login =
+        h.respond(&with_session(get("/_portcullis/mfa/enroll"), &s)).headers.get("location").unwrap().to_owned();
+    let ok = fresh_sign_in(&h, &login, Some(h.clock.now()));
+    let fresh = set_cookie_value(&ok, "__Host-portcullis_session").unwrap();
+    assert_eq!(h.respond(&with_session(get("/_portcullis/mfa/enroll"), &fresh)).status, 200);
+    h.clock.advance(301);
+    let late = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &fresh));
+    assert!(late.headers.get("location").unwrap().contains("reauth=1"), "{:?}", late.headers.get("location"));
+}
+
+#[test]
+fn a_step_up_reaches_the_origin_at_once() {
+    let h = mfa_harness(
+        json!({"required": true, "step_up": [{"path": "/admin", "match": "prefix", "max_age": 60}]}),
+        json!({"accept_idp_mfa": true}),
+    );
+    let (secret, _) = enrolled(&h);
+    // Later sign-ins carry the IdP's own MFA.
+    h.idp.borrow_mut().extra_claims = json!({"amr": ["pwd", "mfa"]});
+    let (cookie, next) = idp_login(&h);
+    assert_eq!(next, "/dashboard");
+    let before = assertion_claims(&h.forward(&with_session(get("/admin"), &cookie)));
+    assert_eq!(before["amr"], json!(["pwd", "mfa"]));
+    h.clock.advance(61);
+    assert_eq!(h.respond(&with_session(get("/admin"), &cookie)).status, 302, "step-up due");
+    assert_eq!(submit_code(&h, &cookie, "code", &code_at(&secret, h.clock.now())).status, 302);
+    let after = h.forward(&with_session(get("/admin"), &cookie));
+    assert_eq!(after.headers.get("X-Portcullis-Amr"), Some("pwd,mfa,otp"));
+    assert_eq!(assertion_claims(&after)["amr"], json!(["pwd", "mfa", "otp"]), "not the cached assertion");
+}
+
+#[test]
+fn with_kv_alone_a_revoked_session_is_not_written_back_by_an_isolate_that_still_holds_it() {
+    let mut doc: serde_json::Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
+    doc["gateway"]["session_cache_ttl"] = json!(120);
+    let h = Harness::new(&doc.to_string());
+    let here = h.isolate();
+    let cookie = h.login();
+    // This isolate holds the session in its cache.
+    assert!(matches!(h.handle_in(&here, &with_session(api("/x"), &cookie)), portcullis::gateway::Action::Forward(_)));
+    // Signed out in another isolate.
+    let csrf =
+        json_body(&h.respond(&with_session(api("/_portcullis/me"), &cookie)))["csrf"].as_str().unwrap().to_owned();
+    assert_eq!(h.respond(&post_form("/_portcullis/logout", &cookie, &[("csrf", &csrf)])).status, 302);
+    // Within its cache bound this isolate still serves it (the documented bound), and its
+    // last-seen write is due: it must not bring the record back.
+    h.clock.advance(61);
+    assert!(matches!(h.handle_in(&here, &with_session(api("/x"), &cookie)), portcullis::gateway::Action::Forward(_)));
+    assert!(!h.kv.keys().iter().any(|k| k.starts_with("sess:")), "written back: {:?}", h.kv.keys());
+    // After the bound, refused in every isolate.
+    h.clock.advance(120);
+    for gw in [&here, &h.gw] {
+        match h.handle_in(gw, &with_session(api("/x"), &cookie)) {
+            portcullis::gateway::Action::Respond(r) => assert_eq!(r.status, 401),
+            portcullis::gateway::Action::Forward(f) => panic!("revoked session forwarded to {}", f.url),
+        }
+    }
+}
+
+#[test]
+fn with_kv_alone_a_record_written_back_in_a_race_is_refused() {
+    let h = Harness::new(&config(json!({}), json!({})));
+    let cookie = h.login();
+    assert!(matches!(h.handle(&with_session(api("/x"), &cookie)), portcullis::gateway::Action::Forward(_)));
+    let key = h.kv.keys().into_iter().find(|k| k.starts_with("sess:")).unwrap();
+    let record = h.kv.raw_get(&key).unwrap();
+    let csrf =
+        json_body(&h.respond(&with_session(api("/_portcullis/me"), &cookie)))["csrf"].as_str().unwrap().to_owned();
+    assert_eq!(h.respond(&post_form("/_portcullis/logout", &cookie, &[("csrf", &csrf)])).status, 302);
+    // An isolate that read no tombstone yet wrote the record back.
+    h.kv.raw_put(&key, &record);
+    h.clock.advance(11);
+    match h.handle_in(&h.isolate(), &with_session(api("/x"), &cookie)) {
+        portcullis::gateway::Action::Respond(r) => assert_eq!(r.status, 401),
+        portcullis::gateway::Action::Forward(f) => panic!("revoked session forwarded to {}", f.url),
+    }
+    assert!(h.events("session_refused").iter().any(|e| e["cause"] == "session revoked (tombstone)"));
 }

@@ -34,13 +34,18 @@ impl Gateway {
             return if ok { Ok("api-token".to_owned()) } else { Err(Refusal::AdminUnauthenticated) };
         }
         match self.lookup_session(ports, req, tenant).await? {
-            Lookup::Active(id, record) => {
-                if !record.roles.iter().any(|r| r == ADMIN_ROLE) || record.mfa == session::MfaState::Pending {
+            Lookup::Active(s) => {
+                // A session waiting for its second factor is nobody's admin yet.
+                let Some(s) = s.into_complete() else {
+                    return Err(Refusal::AdminForbidden);
+                };
+                let (id, record) = (s.id(), s.record());
+                if !record.roles.iter().any(|r| r == ADMIN_ROLE) {
                     return Err(Refusal::AdminForbidden);
                 }
                 if write {
                     let token = req.headers.get("x-csrf-token").unwrap_or_default();
-                    if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, &id, token) {
+                    if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, id, token) {
                         return Err(Refusal::Csrf);
                     }
                 }

@@ -1,33 +1,52 @@
 //! The TOTP second factor in the sign-in flow: the decision after the IdP, the prompt,
 //! enrolment, backup codes, step-up, and the admin reset. The protocol pieces live in
 //! [`crate::mfa`]; this module stores records and sessions and renders the pages.
+//!
+//! Every route that takes a code goes through one operation, [`Gateway::attempt`]: check
+//! the lock, reserve the attempt, verify, record the outcome. Its success is a
+//! [`FactorProof`], the only thing that turns a [`WaitingSession`] into a complete one or
+//! refreshes a step-up. Which session state each route takes is in `state.rs`.
 
 use serde_json::json;
 
+use super::state::{CompleteSession, Session};
 use super::{base_url, Gateway, Lookup};
 use crate::config::Tenant;
 use crate::coord;
 use crate::crypto::{self, KeyWithId};
 use crate::error::Refusal;
 use crate::http::{Request, Response};
-use crate::mfa::{self, FailureOutcome, MfaRecord, TotpError};
+use crate::mfa::{self, FailureOutcome, MfaRecord, TotpError, TotpParams};
 use crate::pages::{self, Brand, EnrollView, Notice};
 use crate::policy;
 use crate::ports::Ports;
 use crate::redirect::safe_return_path;
+use crate::secret::Secret;
 use crate::session::{self, MfaState, SessionId, SessionRecord};
 
-/// `amr` values that mean the IdP already did a second factor.
 /// The coordinator's key for a user's wrong-code count and lock.
 const MFA_FAILURES_KEY: &str = "mfa-failures";
 /// How long a used TOTP step or backup code is remembered at the coordinator: longer than
 /// the codes' acceptance window and than KV's propagation delay for the record.
 const CODE_CLAIM_TTL_MS: u64 = 300_000;
+/// How long an enrolment secret waits for its first code (seconds).
+pub const ENROLMENT_TTL: u64 = 600;
+/// The `seal` purpose of an enrolment secret (bound to the user and the session).
+const ENROLMENT_SEAL: &str = "totp-enrolment";
 
+/// `amr` values that mean the IdP already did a second factor.
 const IDP_MFA_AMR: &[&str] = &["mfa", "otp", "hwk"];
+/// What a TOTP code or a backup code stands for in `amr`.
+const TOTP_AMR: &[&str] = &["mfa", "otp"];
 
 pub(super) fn mfa_key(tenant: &str, user_id: &str) -> String {
     format!("mfa:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
+}
+
+/// Where a session's enrolment secret waits for its first code: per session, never per
+/// user, so no other session of the user can see or confirm it.
+fn enrolment_key(tenant: &str, id: &SessionId) -> String {
+    format!("mfa-enrol:{tenant}:{}", id.hash())
 }
 
 fn backup_key(keys: &[KeyWithId], id: Option<&str>) -> Option<(String, [u8; 32])> {
@@ -38,12 +57,69 @@ fn backup_key(keys: &[KeyWithId], id: Option<&str>) -> Option<(String, [u8; 32])
     Some((key.id.clone(), key.derive("backup-codes")))
 }
 
-fn add_amr(record: &mut SessionRecord, values: &[&str]) {
-    for v in values {
-        if !record.amr.iter().any(|a| a == v) {
-            record.amr.push((*v).to_owned());
-        }
+/// Proof that a second-factor code was just verified for a user. Its seal field is private
+/// to this module: only [`Gateway::attempt`] makes one.
+#[derive(Debug)]
+pub(super) struct FactorProof {
+    user_id: String,
+    at: u64,
+    amr: &'static [&'static str],
+    event: &'static str,
+}
+
+impl FactorProof {
+    pub(super) fn user_id(&self) -> &str {
+        &self.user_id
     }
+    pub(super) fn at(&self) -> u64 {
+        self.at
+    }
+    pub(super) fn amr(&self) -> &'static [&'static str] {
+        self.amr
+    }
+}
+
+/// Proof that a user's first second factor was just enrolled (made only here).
+#[derive(Debug)]
+pub(super) struct EnrolmentProof {
+    user_id: String,
+    amr: &'static [&'static str],
+}
+
+impl EnrolmentProof {
+    pub(super) fn user_id(&self) -> &str {
+        &self.user_id
+    }
+    pub(super) fn amr(&self) -> &'static [&'static str] {
+        self.amr
+    }
+}
+
+/// What a code is checked against.
+enum Check<'a> {
+    /// A TOTP code of the enrolled authenticator.
+    Totp(&'a str),
+    /// One of the user's backup codes.
+    Backup(&'a str),
+    /// The first code of an authenticator being enrolled.
+    Enrolment { code: &'a str, secret: &'a Secret, params: &'a TotpParams },
+}
+
+/// Why an attempt did not verify.
+enum AttemptRefused {
+    /// Locked (before or by this attempt) until this time (unix seconds).
+    Locked(u64),
+    /// Wrong, replayed or malformed: the sentence to show, with the attempts left.
+    Wrong(String),
+}
+
+/// An enrolment in progress, stored under [`enrolment_key`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingEnrolment {
+    /// The secret, sealed with the user id and the session's hash as associated data.
+    secret: String,
+    params: TotpParams,
+    created: u64,
 }
 
 impl Gateway {
@@ -73,6 +149,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// Whether the user has a second factor that sign-ins must pass.
+    async fn has_factor(&self, ports: Ports<'_>, tenant: &Tenant, user_id: &str) -> Result<bool, Refusal> {
+        Ok(self.load_mfa(ports, tenant, user_id).await?.is_some_and(|m| m.enabled))
+    }
+
     /// After the IdP signed the person in: decide whether a second factor is due, and
     /// where the browser goes next.
     pub(super) async fn decide_mfa(
@@ -90,8 +171,7 @@ impl Gateway {
             record.mfa_at = Some(record.created);
             return Ok(return_to.to_owned());
         }
-        let enrolled = self.load_mfa(ports, tenant, &record.user_id).await?.is_some_and(|m| m.enabled);
-        if enrolled {
+        if self.has_factor(ports, tenant, &record.user_id).await? {
             record.mfa = MfaState::Pending;
             Ok(format!("{prefix}/mfa?{rd}"))
         } else if tenant.mfa.required {
@@ -114,7 +194,7 @@ impl Gateway {
             .step_up
             .iter()
             .filter(|r| policy::rule_matches(&r.as_path_rule(), &req.method, &path))
-            .any(|r| record.mfa_at.is_none_or(|at| now > at + r.max_age))
+            .any(|r| record.mfa_at.is_none_or(|at| now > at.saturating_add(r.max_age)))
     }
 
     /// Answer for a request that needs the second factor first: browsers navigating go
@@ -130,57 +210,50 @@ impl Gateway {
             if step_up {
                 q.push(("reason", "step_up"));
             }
-            let mut r = Response::redirect(&format!("{}/mfa?{}", self.prefix(), crate::http::query_encode(&q)));
-            r.headers.set("cache-control", "no-store");
-            return Ok(r);
+            return Ok(self.no_store_redirect(&format!("{}/mfa?{}", self.prefix(), crate::http::query_encode(&q))));
         }
         Err(Refusal::MfaRequired { step_up })
     }
 
-    /// The session the MFA pages act for (any MFA state), or a redirect to sign in.
-    async fn mfa_session(
+    fn no_store_redirect(&self, location: &str) -> Response {
+        let mut r = Response::redirect(location);
+        r.headers.set("cache-control", "no-store");
+        r
+    }
+
+    /// The second-factor routes. The session is looked up once here; each handler takes
+    /// the state it accepts (see `state.rs`).
+    pub(super) async fn mfa_route(
         &self,
         ports: Ports<'_>,
         req: &Request,
         tenant: &Tenant,
-    ) -> Result<Result<(SessionId, SessionRecord), Response>, Refusal> {
-        match self.lookup_session(ports, req, tenant).await? {
-            Lookup::Active(id, record) => Ok(Ok((id, *record))),
+        method: &str,
+        route: &str,
+    ) -> Result<Response, Refusal> {
+        let session = match self.lookup_session(ports, req, tenant).await? {
+            Lookup::Active(s) => *s,
             Lookup::Ended | Lookup::NoSession { .. } => {
                 let rd = safe_return_path(&req.query("rd").unwrap_or_default(), self.prefix());
                 let login = format!("{}/login?{}", self.prefix(), crate::http::query_encode(&[("rd", &rd)]));
-                let mut r = Response::redirect(&login);
-                r.headers.set("cache-control", "no-store");
-                Ok(Err(r))
+                return Ok(self.no_store_redirect(&login));
             }
-        }
-    }
-
-    /// A posted MFA form: its session (CSRF-checked) and its safe return path.
-    #[allow(clippy::type_complexity)]
-    async fn mfa_form(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-    ) -> Result<Result<(SessionId, SessionRecord, String), Response>, Refusal> {
-        let (id, session) = match self.mfa_session(ports, req, tenant).await? {
-            Ok(s) => s,
-            Err(r) => return Ok(Err(r)),
         };
-        self.check_csrf(req, tenant, &id)?;
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), self.prefix());
-        Ok(Ok((id, session, rd)))
-    }
-
-    /// The user's TOTP secret, opened from the record (sealed and bound to the user id).
-    fn totp_secret(&self, record: &MfaRecord, user_id: &str) -> Result<crate::secret::Secret, Refusal> {
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        record
-            .secret
-            .as_deref()
-            .and_then(|s| mfa::open_secret(&loaded.encryption_keys, user_id, s).ok())
-            .ok_or_else(|| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))
+        if method == "POST" {
+            self.check_csrf(req, tenant, session.id())?;
+        }
+        match (method, route) {
+            ("GET", "/mfa") => self.mfa_prompt(ports, req, tenant, session).await,
+            ("POST", "/mfa") => self.mfa_verify(ports, req, tenant, session).await,
+            ("GET", "/mfa/enroll") => self.mfa_enroll_page(ports, req, tenant, session, None).await,
+            ("POST", "/mfa/enroll") => self.mfa_enroll_confirm(ports, req, tenant, session).await,
+            ("POST", "/mfa/backup-codes") => match session {
+                Session::Complete(s) => self.mfa_regenerate_codes(ports, req, tenant, s).await,
+                // Managing factors is for complete sessions only.
+                Session::Waiting(_) => Err(Refusal::MfaRequired { step_up: false }),
+            },
+            _ => Err(Refusal::MethodNotAllowed),
+        }
     }
 
     fn csrf_for(&self, tenant: &Tenant, id: &SessionId) -> String {
@@ -204,8 +277,17 @@ impl Gateway {
         }
     }
 
-    fn lockout_response(&self, tenant: &Tenant, until: u64, now: u64) -> Refusal {
-        let _ = tenant;
+    /// The user's TOTP secret, opened from the record (sealed and bound to the user id).
+    fn totp_secret(&self, record: &MfaRecord, user_id: &str) -> Result<Secret, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        record
+            .secret
+            .as_deref()
+            .and_then(|s| mfa::open_secret(&loaded.encryption_keys, user_id, s).ok())
+            .ok_or_else(|| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))
+    }
+
+    fn lockout(until: u64, now: u64) -> Refusal {
         Refusal::MfaLocked { minutes: until.saturating_sub(now).div_ceil(60).max(1) }
     }
 
@@ -232,28 +314,167 @@ impl Gateway {
         })
     }
 
-    /// `GET {prefix}/mfa`: the prompt.
-    pub(super) async fn mfa_prompt(
+    /// The one operation for a second-factor code, used by every route that takes one:
+    /// 1. refuse while the user's factor is locked;
+    /// 2. reserve the attempt (the coordination object counts it atomically before the code
+    ///    is checked; KV alone counts it in the user's record), so racing requests get no
+    ///    more than `max_failures` checks;
+    /// 3. verify the code (a used TOTP step or backup code is claimed once, everywhere when
+    ///    the object is bound);
+    /// 4. record the outcome: a right code clears the count, a wrong one keeps it and the
+    ///    `max_failures`-th locks; audit events either way.
+    ///
+    /// The user's MFA record is saved here; `record` is what was loaded (a user without
+    /// one gets an empty record to count failures in).
+    async fn attempt(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        session: &SessionRecord,
+        record: &mut MfaRecord,
+        check: Check<'_>,
+    ) -> Result<Result<FactorProof, AttemptRefused>, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let user_id = session.user_id.as_str();
+        let now = ports.now();
+        let policy = tenant.mfa.lockout_policy();
+        let coord = ports.coord().map(|c| (c, coord::user_shard(&tenant.id, user_id)));
+        // Steps 1 and 2: the lock, and the reservation.
+        let reserved = match &coord {
+            Some((c, shard)) => c
+                .attempt(
+                    shard,
+                    MFA_FAILURES_KEY,
+                    policy.window.saturating_mul(1000),
+                    u64::from(policy.max_failures),
+                    policy.lockout.saturating_mul(1000),
+                )
+                .await?
+                .map_err(|ms| ms / 1000),
+            None => record.reserve_attempt(now, &policy).map(u64::from),
+        };
+        if let Err(until) = reserved {
+            if coord.is_none() {
+                self.save_mfa(ports, tenant, user_id, record).await?;
+            }
+            self.audit_mfa(ports, tenant, session, "mfa_failed", "locked out");
+            return Ok(Err(AttemptRefused::Locked(until)));
+        }
+        // Step 3: the check.
+        const USED: &str = "That code was already used. Wait for the next code and enter it.";
+        const WRONG: &str = "That code is not correct. Check the time on your device and try again.";
+        let verdict: Result<&'static str, &'static str> = match check {
+            Check::Totp(code) if record.enabled => {
+                let secret = self.totp_secret(record, user_id)?;
+                match mfa::verify_totp(secret.expose(), code, now, &record.params, record.last_step) {
+                    Ok(step) => {
+                        let first = match &coord {
+                            Some((c, shard)) => c.claim(shard, &format!("totp:{step}"), CODE_CLAIM_TTL_MS).await?,
+                            None => true,
+                        };
+                        if first {
+                            record.record_success(step);
+                            Ok("mfa_verified")
+                        } else {
+                            Err(USED)
+                        }
+                    }
+                    Err(TotpError::Replayed) => Err(USED),
+                    Err(TotpError::Malformed) => Err("Enter the digits shown in your authenticator app."),
+                    Err(_) => Err(WRONG),
+                }
+            }
+            Check::Backup(code) if record.enabled => {
+                let key = backup_key(&loaded.encryption_keys, record.backup_key.as_deref());
+                let found = key.and_then(|(_, k)| record.find_backup_code(&k, code));
+                let claimed = match (&coord, found.and_then(|i| record.backup_hashes.get(i).cloned().flatten())) {
+                    (Some((c, shard)), Some(hash)) => {
+                        let claim_key = format!("backup:{}", &crypto::sha256_hex(hash.as_bytes())[..32]);
+                        c.claim(shard, &claim_key, CODE_CLAIM_TTL_MS).await?
+                    }
+                    _ => true,
+                };
+                match found {
+                    Some(i) if claimed && record.use_backup(i) => Ok("backup_code_used"),
+                    _ => Err("That backup code is not valid (each code works once)."),
+                }
+            }
+            Check::Enrolment { code, secret, params } => {
+                match mfa::verify_totp(secret.expose(), code, now, params, None) {
+                    Ok(step) => {
+                        record.last_step = Some(step);
+                        record.failures.clear();
+                        Ok("mfa_enrolled")
+                    }
+                    Err(TotpError::Malformed) => Err("Enter the digits shown in your authenticator app."),
+                    Err(_) => Err(WRONG),
+                }
+            }
+            // No enrolled factor to check against: counted like a wrong code.
+            Check::Totp(_) | Check::Backup(_) => Err(WRONG),
+        };
+        // Step 4: the outcome.
+        match verdict {
+            Ok(event) => {
+                self.save_mfa(ports, tenant, user_id, record).await?;
+                if let Some((c, shard)) = &coord {
+                    c.clear(shard, MFA_FAILURES_KEY).await?;
+                }
+                Ok(Ok(FactorProof { user_id: user_id.to_owned(), at: now, amr: TOTP_AMR, event }))
+            }
+            Err(sentence) => {
+                let counted = match &coord {
+                    Some((c, shard)) => {
+                        let limit = u64::from(policy.max_failures);
+                        match c
+                            .attempt_failed(shard, MFA_FAILURES_KEY, limit, policy.lockout.saturating_mul(1000))
+                            .await?
+                        {
+                            (_, Some(ms)) => FailureOutcome::LockedUntil(ms / 1000),
+                            (count, None) => FailureOutcome::Counted {
+                                remaining: policy.max_failures.saturating_sub(u32::try_from(count).unwrap_or(u32::MAX)),
+                            },
+                        }
+                    }
+                    None => {
+                        let outcome = record.attempt_failed(now, &policy);
+                        self.save_mfa(ports, tenant, user_id, record).await?;
+                        outcome
+                    }
+                };
+                self.audit_mfa(ports, tenant, session, "mfa_failed", "wrong code");
+                match counted {
+                    FailureOutcome::LockedUntil(until) => {
+                        self.audit_mfa(ports, tenant, session, "mfa_locked", &format!("locked until {until}"));
+                        Ok(Err(AttemptRefused::Locked(until)))
+                    }
+                    FailureOutcome::Counted { remaining } => Ok(Err(AttemptRefused::Wrong(format!(
+                        "{sentence} {remaining} attempt{} left.",
+                        if remaining == 1 { "" } else { "s" }
+                    )))),
+                }
+            }
+        }
+    }
+
+    /// `GET {prefix}/mfa`: the prompt (waiting sessions, and complete ones for step-up).
+    async fn mfa_prompt(
         &self,
         ports: Ports<'_>,
         req: &Request,
         tenant: &Tenant,
+        session: Session,
     ) -> Result<Response, Refusal> {
-        let (id, _session) = match self.mfa_session(ports, req, tenant).await? {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
         let prefix = self.prefix();
         let rd = safe_return_path(&req.query("rd").unwrap_or_default(), prefix);
-        let Some(record) = self.load_mfa(ports, tenant, &_session.user_id).await?.filter(|m| m.enabled) else {
-            let mut r =
-                Response::redirect(&format!("{prefix}/mfa/enroll?{}", crate::http::query_encode(&[("rd", &rd)])));
-            r.headers.set("cache-control", "no-store");
-            return Ok(r);
+        let user_id = &session.record().user_id;
+        let Some(record) = self.load_mfa(ports, tenant, user_id).await?.filter(|m| m.enabled) else {
+            return Ok(
+                self.no_store_redirect(&format!("{prefix}/mfa/enroll?{}", crate::http::query_encode(&[("rd", &rd)])))
+            );
         };
-        let now = ports.now();
-        if let Some(until) = self.mfa_locked(ports, tenant, &_session.user_id, &record).await? {
-            return Err(self.lockout_response(tenant, until, now));
+        if let Some(until) = self.mfa_locked(ports, tenant, user_id, &record).await? {
+            return Err(Self::lockout(until, ports.now()));
         }
         let step_up = req.query("reason").as_deref() == Some("step_up");
         let warning = Self::backup_warning(&record);
@@ -261,137 +482,60 @@ impl Gateway {
             Brand { tenant: Some(tenant), prefix },
             &Self::prompt_lead(&record, step_up),
             warning.as_deref().map(Notice::Info),
-            &self.csrf_for(tenant, &id),
+            &self.csrf_for(tenant, session.id()),
             &rd,
         ))
     }
 
-    /// `POST {prefix}/mfa`: a TOTP code or a backup code.
-    pub(super) async fn mfa_verify(
+    /// `POST {prefix}/mfa`: a TOTP code or a backup code. Completes a waiting session, or
+    /// refreshes a complete one's step-up time.
+    async fn mfa_verify(
         &self,
         ports: Ports<'_>,
         req: &Request,
         tenant: &Tenant,
+        session: Session,
     ) -> Result<Response, Refusal> {
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let (id, mut session, rd) = match self.mfa_form(ports, req, tenant).await? {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
         let prefix = self.prefix();
-        let Some(mut record) = self.load_mfa(ports, tenant, &session.user_id).await?.filter(|m| m.enabled) else {
+        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
+        let Some(mut record) = self.load_mfa(ports, tenant, &session.record().user_id).await?.filter(|m| m.enabled)
+        else {
             return Ok(Response::redirect(&format!(
                 "{prefix}/mfa/enroll?{}",
                 crate::http::query_encode(&[("rd", &rd)])
             )));
         };
-        let now = ports.now();
-        // With a coordinator, the failure count, the lock and each used code live there:
-        // atomic, and the same in every location (KV's copy can lag by up to 60 s).
-        let coord = ports.coord().map(|c| (c, coord::user_shard(&tenant.id, &session.user_id)));
-        if let Some(until) = self.mfa_locked(ports, tenant, &session.user_id, &record).await? {
-            self.audit_mfa(ports, tenant, &session, "mfa_failed", "locked out");
-            return Err(self.lockout_response(tenant, until, now));
-        }
-        let outcome: Result<&str, Notice<'static>> = if let Some(code) =
-            req.form_value("backup_code").filter(|c| !c.trim().is_empty())
-        {
-            let key = backup_key(&loaded.encryption_keys, record.backup_key.as_deref());
-            let found = key.and_then(|(_, k)| record.find_backup_code(&k, &code));
-            let claimed = match (&coord, found.and_then(|i| record.backup_hashes.get(i).cloned().flatten())) {
-                (Some((c, shard)), Some(hash)) => {
-                    let claim_key = format!("backup:{}", &crypto::sha256_hex(hash.as_bytes())[..32]);
-                    c.claim(shard, &claim_key, CODE_CLAIM_TTL_MS).await?
-                }
-                _ => true,
-            };
-            match found {
-                Some(i) if claimed && record.use_backup(i) => Ok("backup_code_used"),
-                _ => Err(Notice::Error("That backup code is not valid (each code works once).")),
-            }
-        } else {
-            let code = req.form_value("code").unwrap_or_default();
-            let secret = self.totp_secret(&record, &session.user_id)?;
-            match mfa::verify_totp(secret.expose(), &code, now, &record.params, record.last_step) {
-                Ok(step) => {
-                    let first = match &coord {
-                        Some((c, shard)) => c.claim(shard, &format!("totp:{step}"), CODE_CLAIM_TTL_MS).await?,
-                        None => true,
-                    };
-                    if first {
-                        record.record_success(step);
-                        Ok("mfa_verified")
-                    } else {
-                        Err(Notice::Error("That code was already used. Wait for the next code and enter it."))
-                    }
-                }
-                Err(TotpError::Replayed) => {
-                    Err(Notice::Error("That code was already used. Wait for the next code and enter it."))
-                }
-                Err(TotpError::Malformed) => Err(Notice::Error("Enter the digits shown in your authenticator app.")),
-                Err(_) => Err(Notice::Error("That code is not correct. Check the time on your device and try again.")),
-            }
+        let backup = req.form_value("backup_code").filter(|c| !c.trim().is_empty());
+        let code = req.form_value("code").unwrap_or_default();
+        let check = match &backup {
+            Some(b) => Check::Backup(b),
+            None => Check::Totp(&code),
         };
-        match outcome {
-            Ok(event) => {
-                self.save_mfa(ports, tenant, &session.user_id, &record).await?;
-                // A right code clears the count of wrong ones, as the KV record does.
-                if let Some((c, shard)) = &coord {
-                    c.clear(shard, MFA_FAILURES_KEY).await?;
-                }
-                session.mfa = MfaState::Verified;
-                session.mfa_at = Some(now);
-                add_amr(&mut session, &["mfa", "otp"]);
-                self.save_session(ports, tenant, &id, &session).await?;
-                self.audit_mfa(ports, tenant, &session, event, "ok");
-                let mut r = Response::redirect(&rd);
-                r.headers.set("cache-control", "no-store");
-                Ok(r)
-            }
-            Err(notice) => {
-                let policy = tenant.mfa.lockout_policy();
-                let counted = match &coord {
-                    Some((c, shard)) => {
-                        let (count, locked) = c
-                            .fail(
-                                shard,
-                                MFA_FAILURES_KEY,
-                                policy.window * 1000,
-                                u64::from(policy.max_failures),
-                                policy.lockout * 1000,
-                            )
-                            .await?;
-                        match locked {
-                            Some(ms) => FailureOutcome::LockedUntil(ms / 1000),
-                            None => FailureOutcome::Counted {
-                                remaining: policy.max_failures.saturating_sub(u32::try_from(count).unwrap_or(u32::MAX)),
-                            },
+        match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
+            Ok(proof) => {
+                let event = proof.event;
+                let complete = match session {
+                    Session::Waiting(w) => w.verified(proof).ok_or(Refusal::MfaRequired { step_up: false })?,
+                    Session::Complete(mut c) => {
+                        if !c.stepped_up(proof) {
+                            return Err(Refusal::MfaRequired { step_up: true });
                         }
-                    }
-                    None => record.record_failure(now, &policy),
-                };
-                let (text, locked) = match counted {
-                    FailureOutcome::LockedUntil(until) => (String::new(), Some(until)),
-                    FailureOutcome::Counted { remaining } => {
-                        let base = match notice {
-                            Notice::Error(t) | Notice::Info(t) => t,
-                        };
-                        (format!("{base} {remaining} attempt{} left.", if remaining == 1 { "" } else { "s" }), None)
+                        c
                     }
                 };
-                if coord.is_none() {
-                    self.save_mfa(ports, tenant, &session.user_id, &record).await?;
+                if !self.update_session(ports, tenant, complete.id(), complete.record()).await? {
+                    return Ok(self.unauthenticated(req, tenant, true));
                 }
-                self.audit_mfa(ports, tenant, &session, "mfa_failed", "wrong code");
-                if let Some(until) = locked {
-                    self.audit_mfa(ports, tenant, &session, "mfa_locked", &format!("locked until {until}"));
-                    return Err(self.lockout_response(tenant, until, now));
-                }
+                self.audit_mfa(ports, tenant, complete.record(), event, "ok");
+                Ok(self.no_store_redirect(&rd))
+            }
+            Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, ports.now())),
+            Err(AttemptRefused::Wrong(text)) => {
                 let mut r = pages::mfa_page(
                     Brand { tenant: Some(tenant), prefix },
                     &Self::prompt_lead(&record, false),
                     Some(Notice::Error(&text)),
-                    &self.csrf_for(tenant, &id),
+                    &self.csrf_for(tenant, session.id()),
                     &rd,
                 );
                 r.status = 401;
@@ -418,53 +562,115 @@ impl Gateway {
         })
     }
 
-    /// `GET {prefix}/mfa/enroll`: a pending secret (kept across reloads) and its QR code.
-    pub(super) async fn mfa_enroll_page(
+    /// Whether this session may enrol a factor now; otherwise the answer to give. A waiting
+    /// session may enrol the user's first factor (the first sign-in of a tenant that
+    /// requires one); a complete session only within `mfa.fresh_sign_in` of a sign-in the
+    /// IdP confirmed as fresh — a stolen session cookie cannot plant its own authenticator.
+    async fn enrolment_gate(
         &self,
         ports: Ports<'_>,
         req: &Request,
         tenant: &Tenant,
+        session: &Session,
+        rd: &str,
+    ) -> Result<Option<Response>, Refusal> {
+        let prefix = self.prefix();
+        let record = session.record();
+        if self.has_factor(ports, tenant, &record.user_id).await? {
+            // Enrolled already: a new device goes through an admin reset.
+            return Ok(Some(
+                self.no_store_redirect(&format!("{prefix}/mfa?{}", crate::http::query_encode(&[("rd", rd)]))),
+            ));
+        }
+        let fresh = record.reauth_at.is_some_and(|at| ports.now() <= at.saturating_add(tenant.mfa.fresh_sign_in));
+        match session {
+            Session::Waiting(_) if tenant.mfa.required => Ok(None),
+            Session::Waiting(_) => Err(Refusal::MfaRequired { step_up: false }),
+            Session::Complete(_) if fresh => Ok(None),
+            Session::Complete(_) => {
+                if req.method != "GET" {
+                    return Err(Refusal::FreshSignInNotConfirmed { provider: record.provider.clone() });
+                }
+                // After the fresh sign-in the gateway comes back to enrolment by itself.
+                let login = format!(
+                    "{prefix}/login?{}",
+                    crate::http::query_encode(&[("provider", record.provider.as_str()), ("reauth", "1"), ("rd", rd)])
+                );
+                Ok(Some(self.no_store_redirect(&login)))
+            }
+        }
+    }
+
+    /// This session's enrolment secret: the one it was shown (until it expires), or a new
+    /// one. Sealed with the user id and the session's hash, stored under the session.
+    async fn enrolment_secret(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        user_id: &str,
+        create: bool,
+    ) -> Result<Option<(Secret, TotpParams)>, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let key = enrolment_key(&tenant.id, id);
+        let aad = format!("{user_id}\n{}", id.hash());
+        let now = ports.now();
+        let params = tenant.mfa.params();
+        if let Some(raw) = ports.kv.get(&key).await? {
+            if let Ok(p) = serde_json::from_str::<PendingEnrolment>(&raw) {
+                let live = now < p.created.saturating_add(ENROLMENT_TTL) && p.params == params;
+                if let (true, Ok(plain)) =
+                    (live, crypto::open(&loaded.encryption_keys, ENROLMENT_SEAL, aad.as_bytes(), &p.secret))
+                {
+                    return Ok(Some((Secret::new(plain), p.params)));
+                }
+            }
+        }
+        if !create {
+            return Ok(None);
+        }
+        let secret = mfa::secret_from_random(ports.random::<20>());
+        let sealed = crypto::seal(
+            &loaded.encryption_keys,
+            ENROLMENT_SEAL,
+            aad.as_bytes(),
+            ports.random::<12>(),
+            secret.expose(),
+        )
+        .ok_or(Refusal::ConfigInvalid)?;
+        let pending = PendingEnrolment { secret: sealed, params, created: now };
+        let value = serde_json::to_string(&pending).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        ports.kv.put(&key, &value, Some(ENROLMENT_TTL)).await?;
+        Ok(Some((secret, params)))
+    }
+
+    /// `GET {prefix}/mfa/enroll`: this session's enrolment secret and its QR code.
+    async fn mfa_enroll_page(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        session: Session,
         notice: Option<Notice<'_>>,
     ) -> Result<Response, Refusal> {
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let (id, session) = match self.mfa_session(ports, req, tenant).await? {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
         let prefix = self.prefix();
         let rd_raw = req.query("rd").or_else(|| req.form_value("rd")).unwrap_or_default();
         let rd = safe_return_path(&rd_raw, prefix);
-        let existing = self.load_mfa(ports, tenant, &session.user_id).await?;
-        if existing.as_ref().is_some_and(|m| m.enabled) {
-            // Enrolled already: changing the device goes through an admin reset.
-            let mut r = Response::redirect(&format!("{prefix}/mfa?{}", crate::http::query_encode(&[("rd", &rd)])));
-            r.headers.set("cache-control", "no-store");
+        if let Some(r) = self.enrolment_gate(ports, req, tenant, &session, &rd).await? {
             return Ok(r);
         }
-        let params = tenant.mfa.params();
-        let (record, secret) = match existing.filter(|m| m.secret.is_some() && m.params == params) {
-            Some(m) => {
-                let secret = self.totp_secret(&m, &session.user_id)?;
-                (m, secret)
-            }
-            None => {
-                let secret = mfa::secret_from_random(ports.random::<20>());
-                let sealed =
-                    mfa::seal_secret(&loaded.encryption_keys, &session.user_id, secret.expose(), ports.random::<12>())
-                        .ok_or(Refusal::ConfigInvalid)?;
-                let record = MfaRecord::pending_enrolment(sealed, params, ports.now());
-                self.save_mfa(ports, tenant, &session.user_id, &record).await?;
-                (record, secret)
-            }
+        let record = session.record();
+        let Some((secret, params)) = self.enrolment_secret(ports, tenant, session.id(), &record.user_id, true).await?
+        else {
+            return Err(Refusal::ConfigInvalid);
         };
         let b32 = mfa::base32_encode(secret.expose());
-        let account = session.email.clone().unwrap_or_else(|| session.user.clone());
-        let uri = mfa::otpauth_uri(&Self::totp_issuer(tenant), &account, &b32, &record.params);
+        let account = record.email.clone().unwrap_or_else(|| record.user.clone());
+        let uri = mfa::otpauth_uri(&Self::totp_issuer(tenant), &account, &b32, &params);
         let qr = mfa::qr_svg(&uri).unwrap_or_default();
-        let lead = if tenant.mfa.required && session.mfa == MfaState::Pending {
-            "This site requires two-step verification. Set it up now to continue."
-        } else {
-            "Add a second step to your sign-in with an authenticator app."
+        let lead = match session {
+            Session::Waiting(_) => "This site requires two-step verification. Set it up now to continue.",
+            Session::Complete(_) => "Add a second step to your sign-in with an authenticator app.",
         };
         Ok(pages::enroll_page(
             Brand { tenant: Some(tenant), prefix },
@@ -474,59 +680,70 @@ impl Gateway {
                 qr_svg: &qr,
                 secret_groups: &mfa::format_groups(&b32),
                 uri: &uri,
-                csrf: &self.csrf_for(tenant, &id),
+                csrf: &self.csrf_for(tenant, session.id()),
                 rd: &rd,
             },
         ))
     }
 
-    /// `POST {prefix}/mfa/enroll`: the first code turns MFA on and shows the backup codes.
-    pub(super) async fn mfa_enroll_confirm(
+    /// `POST {prefix}/mfa/enroll`: the first code of this session's enrolment secret turns
+    /// the second factor on and shows the backup codes.
+    async fn mfa_enroll_confirm(
         &self,
         ports: Ports<'_>,
         req: &Request,
         tenant: &Tenant,
+        session: Session,
     ) -> Result<Response, Refusal> {
-        let (id, mut session, rd) = match self.mfa_form(ports, req, tenant).await? {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let prefix = self.prefix();
-        let Some(mut record) =
-            self.load_mfa(ports, tenant, &session.user_id).await?.filter(|m| !m.enabled && m.secret.is_some())
-        else {
-            return Ok(Response::redirect(&format!(
-                "{prefix}/mfa/enroll?{}",
-                crate::http::query_encode(&[("rd", &rd)])
-            )));
+        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
+        if let Some(r) = self.enrolment_gate(ports, req, tenant, &session, &rd).await? {
+            return Ok(r);
+        }
+        let user_id = session.record().user_id.clone();
+        let Some((secret, params)) = self.enrolment_secret(ports, tenant, session.id(), &user_id, false).await? else {
+            // Expired, or never shown to this session.
+            return Ok(
+                self.no_store_redirect(&format!("{prefix}/mfa/enroll?{}", crate::http::query_encode(&[("rd", &rd)])))
+            );
         };
-        let secret = self.totp_secret(&record, &session.user_id)?;
-        let now = ports.now();
+        let mut record = self.load_mfa(ports, tenant, &user_id).await?.unwrap_or_default();
         let code = req.form_value("code").unwrap_or_default();
-        let step = match mfa::verify_totp(secret.expose(), &code, now, &record.params, None) {
-            Ok(step) => step,
-            Err(_) => {
-                let mut r = self
-                    .mfa_enroll_page(
-                        ports,
-                        req,
-                        tenant,
-                        Some(Notice::Error("That code is not correct. Check the time on your device and try again.")),
-                    )
-                    .await?;
+        let check = Check::Enrolment { code: &code, secret: &secret, params: &params };
+        let step = match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
+            Ok(_) => record.last_step.unwrap_or_default(),
+            Err(AttemptRefused::Locked(until)) => return Err(Self::lockout(until, ports.now())),
+            Err(AttemptRefused::Wrong(text)) => {
+                let mut r = self.mfa_enroll_page(ports, req, tenant, session, Some(Notice::Error(&text))).await?;
                 r.status = 401;
                 return Ok(r);
             }
         };
+        let now = ports.now();
+        record.secret = Some(
+            mfa::seal_secret(&loaded.encryption_keys, &user_id, secret.expose(), ports.random::<12>())
+                .ok_or(Refusal::ConfigInvalid)?,
+        );
+        record.params = params;
         let codes = self.new_backup_codes(ports, &mut record)?;
         let hashes = std::mem::take(&mut record.backup_hashes).into_iter().flatten().collect();
         record.enable(hashes, step, now);
-        self.save_mfa(ports, tenant, &session.user_id, &record).await?;
-        session.mfa = MfaState::Verified;
-        session.mfa_at = Some(now);
-        add_amr(&mut session, &["mfa", "otp"]);
-        self.save_session(ports, tenant, &id, &session).await?;
-        self.audit_mfa(ports, tenant, &session, "mfa_enrolled", "ok");
+        self.save_mfa(ports, tenant, &user_id, &record).await?;
+        ports.kv.delete(&enrolment_key(&tenant.id, session.id())).await?;
+        let proof = EnrolmentProof { user_id: user_id.clone(), amr: TOTP_AMR };
+        let audited = match session {
+            Session::Waiting(w) => {
+                let complete = w.enrolled(proof).ok_or(Refusal::MfaRequired { step_up: false })?;
+                if !self.update_session(ports, tenant, complete.id(), complete.record()).await? {
+                    return Ok(self.unauthenticated(req, tenant, true));
+                }
+                complete.into_parts().1
+            }
+            // A complete session stays as it is: enrolling is not a verification.
+            Session::Complete(c) => c.into_parts().1,
+        };
+        self.audit_mfa(ports, tenant, &audited, "mfa_enrolled", "ok");
         Ok(pages::backup_codes_page(Brand { tenant: Some(tenant), prefix }, &codes, &rd))
     }
 
@@ -542,56 +759,34 @@ impl Gateway {
         Ok(codes)
     }
 
-    /// `POST {prefix}/mfa/backup-codes`: new codes for a fresh TOTP code; the old ones stop
-    /// working.
-    pub(super) async fn mfa_regenerate_codes(
+    /// `POST {prefix}/mfa/backup-codes`: new codes for a complete session and a fresh TOTP
+    /// code (through the attempt operation); the old codes stop working.
+    async fn mfa_regenerate_codes(
         &self,
         ports: Ports<'_>,
         req: &Request,
         tenant: &Tenant,
+        session: CompleteSession,
     ) -> Result<Response, Refusal> {
-        let (_, session, rd) = match self.mfa_form(ports, req, tenant).await? {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
         let prefix = self.prefix();
-        let Some(mut record) = self.load_mfa(ports, tenant, &session.user_id).await?.filter(|m| m.enabled) else {
+        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
+        let user_id = session.record().user_id.clone();
+        let Some(mut record) = self.load_mfa(ports, tenant, &user_id).await?.filter(|m| m.enabled) else {
             return Err(Refusal::NotFound);
         };
-        let now = ports.now();
-        if let Some(until) = self.mfa_locked(ports, tenant, &session.user_id, &record).await? {
-            return Err(self.lockout_response(tenant, until, now));
-        }
-        let secret = self.totp_secret(&record, &session.user_id)?;
-        match mfa::verify_totp(
-            secret.expose(),
-            &req.form_value("code").unwrap_or_default(),
-            now,
-            &record.params,
-            record.last_step,
-        ) {
-            Ok(step) => {
-                record.record_success(step);
+        let code = req.form_value("code").unwrap_or_default();
+        match self.attempt(ports, tenant, session.record(), &mut record, Check::Totp(&code)).await? {
+            Ok(_) => {
                 let codes = self.new_backup_codes(ports, &mut record)?;
-                self.save_mfa(ports, tenant, &session.user_id, &record).await?;
-                self.audit_mfa(ports, tenant, &session, "backup_codes_regenerated", "ok");
+                self.save_mfa(ports, tenant, &user_id, &record).await?;
+                self.audit_mfa(ports, tenant, session.record(), "backup_codes_regenerated", "ok");
                 Ok(pages::backup_codes_page(Brand { tenant: Some(tenant), prefix }, &codes, &rd))
             }
-            Err(_) => {
-                if let FailureOutcome::LockedUntil(until) = record.record_failure(now, &tenant.mfa.lockout_policy()) {
-                    self.save_mfa(ports, tenant, &session.user_id, &record).await?;
-                    self.audit_mfa(ports, tenant, &session, "mfa_locked", &format!("locked until {until}"));
-                    return Err(self.lockout_response(tenant, until, now));
-                }
-                self.save_mfa(ports, tenant, &session.user_id, &record).await?;
-                self.audit_mfa(ports, tenant, &session, "mfa_failed", "wrong code");
-                Err(Refusal::BadRequest("wrong code for backup code regeneration".into()))
-            }
+            Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, ports.now())),
+            Err(AttemptRefused::Wrong(_)) => Err(Refusal::BadRequest("wrong code for backup code regeneration".into())),
         }
     }
 
-    /// Clears a user's second factor: secret, enabled flag and backup codes. The user enrols
-    /// again at the next sign-in (when the tenant requires MFA) or whenever they choose.
     /// Until when the user's second factor is locked (unix seconds), from the coordinator
     /// when there is one, else from the KV record.
     pub(super) async fn mfa_locked(
@@ -609,6 +804,8 @@ impl Gateway {
         }
     }
 
+    /// Clears a user's second factor: secret, enabled flag and backup codes. The user enrols
+    /// again at the next sign-in (when the tenant requires MFA) or whenever they choose.
     pub(super) async fn reset_mfa(
         &self,
         ports: Ports<'_>,

@@ -15,6 +15,8 @@ mod logout;
 mod mfa;
 mod saml;
 mod sessions;
+mod state;
+pub use state::{Accepts, ROUTE_SESSIONS};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -36,6 +38,7 @@ use crate::proxy::{self, ClientInfo, IdentityHeaders};
 use crate::redirect::safe_return_path;
 use crate::secret::Secret;
 use crate::session::{self, MfaState, SessionId, SessionRecord, StoredTokens, PENDING_COOKIE, SESSION_COOKIE};
+use state::{CompleteSession, Session};
 
 /// Largest IdP response body read (discovery, JWKS, token, userinfo).
 pub const MAX_IDP_BODY: usize = 512 * 1024;
@@ -62,6 +65,8 @@ struct SignedIn<'a> {
     return_to: &'a str,
     /// Extra fields for the audit line.
     detail: Value,
+    /// The sign-in was asked to be fresh (`reauth=1`) and the IdP confirmed it.
+    fresh: bool,
     pending_cookie: &'static str,
 }
 
@@ -153,7 +158,19 @@ enum Lookup {
     },
     /// A genuine session cookie whose session is over (expired, revoked, signed out).
     Ended,
-    Active(SessionId, Box<SessionRecord>),
+    /// A live session, in the state its record says (waiting for its second factor, or
+    /// complete).
+    Active(Box<Session>),
+}
+
+impl Lookup {
+    /// The session if it is complete: what every route but the second factor's needs.
+    fn into_complete(self) -> Option<CompleteSession> {
+        match self {
+            Lookup::Active(s) => s.into_complete(),
+            Lookup::Ended | Lookup::NoSession { .. } => None,
+        }
+    }
 }
 
 fn json_error(status: u16, code: &str, message: &str, reference: &str) -> Response {
@@ -482,11 +499,9 @@ impl Gateway {
             ("POST", "/logout") => self.logout(ports, req, tenant).await,
             ("GET", "/logged-out") => Ok(pages::logged_out_page(Brand { tenant: Some(tenant), prefix })),
             ("GET", "/me") => self.me(ports, req, tenant).await,
-            ("GET", "/mfa") => self.mfa_prompt(ports, req, tenant).await,
-            ("POST", "/mfa") => self.mfa_verify(ports, req, tenant).await,
-            ("GET", "/mfa/enroll") => self.mfa_enroll_page(ports, req, tenant, None).await,
-            ("POST", "/mfa/enroll") => self.mfa_enroll_confirm(ports, req, tenant).await,
-            ("POST", "/mfa/backup-codes") => self.mfa_regenerate_codes(ports, req, tenant).await,
+            ("GET" | "POST", "/mfa" | "/mfa/enroll") | ("POST", "/mfa/backup-codes") => {
+                self.mfa_route(ports, req, tenant, method, route).await
+            }
             ("GET", "/continue") => {
                 let mut r = Response::redirect(&safe_return_path(&req.query("rd").unwrap_or_default(), prefix));
                 r.headers.set("cache-control", "no-store");
@@ -511,8 +526,8 @@ impl Gateway {
             let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
             return Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }));
         }
-        let (id, mut record) = match self.lookup_session(ports, req, tenant).await? {
-            Lookup::Active(id, record) => (id, *record),
+        let session = match self.lookup_session(ports, req, tenant).await? {
+            Lookup::Active(session) => *session,
             Lookup::Ended => return Ok(Action::Respond(self.unauthenticated(req, tenant, true))),
             Lookup::NoSession { cause } => {
                 if let Some(cause) = cause {
@@ -521,12 +536,14 @@ impl Gateway {
                 return Ok(Action::Respond(self.unauthenticated(req, tenant, false)));
             }
         };
-        if record.mfa == MfaState::Pending {
+        // Only a complete session is forwarded; a waiting one goes to its second factor.
+        let Some(mut session) = session.into_complete() else {
             return self.mfa_needed(req, false).map(Action::Respond);
-        }
-        if self.maybe_refresh(ports, tenant, &id, &mut record).await? == Refresh::Ended {
+        };
+        if self.maybe_refresh(ports, tenant, &mut session).await? == Refresh::Ended {
             return Ok(Action::Respond(self.unauthenticated(req, tenant, true)));
         }
+        let record = session.record();
         let subject = policy::Subject {
             email: record.email.as_deref(),
             email_verified: record.email_verified,
@@ -536,10 +553,11 @@ impl Gateway {
         if let Err(denied) = policy::authorize(tenant, &req.method, req.url.path(), &subject) {
             return Err(Refusal::Forbidden { rule: denied.rule });
         }
-        if self.step_up_due(ports, tenant, req, &record) {
+        if self.step_up_due(ports, tenant, req, record) {
             return self.mfa_needed(req, true).map(Action::Respond);
         }
-        self.touch(ports, tenant, &id, &mut record).await;
+        self.touch(ports, tenant, &mut session).await;
+        let (id, record) = (session.id(), session.record());
         let identity = IdentityHeaders {
             user_id: record.user_id.clone(),
             user: record.user.clone(),
@@ -549,7 +567,7 @@ impl Gateway {
             groups: record.groups.clone(),
             roles: record.roles.clone(),
             amr: record.amr.clone(),
-            assertion: self.assertion_for(ports, tenant, &id, &record),
+            assertion: self.assertion_for(ports, tenant, id, record),
         };
         let headers = proxy::upstream_headers(&req.headers, tenant, &client, Some(&identity));
         Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: Some(id.handle()) }))
@@ -613,6 +631,16 @@ impl Gateway {
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
                     return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
                 };
+                // KV alone: a record an isolate wrote back after a revocation is refused.
+                if ports.coord().is_none() && self.tombstoned(ports, &key).await? {
+                    self.sessions.borrow_mut().remove(&key);
+                    self.log(
+                        ports,
+                        json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
+                        "cause": "session revoked (tombstone)", "ip": req.client_ip}),
+                    );
+                    return Ok(Lookup::Ended);
+                }
                 // With a coordinator, a revocation made anywhere is seen here now, not when
                 // KV's delete arrives. Checked once per session cache interval.
                 if let Some(c) = ports.coord() {
@@ -642,7 +670,7 @@ impl Gateway {
             self.log(ports, json!({"event": "session_expired", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
             return Ok(Lookup::Ended);
         }
-        Ok(Lookup::Active(id, Box::new(record)))
+        Ok(Lookup::Active(Box::new(Session::from_record(id, record))))
     }
 
     fn cache_session(&self, key: &str, record: SessionRecord, now_ms: u64) {
@@ -656,7 +684,9 @@ impl Gateway {
                 cache.remove(&k);
             }
         }
-        let assertion = cache.get(key).and_then(|c| c.assertion.clone());
+        // A cached assertion stays only while what it asserts is unchanged: a step-up's new
+        // `amr` (or refreshed groups) reaches the origin with the next request.
+        let assertion = cache.get(key).filter(|c| same_claims(&c.record, &record)).and_then(|c| c.assertion.clone());
         cache.insert(key.to_owned(), CachedSession { record, cached_at_ms: now_ms, assertion });
     }
 
@@ -674,16 +704,36 @@ impl Gateway {
         Ok(())
     }
 
+    /// Writes a change to an existing session (last-seen, refresh, step-up). With KV alone a
+    /// revoked session is not written back (its tombstone is checked first): `false`, and
+    /// the isolate forgets it. With a coordinator a written-back record is refused on read.
+    async fn update_session(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<bool, Refusal> {
+        let key = id.kv_key(&tenant.id);
+        if ports.coord().is_none() && self.tombstoned(ports, &key).await? {
+            self.sessions.borrow_mut().remove(&key);
+            return Ok(false);
+        }
+        self.save_session(ports, tenant, id, record).await?;
+        Ok(true)
+    }
+
     /// Writes last-seen at most once per interval (KV allows about one write per second per
     /// key). A failed write is logged and does not fail the request.
-    async fn touch(&self, ports: Ports<'_>, tenant: &Tenant, id: &SessionId, record: &mut SessionRecord) {
+    async fn touch(&self, ports: Ports<'_>, tenant: &Tenant, session: &mut CompleteSession) {
         let interval = self.config().map(|l| l.config.gateway.last_seen_interval).unwrap_or(60);
         let now = ports.now();
-        if !record.touch_due(now, interval) {
+        if !session.record().touch_due(now, interval) {
             return;
         }
-        record.last_seen = now;
-        if let Err(e) = self.save_session(ports, tenant, id, record).await {
+        session.record_mut().last_seen = now;
+        let (id, record) = (session.id(), session.record());
+        if let Err(e) = self.update_session(ports, tenant, id, record).await {
             self.log(ports, json!({"level": "warn", "event": "session_touch_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
     }
@@ -937,8 +987,10 @@ impl Gateway {
             }
         };
         self.login_allowed(ports, req)?;
+        // `reauth=1`: the IdP must authenticate the person afresh (adding a second factor).
+        let reauth = req.query("reauth").as_deref() == Some("1");
         if let Some(c) = tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
-            return self.saml_login_start(ports, req, tenant, c, rd).await;
+            return self.saml_login_start(ports, req, tenant, c, rd, reauth).await;
         }
         let p = self.oidc_provider(tenant, &provider)?;
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
@@ -958,6 +1010,7 @@ impl Gateway {
             return_to: rd,
             redirect_uri: redirect_uri.clone(),
             created: ports.now(),
+            reauth,
         };
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         ports.kv.put(&oidc::state_key(&tenant.id, &state), &value, Some(loaded.config.gateway.login_state_ttl)).await?;
@@ -1087,6 +1140,16 @@ impl Gateway {
             _ => None,
         };
         let identity = oidc::identity(p, &verified, userinfo.as_ref()).map_err(|e| fail(e, &name))?;
+        // A fresh sign-in was asked for (`max_age=0`): the IdP must say when it
+        // authenticated the person (Core 3.1.2.1, `auth_time` required with `max_age`), and
+        // that must be after the sign-in started.
+        if pre.reauth {
+            let auth_time = verified.claims.get("auth_time").and_then(Value::as_u64);
+            let started = pre.created.saturating_sub(p.clock_skew);
+            if auth_time.is_none_or(|t| t < started) {
+                return Err(Refusal::FreshSignInNotConfirmed { provider: name.clone() });
+            }
+        }
         let user_id = format!("{}/{}", verified.iss, verified.sub);
         let id = SessionId::from_random(ports.random::<32>());
         let stored = StoredTokens {
@@ -1105,6 +1168,7 @@ impl Gateway {
             idp_mfa: p.accept_idp_mfa,
             return_to: &pre.return_to,
             detail: json!({"alg": verified.alg, "kid": verified.kid}),
+            fresh: pre.reauth,
             pending_cookie: PENDING_COOKIE,
         };
         self.finish_login(ports, req, tenant, id, login).await
@@ -1156,8 +1220,14 @@ impl Gateway {
             country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
             attributes: identity.extra.clone(),
             created_ms: Some(ports.rt.now_ms()),
+            reauth_at: login.fresh.then_some(now),
         };
-        let next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
+        let mut next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
+        if login.fresh && record.mfa != MfaState::Pending {
+            // The fresh sign-in was asked for to add a second factor: go on with that.
+            let rd = crate::http::query_encode(&[("rd", login.return_to)]);
+            next = format!("{}/mfa/enroll?{rd}", self.prefix());
+        }
         self.save_session(ports, tenant, &id, &record).await?;
         self.index_session(ports, tenant, &id, &record).await;
         let cookie =
@@ -1254,9 +1324,10 @@ impl Gateway {
         &self,
         ports: Ports<'_>,
         tenant: &Tenant,
-        id: &SessionId,
-        record: &mut SessionRecord,
+        session: &mut CompleteSession,
     ) -> Result<Refresh, Refusal> {
+        let id = &session.id().clone();
+        let record = session.record_mut();
         let Some(access_exp) = record.access_expires else {
             return Ok(Refresh::NotDue);
         };
@@ -1383,7 +1454,9 @@ impl Gateway {
         };
         record.tokens = self.seal_tokens(ports, id, &new_stored);
         record.access_expires = Some(now + tokens.expires_in.unwrap_or(300));
-        self.save_session(ports, tenant, id, record).await?;
+        if !self.update_session(ports, tenant, id, record).await? {
+            return Ok(Refresh::Ended);
+        }
         self.log(
             ports,
             json!({"event": "session_refreshed", "tenant": tenant.id, "session": id.handle(), "user": record.user_id}),
@@ -1398,9 +1471,9 @@ impl Gateway {
     async fn logout_confirm(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let (who, csrf) = match self.lookup_session(ports, req, tenant).await? {
-            Lookup::Active(id, record) => (
-                record.email.clone().or(Some(record.user.clone())),
-                session::csrf_token(&loaded.cookie_keys, &tenant.id, &id).unwrap_or_default(),
+            Lookup::Active(s) => (
+                s.record().email.clone().or(Some(s.record().user.clone())),
+                session::csrf_token(&loaded.cookie_keys, &tenant.id, s.id()).unwrap_or_default(),
             ),
             _ => (None, String::new()),
         };
@@ -1419,9 +1492,10 @@ impl Gateway {
         }
         let prefix = self.prefix();
         let mut location = format!("{prefix}/logged-out");
-        if let Lookup::Active(id, record) = self.lookup_session(ports, req, tenant).await? {
+        if let Lookup::Active(s) = self.lookup_session(ports, req, tenant).await? {
+            let (id, record) = (s.id(), s.record());
             let token = req.form_value("csrf").unwrap_or_default();
-            if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, &id, &token) {
+            if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, id, &token) {
                 return Err(Refusal::Csrf);
             }
             let key = id.kv_key(&tenant.id);
@@ -1429,9 +1503,9 @@ impl Gateway {
             ports.kv.delete(&key).await?;
             self.sessions.borrow_mut().remove(&key);
             self.log(ports, json!({"event": "logout", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": req.client_ip}));
-            if let Some(url) = self.rp_logout_url(ports, req, tenant, &id, &record).await {
+            if let Some(url) = self.rp_logout_url(ports, req, tenant, id, record).await {
                 location = url;
-            } else if let Some(url) = self.saml_logout_url(ports, req, tenant, &record) {
+            } else if let Some(url) = self.saml_logout_url(ports, req, tenant, record) {
                 location = url;
             }
         }
@@ -1464,8 +1538,9 @@ impl Gateway {
     }
 
     async fn me(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
-        match self.lookup_session(ports, req, tenant).await? {
-            Lookup::Active(id, r) if r.mfa != MfaState::Pending => {
+        match self.lookup_session(ports, req, tenant).await?.into_complete() {
+            Some(s) => {
+                let (id, r) = (s.id(), s.record());
                 let mut resp = Response::json(
                     200,
                     &json!({
@@ -1473,14 +1548,14 @@ impl Gateway {
                         "name": r.name, "given_name": r.given_name, "family_name": r.family_name,
                         "preferred_username": r.preferred_username, "groups": r.groups, "roles": r.roles,
                         "amr": r.amr, "provider": r.provider, "session": id.handle(), "mfa_at": r.mfa_at,
-                        "csrf": session::csrf_token(&self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default(), &tenant.id, &id),
+                        "csrf": session::csrf_token(&self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default(), &tenant.id, id),
                         "created": r.created, "expires": r.expires,
                     }),
                 );
                 resp.headers.set("cache-control", "no-store");
                 Ok(resp)
             }
-            _ => {
+            None => {
                 let mut r = json_error(401, "unauthenticated", "Sign-in required.", "");
                 r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}""#, tenant.id));
                 Ok(r)
@@ -1548,7 +1623,73 @@ fn css(body: String) -> Response {
     r
 }
 
+/// Whether two records assert the same identity to the origin (the signed assertion's
+/// claims and the identity headers).
+fn same_claims(a: &SessionRecord, b: &SessionRecord) -> bool {
+    a.user_id == b.user_id
+        && a.user == b.user
+        && a.provider == b.provider
+        && a.email == b.email
+        && a.name == b.name
+        && a.preferred_username == b.preferred_username
+        && a.groups == b.groups
+        && a.roles == b.roles
+        && a.amr == b.amr
+        && a.attributes == b.attributes
+}
+
 fn cached_doc(raw: &str) -> Option<(String, u64)> {
     let v: Value = serde_json::from_str(raw).ok()?;
     Some((v.get("body")?.as_str()?.to_owned(), v.get("at")?.as_u64()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session-state table names exactly the routes the dispatcher answers (every
+    /// method but HEAD and OPTIONS), so no route is left out of the state test.
+    #[test]
+    fn the_session_state_table_covers_every_route() {
+        let concrete = |r: &str| r.replace("NAME", "corp");
+        for (method, route, _) in ROUTE_SESSIONS {
+            if route.starts_with("/admin/") {
+                continue;
+            }
+            let allowed = allowed_methods(&concrete(route)).unwrap_or_else(|| panic!("{route} is no route"));
+            assert!(allowed.contains(method), "{method} {route} not answered ({allowed})");
+        }
+        let known = [
+            "/health",
+            "/login",
+            "/oidc/callback",
+            "/oidc/corp/callback",
+            "/saml/acs",
+            "/saml/metadata",
+            "/saml/slo",
+            "/oidc/backchannel-logout",
+            "/oidc/corp/backchannel-logout",
+            "/oidc/frontchannel-logout",
+            "/logged-out",
+            "/continue",
+            "/assets/style.css",
+            "/assets/tenant.css",
+            "/logout",
+            "/me",
+            "/mfa",
+            "/mfa/enroll",
+            "/mfa/backup-codes",
+        ];
+        for route in known {
+            for method in allowed_methods(route).unwrap_or_default().split(", ") {
+                if method == "HEAD" || method == "OPTIONS" {
+                    continue;
+                }
+                assert!(
+                    ROUTE_SESSIONS.iter().any(|(m, r, _)| *m == method && concrete(r) == route),
+                    "{method} {route} missing from ROUTE_SESSIONS"
+                );
+            }
+        }
+    }
 }

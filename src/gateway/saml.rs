@@ -31,6 +31,9 @@ struct SamlPreLogin {
     request_id: String,
     return_to: String,
     created: u64,
+    /// Sent with `ForceAuthn`: the IdP was asked to authenticate the person afresh.
+    #[serde(default)]
+    reauth: bool,
 }
 
 fn state_key(tenant: &str, relay_state: &str) -> String {
@@ -164,6 +167,7 @@ impl Gateway {
         tenant: &Tenant,
         c: &SamlConnection,
         rd: String,
+        reauth: bool,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let idp = self.saml_idp(ports, tenant, c).await?;
@@ -174,7 +178,7 @@ impl Gateway {
             acs_url: &acs_url,
             idp_sso_url: &idp.sso_url,
             name_id_format: Some(&c.name_id_format),
-            force_authn: false,
+            force_authn: reauth,
         };
         let authn = authn_request::build(&params, ports.now(), &ports.random::<20>())
             .map_err(|e| Refusal::BadRequest(e.to_string()))?;
@@ -185,6 +189,7 @@ impl Gateway {
             request_id: authn.id.clone(),
             return_to: rd,
             created: ports.now(),
+            reauth,
         };
         let ttl = loaded.config.gateway.login_state_ttl;
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
@@ -346,6 +351,8 @@ impl Gateway {
             idp_mfa,
             return_to: &return_to,
             detail: json!({"protocol": "saml", "solicited": pre.is_some(), "authn_context": assertion.authn_context_class_ref}),
+            // Solicited with ForceAuthn (the Response answers that AuthnRequest).
+            fresh: pre.as_ref().is_some_and(|p| p.reauth),
             pending_cookie: SAML_PENDING_COOKIE,
         };
         let id = SessionId::from_random(ports.random::<32>());

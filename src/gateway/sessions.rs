@@ -26,6 +26,12 @@ pub(super) fn revocation_key(session_key: &str) -> String {
     format!("s:{session_key}")
 }
 
+/// The KV tombstone of a revoked session (KV alone): an isolate that still holds the session
+/// must not write it back, and a record written back anyway is not accepted.
+pub(super) fn tombstone_key(session_key: &str) -> String {
+    format!("revoked:{session_key}")
+}
+
 /// The coordinator's key for "every session of this user created before now".
 pub(super) const USER_REVOCATION_KEY: &str = "user";
 
@@ -112,8 +118,12 @@ impl Gateway {
         Ok(live)
     }
 
-    /// With a coordinator, records the revocation there: every location refuses the session
-    /// at its next session-cache miss instead of when KV's delete reaches it (up to 60 s).
+    /// Records a session's revocation. With a coordinator, there: every location refuses the
+    /// session at its next session-cache miss instead of when KV's delete reaches it (up to
+    /// 60 s). With KV alone, as a tombstone beside the record (kept as long as the session
+    /// could live): an isolate that still holds the session does not write it back (touch,
+    /// refresh, step-up check the tombstone first), and a record written back in a race is
+    /// refused on read.
     pub(super) async fn mark_revoked(
         &self,
         ports: Ports<'_>,
@@ -124,8 +134,15 @@ impl Gateway {
         if let Some(c) = ports.coord() {
             let ttl_ms = tenant.session.absolute_timeout.saturating_mul(1000);
             c.revoke(&coord::user_shard(&tenant.id, user_id), &revocation_key(session_key), ttl_ms).await?;
+        } else {
+            ports.kv.put(&tombstone_key(session_key), "1", Some(tenant.session.absolute_timeout.max(60))).await?;
         }
         Ok(())
+    }
+
+    /// Whether a session was revoked, as far as KV alone can tell (its tombstone).
+    pub(super) async fn tombstoned(&self, ports: Ports<'_>, session_key: &str) -> Result<bool, Refusal> {
+        Ok(ports.kv.get(&tombstone_key(session_key)).await?.is_some())
     }
 
     /// With a coordinator, revokes every session of the user created until now, including

@@ -162,6 +162,10 @@ pub struct PreLogin {
     pub return_to: String,
     pub redirect_uri: String,
     pub created: u64,
+    /// A fresh sign-in is asked for (`prompt=login`, `max_age=0`), and the callback checks
+    /// `auth_time`.
+    #[serde(default)]
+    pub reauth: bool,
 }
 
 impl fmt::Debug for PreLogin {
@@ -208,6 +212,11 @@ pub fn authorization_url(
     }
     for (k, v) in &p.extra_params {
         params.push((k, v));
+    }
+    if pre.reauth {
+        params.retain(|(k, _)| *k != "prompt" && *k != "max_age");
+        params.push(("prompt", "login"));
+        params.push(("max_age", "0"));
     }
     let sep = if m.authorization_endpoint.contains('?') { '&' } else { '?' };
     format!("{}{sep}{}", m.authorization_endpoint, crate::http::query_encode(&params))

@@ -202,6 +202,18 @@ pub struct Harness {
     /// The coordination object, used when a test sets `use_coord`.
     pub coord: portcullis::testing::MemoryCoordinator,
     pub use_coord: std::cell::Cell<bool>,
+    document: String,
+    assertion: String,
+}
+
+fn gateway(document: &str, assertion: &str) -> Gateway {
+    Gateway::new(document, &|name| match name {
+        "COOKIE_KEY" => Some(Secret::new(vec![7u8; 32])),
+        "CLIENT_SECRET" => Some(Secret::new(b"client-secret".to_vec())),
+        "ASSERTION_KEY" => Some(Secret::new(assertion.as_bytes().to_vec())),
+        "ADMIN_TOKEN" => Some(Secret::new(ADMIN_TOKEN.as_bytes().to_vec())),
+        _ => None,
+    })
 }
 
 impl Harness {
@@ -211,14 +223,10 @@ impl Harness {
         let idp2 = idp.clone();
         let fetch = ScriptedFetch::new(move |r| idp2.borrow().answer(r));
         let assertion = assertion_key_pem();
-        let gw = Gateway::new(document, &|name| match name {
-            "COOKIE_KEY" => Some(Secret::new(vec![7u8; 32])),
-            "CLIENT_SECRET" => Some(Secret::new(b"client-secret".to_vec())),
-            "ASSERTION_KEY" => Some(Secret::new(assertion.clone().into_bytes())),
-            "ADMIN_TOKEN" => Some(Secret::new(ADMIN_TOKEN.as_bytes().to_vec())),
-            _ => None,
-        });
+        let gw = gateway(document, &assertion);
         Self {
+            document: document.to_owned(),
+            assertion,
             kv: MemoryKv::new(clock.clone()),
             coord: portcullis::testing::MemoryCoordinator::new(clock.clone()),
             use_coord: Default::default(),
@@ -242,6 +250,17 @@ impl Harness {
 
     pub fn handle(&self, req: &Request) -> Action {
         pollster::block_on(self.gw.handle(self.ports(), req))
+    }
+
+    /// Another isolate of the same deployment: same configuration and secrets, same KV,
+    /// its own caches.
+    pub fn isolate(&self) -> Gateway {
+        gateway(&self.document, &self.assertion)
+    }
+
+    /// Handles a request in another isolate.
+    pub fn handle_in(&self, gw: &Gateway, req: &Request) -> Action {
+        pollster::block_on(gw.handle(self.ports(), req))
     }
 
     pub fn respond(&self, req: &Request) -> Response {
