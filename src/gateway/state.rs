@@ -52,8 +52,6 @@ pub const ROUTE_SESSIONS: &[(&str, &str, Accepts)] = &[
     ("GET", "/continue", Accepts::NoSession),
     ("GET", "/assets/style.css", Accepts::NoSession),
     ("GET", "/assets/tenant.css", Accepts::NoSession),
-    ("GET", "/logout", Accepts::Either),
-    ("POST", "/logout", Accepts::Either),
     ("GET", "/me", Accepts::Complete),
     ("GET", "/mfa", Accepts::Either),
     ("POST", "/mfa", Accepts::Either),
@@ -62,6 +60,8 @@ pub const ROUTE_SESSIONS: &[(&str, &str, Accepts)] = &[
     ("POST", "/mfa/backup-codes", Accepts::Complete),
     ("GET", "/admin/sessions", Accepts::Complete),
     ("POST", "/admin/sessions/revoke", Accepts::Complete),
+    ("GET", "/logout", Accepts::Either),
+    ("POST", "/logout", Accepts::Either),
 ];
 use crate::session::{MfaState, SessionId, SessionRecord};
 

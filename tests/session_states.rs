@@ -1,0 +1,101 @@
+//! Every gateway route against every session state (none, waiting for the second factor,
+//! complete), from the table the gateway publishes (`ROUTE_SESSIONS`): a route acts only for
+//! the states it names, and no route makes a waiting session forwardable without a code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use portcullis::gateway::{Accepts, Action, ROUTE_SESSIONS};
+use portcullis::http::Request;
+use portcullis::mfa::{base32_decode, totp_code, TotpParams};
+use serde_json::json;
+
+fn request(method: &str, route: &str, cookie: Option<&str>, csrf: &str) -> Request {
+    let path = format!("/_portcullis{}", route.replace("NAME", "corp"));
+    let mut req = if method == "POST" {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("csrf", csrf), ("rd", "/dashboard"), ("code", "000000")])
+            .finish();
+        Request::new("POST", &format!("https://{HOST}{path}"))
+            .unwrap()
+            .header("host", HOST)
+            .header("accept", "text/html")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .with_body(body)
+    } else {
+        get(&path)
+    };
+    if let Some(c) = cookie {
+        req = with_session(req, c);
+    }
+    req
+}
+
+fn status(h: &Harness, req: &Request) -> u16 {
+    match h.handle(req) {
+        Action::Respond(r) => r.status,
+        Action::Forward(f) => panic!("a gateway route forwarded to {}", f.url),
+    }
+}
+
+/// Whether the session is forwarded to the origin.
+fn forwarded(h: &Harness, cookie: &str) -> bool {
+    matches!(h.handle(&with_session(get("/dashboard"), cookie)), Action::Forward(_))
+}
+
+#[test]
+fn every_route_acts_only_for_the_session_states_it_names() {
+    let h = Harness::new(&config(json!({"mfa": {"required": true}}), json!({})));
+    // First sign-in: enrol; that session is complete.
+    let (auth, pending) = h.start_login("/dashboard");
+    let r = h.respond(&h.callback_for(&auth, &pending));
+    let complete = set_cookie_value(&r, "__Host-portcullis_session").unwrap();
+    let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &complete)).text();
+    let groups = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = base32_decode(&groups).unwrap();
+    let code = totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap();
+    let enrol = h.respond(&post_form(
+        "/_portcullis/mfa/enroll",
+        &complete,
+        &[("csrf", &form_field(&page, "csrf")), ("code", &code)],
+    ));
+    assert_eq!(enrol.status, 200);
+    assert!(forwarded(&h, &complete));
+    let complete_csrf =
+        json_body(&h.respond(&with_session(api("/_portcullis/me"), &complete)))["csrf"].as_str().unwrap().to_owned();
+    // Second sign-in: waits for its code.
+    let (auth, pending) = h.start_login("/dashboard");
+    let r = h.respond(&h.callback_for(&auth, &pending));
+    let waiting = set_cookie_value(&r, "__Host-portcullis_session").unwrap();
+    let prompt = h.respond(&with_session(get("/_portcullis/mfa"), &waiting)).text();
+    let waiting_csrf = form_field(&prompt, "csrf");
+    assert!(!forwarded(&h, &waiting));
+
+    for (method, route, accepts) in ROUTE_SESSIONS {
+        let none = status(&h, &request(method, route, None, ""));
+        let w = status(&h, &request(method, route, Some(&waiting), &waiting_csrf));
+        let c = status(&h, &request(method, route, Some(&complete), &complete_csrf));
+        let case = format!("{method} {route} ({accepts:?}): none {none}, waiting {w}, complete {c}");
+        // No route lets a waiting session through without a right code, and none fails.
+        assert!(!forwarded(&h, &waiting), "{case} made the waiting session forwardable");
+        assert!(none < 500 && w < 500 && c < 500, "{case}");
+        match accepts {
+            Accepts::NoSession => assert!(none == w && w == c, "{case}: a session changed the answer"),
+            Accepts::Complete => {
+                assert!(!(200..300).contains(&w), "{case}: served a waiting session");
+                if *method == "GET" && !route.starts_with("/admin/") {
+                    assert_eq!(c, 200, "{case}");
+                }
+            }
+            Accepts::Either => assert!(w != none || *route == "/logout", "{case}: waiting treated as none"),
+            Accepts::Enrolment => {
+                // Enrolled already: both states are sent to the prompt, never shown a secret.
+                assert!(!(200..300).contains(&w) && !(200..300).contains(&c), "{case}");
+            }
+        }
+        if *route == "/logout" && *method == "POST" {
+            break; // the sessions are gone from here on
+        }
+    }
+}
