@@ -113,6 +113,80 @@ enum AttemptRefused {
     Wrong(String),
 }
 
+/// KV alone: what this isolate knows of a user's attempts beyond the record it reads,
+/// which may miss the writes of requests racing in the same isolate. Merged into the record
+/// before each reservation and each write, so in one isolate no more than the limit of
+/// codes are checked before the lock, and a racing write cannot erase a lock or a failure.
+#[derive(Debug, Default)]
+pub(super) struct LocalAttempts {
+    users: std::collections::HashMap<String, LocalUser>,
+}
+
+#[derive(Debug, Default)]
+struct LocalUser {
+    in_flight: u32,
+    failures: Vec<u64>,
+    locked_until: Option<u64>,
+}
+
+impl LocalAttempts {
+    fn merge_into(&self, user: &str, record: &mut MfaRecord, now: u64, window: u64) {
+        let Some(l) = self.users.get(user) else {
+            return;
+        };
+        if let Some(until) = l.locked_until.filter(|u| *u > now) {
+            if record.locked_until.is_none_or(|r| r < until) {
+                record.locked_until = Some(until);
+                record.failures.clear();
+                return;
+            }
+        }
+        let in_window = |t: &&u64| **t <= now && now - **t < window;
+        let local: Vec<u64> = l.failures.iter().filter(in_window).copied().collect();
+        if local.len() > record.failures.iter().filter(in_window).count() {
+            record.failures = local;
+        }
+    }
+
+    fn in_flight(&self, user: &str) -> u32 {
+        self.users.get(user).map_or(0, |l| l.in_flight)
+    }
+
+    fn locked(&self, user: &str, now: u64) -> Option<u64> {
+        self.users.get(user).and_then(|l| l.locked_until).filter(|u| *u > now)
+    }
+
+    fn entry(&mut self, user: &str, now: u64, window: u64) -> &mut LocalUser {
+        // Bounded: users with nothing in flight and nothing current are forgotten.
+        self.users.retain(|_, l| {
+            l.failures.retain(|t| *t <= now && now - *t < window);
+            l.in_flight > 0 || !l.failures.is_empty() || l.locked_until.is_some_and(|u| u > now)
+        });
+        self.users.entry(user.to_owned()).or_default()
+    }
+}
+
+/// An attempt reserved in this isolate (KV alone) until its outcome is recorded.
+struct InFlight<'a> {
+    local: &'a std::cell::RefCell<LocalAttempts>,
+    user: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(local: &'a std::cell::RefCell<LocalAttempts>, user: &str, now: u64, window: u64) -> Self {
+        local.borrow_mut().entry(user, now, window).in_flight += 1;
+        Self { local, user: user.to_owned() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.local.borrow_mut().users.get_mut(&self.user) {
+            l.in_flight = l.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 /// An enrolment in progress, stored under [`enrolment_key`].
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PendingEnrolment {
@@ -351,15 +425,21 @@ impl Gateway {
                 )
                 .await?
                 .map_err(|ms| ms / 1000),
-            None => record.reserve_attempt(now, &policy).map(u64::from),
+            None => {
+                let local = self.mfa_local.borrow();
+                local.merge_into(user_id, record, now, policy.window);
+                record.reserve_attempt_among(now, &policy, local.in_flight(user_id)).map(u64::from)
+            }
         };
         if let Err(until) = reserved {
             if coord.is_none() {
+                self.mfa_local.borrow_mut().entry(user_id, now, policy.window).locked_until = Some(until);
                 self.save_mfa(ports, tenant, user_id, record).await?;
             }
             self.audit_mfa(ports, tenant, session, "mfa_failed", "locked out");
             return Ok(Err(AttemptRefused::Locked(until)));
         }
+        let _in_flight = coord.is_none().then(|| InFlight::enter(&self.mfa_local, user_id, now, policy.window));
         // Step 3: the check.
         const USED: &str = "That code was already used. Wait for the next code and enter it.";
         const WRONG: &str = "That code is not correct. Check the time on your device and try again.";
@@ -417,8 +497,9 @@ impl Gateway {
         match verdict {
             Ok(event) => {
                 self.save_mfa(ports, tenant, user_id, record).await?;
-                if let Some((c, shard)) = &coord {
-                    c.clear(shard, MFA_FAILURES_KEY).await?;
+                match &coord {
+                    Some((c, shard)) => c.clear(shard, MFA_FAILURES_KEY).await?,
+                    None => self.mfa_local.borrow_mut().entry(user_id, now, policy.window).failures.clear(),
                 }
                 Ok(Ok(FactorProof { user_id: user_id.to_owned(), at: now, amr: TOTP_AMR, event }))
             }
@@ -437,8 +518,18 @@ impl Gateway {
                         }
                     }
                     None => {
-                        let outcome = record.attempt_failed(now, &policy);
-                        self.save_mfa(ports, tenant, user_id, record).await?;
+                        // Read again: attempts that raced this one may have been recorded.
+                        let mut fresh = self.load_mfa(ports, tenant, user_id).await?.unwrap_or_else(|| record.clone());
+                        fresh.failures.retain(|t| *t <= now && now - *t < policy.window);
+                        fresh.failures.push(now);
+                        self.mfa_local.borrow_mut().entry(user_id, now, policy.window).failures.push(now);
+                        self.mfa_local.borrow().merge_into(user_id, &mut fresh, now, policy.window);
+                        let outcome = fresh.attempt_failed(now, &policy);
+                        if let FailureOutcome::LockedUntil(until) = outcome {
+                            self.mfa_local.borrow_mut().entry(user_id, now, policy.window).locked_until = Some(until);
+                        }
+                        self.save_mfa(ports, tenant, user_id, &fresh).await?;
+                        *record = fresh;
                         outcome
                     }
                 };
@@ -800,7 +891,10 @@ impl Gateway {
             Some(c) => {
                 Ok(c.locked(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
             }
-            None => Ok(record.is_locked(ports.now())),
+            None => {
+                let now = ports.now();
+                Ok(record.is_locked(now).max(self.mfa_local.borrow().locked(user_id, now)))
+            }
         }
     }
 
@@ -817,6 +911,7 @@ impl Gateway {
             return Ok(false);
         };
         record.reset();
+        self.mfa_local.borrow_mut().users.remove(user_id);
         if let Some(c) = ports.coord() {
             c.clear(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?;
         }

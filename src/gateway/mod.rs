@@ -115,6 +115,9 @@ pub struct Gateway {
     audit_queue: RefCell<Vec<Value>>,
     /// Work to do after the response (the shell runs it with `waitUntil`).
     deferred: RefCell<Vec<Deferred>>,
+    /// KV alone: this isolate's view of second-factor attempts (in flight, failures,
+    /// locks) that racing writes to the record could lose.
+    mfa_local: RefCell<mfa::LocalAttempts>,
 }
 
 /// An outbound call made after the response, retried up to `attempts` times with backoff.
@@ -209,6 +212,7 @@ impl Gateway {
             login_limiter: RefCell::default(),
             audit_queue: RefCell::default(),
             deferred: RefCell::default(),
+            mfa_local: RefCell::default(),
         }
     }
 

@@ -193,12 +193,18 @@ impl MfaRecord {
     /// `max_failures` attempts in the window are already reserved (which locks now).
     /// Returns the attempts reserved in the window, this one included.
     pub fn reserve_attempt(&mut self, now: u64, policy: &LockoutPolicy) -> Result<u32, u64> {
+        self.reserve_attempt_among(now, policy, 0)
+    }
+
+    /// As [`MfaRecord::reserve_attempt`], counting `in_flight` attempts reserved elsewhere
+    /// (in this isolate) whose outcome is not recorded yet.
+    pub fn reserve_attempt_among(&mut self, now: u64, policy: &LockoutPolicy, in_flight: u32) -> Result<u32, u64> {
         if let Some(until) = self.is_locked(now) {
             return Err(until);
         }
         self.locked_until = None;
         self.failures.retain(|t| *t <= now && now - *t < policy.window);
-        let count = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
+        let count = u32::try_from(self.failures.len()).unwrap_or(u32::MAX).saturating_add(in_flight);
         if count >= policy.max_failures {
             let until = now.saturating_add(policy.lockout);
             self.locked_until = Some(until);

@@ -88,7 +88,8 @@ for (const mode of ['object', 'kv']) {
       assert.ok(!origin.requests.some((r) => r.path === '/home' && r.headers['x-portcullis-user']));
     });
 
-    test('concurrent wrong codes from many connections: the lock holds, and with the object no more than five are checked', async (t) => {
+    // KV alone bounds this per isolate (one here); with the object, everywhere.
+    test('concurrent wrong codes from many connections: no more than five are checked before the lock', async (t) => {
       const { client, page } = await signIn();
       const csrf = formWith(page, 'code').fields.csrf;
       const before = events(gw, (l) => l.event === 'mfa_failed' && l.outcome === 'wrong code').length;
@@ -105,7 +106,7 @@ for (const mode of ['object', 'kv']) {
       await new Promise((r) => setTimeout(r, 300));
       const checked = events(gw, (l) => l.event === 'mfa_failed' && l.outcome === 'wrong code').length - before;
       t.diagnostic(`${mode}: ${checked} of 20 concurrent codes checked`);
-      if (mode === 'object') assert.ok(checked <= 5, `${checked} codes checked before the lock`);
+      assert.ok(checked <= 5, `${checked} codes checked before the lock`);
       // A right code while locked is refused, on every route.
       const right = await post(client, '/_portcullis/mfa', { csrf, rd: '/home', code: totp(secret) });
       assert.equal(right.status, 429, right.text);
