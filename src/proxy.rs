@@ -17,6 +17,9 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // Not hop-by-hop, but never meant for the origin: CGI turns it into HTTP_PROXY, which
+    // many HTTP clients read as their outbound proxy ("httpoxy").
+    "proxy",
 ];
 
 /// Header names (as [`header_key`] reads them) the gateway owns: identity in this product

@@ -237,6 +237,8 @@ fn underscore_and_mixed_spellings_of_owned_headers_never_reach_the_origin() {
         ("Forwarded", "for=10.0.0.1"),
         ("X_Custom_Email", "ceo@example.com"),
         ("X-Custom-Email-Verified", "true"),
+        // httpoxy: CGI turns `Proxy` into HTTP_PROXY, which HTTP clients read as their proxy.
+        ("Proxy", "http://evil.test:8080"),
     ];
     let mut req = api("/static/x");
     for (n, v) in spoofed {

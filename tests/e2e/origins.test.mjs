@@ -32,7 +32,7 @@ const PATHS = [
 const OWNED = [
   'X-Portcullis-User', 'X-Portcullis-Roles', 'X-Portcullis-Groups', 'X-Portcullis-Email', 'X-Auth-Request-Email',
   'X-Auth-Request-User', 'X-Forwarded-For', 'X-Forwarded-Host', 'X-Forwarded-Proto', 'X-Real-IP', 'Forwarded',
-  'X-Original-URL', 'X-HTTP-Method-Override',
+  'X-Original-URL', 'X-HTTP-Method-Override', 'Proxy',
 ];
 
 /** Every spelling of a header name: each separator `-` or `_`, in three cases. */
@@ -127,11 +127,16 @@ describe('real origins behind the gateway', () => {
   });
 
   test('no identity or forwarding value from the client reaches the application, in any spelling', async () => {
-    for (const s of servers) {
-      for (const name of OWNED) {
-        const headers = spellings(name).map((n, i) => [n, `spoof${i}x`]);
-        const direct = await rawHttp(s.port, { target: '/static/x', headers });
-        assert.match(direct.body, /spoof\d+x/, `${s.name} ${name}: the dump shows the header when sent directly`);
+    for (const name of OWNED) {
+      const headers = spellings(name).map((n, i) => [n, `spoof${i}x`]);
+      // Sent directly, the application sees it (on every origin here, except that Apache
+      // already drops `Proxy` itself).
+      const shown = [];
+      for (const s of servers) {
+        if (/spoof\d+x/.test((await rawHttp(s.port, { target: '/static/x', headers })).body)) shown.push(s.name);
+      }
+      assert.ok(shown.length >= (name === 'Proxy' ? 2 : 3), `${name}: shown directly by ${shown}`);
+      for (const s of servers) {
         const r = await viaGateway(s, { target: '/static/x', headers });
         assert.equal(r.status, 200, `${s.name} ${name}: ${r.body.slice(0, 200)}`);
         assert.ok(r.body.includes('STATIC-MARKER'), `${s.name} ${name}`);

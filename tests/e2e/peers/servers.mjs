@@ -77,6 +77,7 @@ function tempDir(name) {
 }
 
 async function launch(name, dir, command, args, env, port, timeoutMs) {
+  if (!fs.existsSync(command)) throw new Error(`${command} is missing: run bash scripts/setup.sh`);
   const logFile = path.join(dir, 'console.log');
   const out = fs.openSync(logFile, 'a');
   const child = spawn(command, args, { cwd: dir, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', out, out] });
@@ -114,7 +115,7 @@ const NGINX_DUMP = [
   'x-portcullis-user', 'x-portcullis-roles', 'x-portcullis-groups', 'x-portcullis-email', 'x-portcullis-name',
   'x-auth-request-user', 'x-auth-request-email', 'x-auth-request-groups',
   'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'forwarded',
-  'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url',
+  'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'proxy',
 ].map((h) => `${h}=$http_${h.replace(/-/g, '_')}`).join('\\n');
 
 export async function startNginx() {
