@@ -401,6 +401,146 @@ mod tests {
         assert_eq!(header_key("Accept"), "accept");
     }
 
+    /// Decodes every valid `%XX` (invalid escapes stay), as lenient servers do.
+    fn lenient_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Resolves `.` and `..` segments, optionally merging empty ones.
+    fn resolve(path: &str, merge_empty: bool) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        for (n, seg) in segments.iter().enumerate() {
+            match *seg {
+                "." => {}
+                ".." => {
+                    out.pop();
+                }
+                "" if merge_empty && n + 1 < segments.len() => {}
+                s => out.push(s),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    /// Tomcat, Jetty, Spring: path parameters stripped per segment, decoded, dots resolved.
+    fn java_reading(raw: &str) -> String {
+        let stripped: Vec<&str> = raw.split('/').map(|s| s.split(';').next().unwrap_or_default()).collect();
+        resolve(&lenient_decode(&stripped.join("/")), false)
+    }
+
+    /// nginx, Apache: decoded once, `//` merged, dots resolved.
+    fn merging_reading(raw: &str) -> String {
+        resolve(&lenient_decode(raw), true)
+    }
+
+    /// A chain that decodes twice.
+    fn twice_reading(raw: &str) -> String {
+        resolve(&lenient_decode(&lenient_decode(raw)), false)
+    }
+
+    /// IIS: decoded, `\` as `/`, trailing dots and spaces dropped, case folded.
+    fn windows_reading(raw: &str) -> String {
+        let decoded = lenient_decode(raw).replace('\\', "/");
+        let trimmed: Vec<&str> = decoded.split('/').map(|s| s.trim_end_matches(['.', ' '])).collect();
+        resolve(&trimmed.join("/"), true).to_lowercase()
+    }
+
+    #[test]
+    fn accepted_paths_read_the_same_on_every_server_and_survive_the_url_parser() {
+        const TOKENS: &[&str] = &[
+            "/",
+            "/",
+            "/",
+            "a",
+            "admin",
+            "static",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            ";",
+            "%3b",
+            "x=1",
+            "%25",
+            "%252e",
+            "%2f",
+            "%5c",
+            "\\",
+            "%00",
+            "%09",
+            "%c0%ae",
+            "%41",
+            "%20",
+            " ",
+            "~",
+            "-",
+            "%e2%88%95",
+            "%ef%bc%8e",
+            "%",
+            "%zz",
+            "%C3%A9",
+            "\u{e9}",
+            ":",
+            "@",
+            "!",
+            "'",
+            "(",
+            "*",
+            "+",
+            ",",
+            "$",
+            "&",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..50_000 {
+            let mut raw = String::from("/");
+            for _ in 0..(1 + next() % 8) {
+                raw.push_str(TOKENS[(next() % TOKENS.len() as u64) as usize]);
+            }
+            let Ok(p) = canonical(&raw, PathCase::Sensitive, &[]) else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            for (server, reading) in [
+                ("java", java_reading(&raw)),
+                ("merging", merging_reading(&raw)),
+                ("twice", twice_reading(&raw)),
+                ("windows", windows_reading(&raw)),
+            ] {
+                let expected = if server == "windows" { p.matching.to_lowercase() } else { p.matching.clone() };
+                assert_eq!(reading, expected, "{server} reads {raw:?} differently");
+            }
+            // The shell re-parses the forwarded URL (WHATWG rules): it must come out unchanged.
+            let forwarded = url::Url::parse(&format!("https://o.test{raw}")).map(|u| u.path().to_owned());
+            assert_eq!(forwarded.as_deref(), Ok(raw.as_str()), "the URL parser changes {raw:?}");
+        }
+        assert!(accepted > 1000 && refused > 1000, "accepted {accepted}, refused {refused}");
+    }
+
     fn req(method: &str) -> Request {
         Request::new(method, "https://a.test/items/1").unwrap()
     }
