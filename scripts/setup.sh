@@ -29,7 +29,9 @@ if [ "$(installed_version wasm-bindgen-cli)" != "$WASM_BINDGEN_VERSION" ]; then
 fi
 
 # --- Debian packages the tests use --------------------------------------------------
-APT_PACKAGES=(xmlsec1 chromium)
+# nginx, Apache + PHP and Tomcat are origins in tests/e2e/origins.test.mjs; the tests start
+# them from their own configuration (none is enabled as a service).
+APT_PACKAGES=(xmlsec1 chromium nginx-light apache2 libapache2-mod-php tomcat10)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

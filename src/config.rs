@@ -200,6 +200,20 @@ pub struct Tenant {
     pub providers: Vec<Provider>,
     #[serde(default)]
     pub mfa: MfaSettings,
+    /// `insensitive` for origins that route paths case-insensitively: public paths,
+    /// policy and step-up rules are then matched lower-cased.
+    #[serde(default)]
+    pub path_case: crate::path::PathCase,
+    /// Path prefixes whose origin needs `;` path parameters or `%2F` in paths: such
+    /// requests are forwarded verbatim and are never public.
+    #[serde(default)]
+    pub verbatim_paths: Vec<String>,
+    /// Drop every client header whose name contains `_` (as nginx does by default).
+    #[serde(default)]
+    pub drop_underscore_headers: bool,
+    /// `drop` (default) or `honour` the `X-HTTP-Method-Override` family of headers.
+    #[serde(default)]
+    pub method_override: crate::path::MethodOverride,
 }
 
 /// The TOTP second factor for a tenant.
@@ -988,6 +1002,11 @@ impl Config {
             }
             for (i, r) in t.policy.iter().enumerate() {
                 check_path_rule(&mut c, &format!("{tp}.policy[{i}]"), &r.as_path_rule());
+            }
+            for (i, p) in t.verbatim_paths.iter().enumerate() {
+                if let Err(e) = crate::path::check_verbatim_prefix(p) {
+                    c.err(format!("{tp}.verbatim_paths[{i}]"), e);
+                }
             }
             let s = &t.session;
             if s.idle_timeout < 60 {

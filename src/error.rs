@@ -13,6 +13,8 @@ pub enum Refusal {
     NotFound,
     MethodNotAllowed,
     BadRequest(String),
+    /// A path origins could read differently from the gateway (`path.rs`).
+    AmbiguousPath(crate::path::Ambiguity),
     UnknownProvider(String),
     Storage(KvError),
     Oidc {
@@ -69,6 +71,7 @@ impl fmt::Display for Refusal {
             Refusal::NotFound => f.write_str("no such gateway route"),
             Refusal::MethodNotAllowed => f.write_str("method not allowed"),
             Refusal::BadRequest(e) => write!(f, "bad request: {e}"),
+            Refusal::AmbiguousPath(why) => write!(f, "ambiguous path: {why}"),
             Refusal::UnknownProvider(p) => write!(f, "unknown provider {p:?}"),
             Refusal::Storage(e) => write!(f, "{e}"),
             Refusal::Oidc { provider, error } => write!(f, "provider {provider}: {error}"),
@@ -138,6 +141,7 @@ impl Refusal {
             Refusal::NotFound => p(404, "not_found", "Page not found", "There is no such page on the sign-in gateway.", None),
             Refusal::MethodNotAllowed => p(405, "method_not_allowed", "Not allowed", "This page does not accept that kind of request.", None),
             Refusal::BadRequest(_) => p(400, "bad_request", "Bad request", "The request could not be understood.", None),
+            Refusal::AmbiguousPath(why) => p(400, "ambiguous_path", "Address not accepted", format!("This address contains something web servers read in different ways ({why}), so it was not passed on to the site. Check the link, or remove the unusual part of the address."), None),
             Refusal::UnknownProvider(_) => p(404, "unknown_provider", "Unknown sign-in method", "That sign-in method does not exist for this site. Choose one from the sign-in page.", Login),
             Refusal::Storage(_) => p(503, "storage_unavailable", "Temporarily unavailable", "Sign-in is temporarily unavailable because the gateway cannot reach its storage. Please try again in a minute.", Reload),
             Refusal::NoRoles => p(403, "no_roles", "No access assigned", "You signed in successfully, but your account has no roles assigned for this site. Ask your administrator to grant you access.", None),

@@ -16,6 +16,7 @@ pub mod http;
 pub mod mfa;
 pub mod oidc;
 pub mod pages;
+pub mod path;
 pub mod policy;
 pub mod ports;
 pub mod proxy;

@@ -4,36 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::{AccessRule, GroupSettings, PathMatch, PathRule, Tenant};
-
-/// Percent-decodes a path for matching; `None` if it hides dot segments or encoded
-/// separators that an origin might interpret differently from the gateway.
-pub fn normalised_path(path: &str) -> Option<String> {
-    let decoded = percent_decode(path)?;
-    if decoded.contains("/../") || decoded.ends_with("/..") || decoded.contains("/./") || decoded.contains('\\') {
-        return None;
-    }
-    if decoded.contains('\0') {
-        return None;
-    }
-    Some(decoded)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+use crate::path::{CanonicalPath, Decided};
 
 /// Glob match: `*` matches within one segment, `**` across segments.
 fn glob_match(pattern: &str, path: &str) -> bool {
@@ -77,16 +48,24 @@ pub fn path_matches(kind: PathMatch, pattern: &str, path: &str) -> bool {
     }
 }
 
-pub fn rule_matches(rule: &PathRule, method: &str, path: &str) -> bool {
-    (rule.methods.is_empty() || rule.methods.iter().any(|m| m == method)) && path_matches(rule.kind, &rule.path, path)
+/// Whether a rule covers this method and path. Patterns are lower-cased for
+/// case-insensitive tenants (the path is already).
+pub fn rule_matches(rule: &PathRule, method: &str, path: &CanonicalPath) -> bool {
+    if !(rule.methods.is_empty() || rule.methods.iter().any(|m| m == method)) {
+        return false;
+    }
+    if path.case_insensitive {
+        path_matches(rule.kind, &rule.path.to_lowercase(), &path.matching)
+    } else {
+        path_matches(rule.kind, &rule.path, &path.matching)
+    }
 }
 
-/// Whether the request may pass without a session.
-pub fn is_public(tenant: &Tenant, method: &str, raw_path: &str) -> bool {
-    let Some(path) = normalised_path(raw_path) else {
-        return false;
-    };
-    tenant.public_paths.iter().any(|r| rule_matches(r, method, &path))
+/// Whether the request may pass without a session: public under every method the origin
+/// may act on, and not under a verbatim prefix.
+pub fn is_public(tenant: &Tenant, request: &Decided) -> bool {
+    !request.path.verbatim
+        && request.methods.iter().all(|m| tenant.public_paths.iter().any(|r| rule_matches(r, m, &request.path)))
 }
 
 /// Groups and roles after mapping a user's IdP groups through the tenant's rules.
@@ -155,15 +134,16 @@ fn rule_allows(rule: &AccessRule, s: &Subject<'_>) -> bool {
             }))
 }
 
-/// First matching rule decides; no matching rule allows any signed-in user. A path that
-/// cannot be normalised is refused, since it is not clear which rule would apply.
-pub fn authorize(tenant: &Tenant, method: &str, raw_path: &str, subject: &Subject<'_>) -> Result<(), Denied> {
-    let Some(path) = normalised_path(raw_path) else {
-        return Err(Denied { rule: usize::MAX, path: raw_path.to_owned() });
-    };
-    for (i, rule) in tenant.policy.iter().enumerate() {
-        if rule_matches(&rule.as_path_rule(), method, &path) {
-            return if rule_allows(rule, subject) { Ok(()) } else { Err(Denied { rule: i, path }) };
+/// First matching rule decides; no matching rule allows any signed-in user. With an
+/// honoured method override, the request must be allowed under each of its methods.
+pub fn authorize(tenant: &Tenant, request: &Decided, subject: &Subject<'_>) -> Result<(), Denied> {
+    for method in &request.methods {
+        let rules = tenant.policy.iter().enumerate();
+        if let Some((i, rule)) = rules.into_iter().find(|(_, r)| rule_matches(&r.as_path_rule(), method, &request.path))
+        {
+            if !rule_allows(rule, subject) {
+                return Err(Denied { rule: i, path: request.path.matching.clone() });
+            }
         }
     }
     Ok(())
@@ -172,6 +152,7 @@ pub fn authorize(tenant: &Tenant, method: &str, raw_path: &str, subject: &Subjec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::path::{canonical, PathCase};
     use std::collections::BTreeMap;
 
     #[test]
@@ -187,12 +168,51 @@ mod tests {
         assert!(path_matches(PathMatch::Glob, "/assets/**.css", "/assets/a/site.css"));
     }
 
+    fn decided(raw: &str, method: &str, case: PathCase) -> Decided {
+        let path = canonical(raw, case, &["/files/".to_owned()]).unwrap();
+        Decided { path, methods: vec![method.to_owned()] }
+    }
+
+    fn tenant(extra: serde_json::Value) -> Tenant {
+        let mut t = serde_json::json!({"id": "t", "hosts": ["a.test"], "origin": "https://o.test",
+            "public_paths": [{"path": "/static/", "match": "prefix", "methods": ["GET"]}, {"path": "/", "match": "prefix"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            t[k] = v.clone();
+        }
+        serde_json::from_value(t).unwrap()
+    }
+
     #[test]
     fn encoded_traversal_is_never_public() {
-        assert_eq!(normalised_path("/static/%2e%2e/admin"), None);
-        assert_eq!(normalised_path("/static/..%2Fadmin"), None);
-        assert_eq!(normalised_path("/static%5C..%5Cadmin"), None);
-        assert_eq!(normalised_path("/a%20b").as_deref(), Some("/a b"));
+        // Ambiguous paths never get this far (see `path.rs`); verbatim ones are never public.
+        let t = tenant(serde_json::json!({}));
+        assert!(is_public(&t, &decided("/static/x", "GET", PathCase::Sensitive)));
+        assert!(!is_public(&t, &decided("/files/a%2Fb", "GET", PathCase::Sensitive)));
+        assert!(!is_public(&t, &decided("/files/a;b", "GET", PathCase::Sensitive)));
+    }
+
+    #[test]
+    fn every_method_must_be_public_and_allowed() {
+        let t =
+            tenant(serde_json::json!({"public_paths": [{"path": "/static/", "match": "prefix", "methods": ["GET"]}],
+            "policy": [{"path": "/items", "match": "prefix", "methods": ["DELETE"], "allow_roles": ["auditor"]}]}));
+        let mut d = decided("/static/x", "GET", PathCase::Sensitive);
+        assert!(is_public(&t, &d));
+        d.methods.push("DELETE".into());
+        assert!(!is_public(&t, &d));
+        let s = Subject { email: None, email_verified: false, groups: &[], roles: &[] };
+        let mut d = decided("/items/1", "POST", PathCase::Sensitive);
+        assert!(authorize(&t, &d, &s).is_ok());
+        d.methods.push("DELETE".into());
+        assert_eq!(authorize(&t, &d, &s), Err(Denied { rule: 0, path: "/items/1".into() }));
+    }
+
+    #[test]
+    fn case_insensitive_tenants_lower_case_the_patterns_too() {
+        let t = tenant(serde_json::json!({"public_paths": [{"path": "/Static/", "match": "prefix"}]}));
+        assert!(is_public(&t, &decided("/STATIC/x", "GET", PathCase::Insensitive)));
+        assert!(!is_public(&t, &decided("/STATIC/x", "GET", PathCase::Sensitive)));
+        assert!(is_public(&t, &decided("/Static/x", "GET", PathCase::Sensitive)));
     }
 
     #[test]

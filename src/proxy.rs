@@ -4,6 +4,7 @@
 
 use crate::config::{HeaderNames, Tenant};
 use crate::http::Headers;
+use crate::path::{header_key, MethodOverride, METHOD_OVERRIDE_HEADERS};
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) plus a few that only concern this hop.
 const HOP_BY_HOP: &[&str] = &[
@@ -16,11 +17,28 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // Not hop-by-hop, but never meant for the origin: CGI turns it into HTTP_PROXY, which
+    // many HTTP clients read as their outbound proxy ("httpoxy").
+    "proxy",
 ];
 
-/// Header name prefixes that carry identity in this product or its presets; always stripped
-/// from client requests, whatever the configuration names.
-const IDENTITY_PREFIXES: &[&str] = &["x-portcullis-", "x-auth-request-"];
+/// Header names (as [`header_key`] reads them) the gateway owns: identity in this product
+/// or its presets, forwarding and client-address headers, and the path-override headers
+/// some frameworks read instead of the request line. A client header whose key equals or
+/// starts with one of these, or with a configured identity header name, never reaches the
+/// origin, whatever its case and whether it is spelt with `_` or `-`.
+const OWNED_PREFIXES: &[&str] = &[
+    "x-portcullis",
+    "x-auth-request",
+    "x-forwarded",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+];
 
 /// Cookie names the gateway owns; the origin never sees them.
 pub const COOKIE_PREFIX: &str = "__Host-portcullis_";
@@ -64,9 +82,10 @@ pub fn header_list(items: &[String]) -> String {
     items.iter().map(|i| header_value(i).replace('\\', "\\\\").replace(',', "\\,")).collect::<Vec<_>>().join(",")
 }
 
-fn is_identity_header(name: &str, names: &HeaderNames) -> bool {
-    let lower = name.to_ascii_lowercase();
-    IDENTITY_PREFIXES.iter().any(|p| lower.starts_with(p)) || names.all().any(|n| n.eq_ignore_ascii_case(name))
+/// Whether a client header could be read by the origin as one the gateway owns.
+pub fn is_owned_header(name: &str, names: &HeaderNames) -> bool {
+    let key = header_key(name);
+    OWNED_PREFIXES.iter().any(|p| key.starts_with(p)) || names.all().any(|n| key.starts_with(&header_key(n)))
 }
 
 /// Everything the upstream request needs to know about the client connection.
@@ -95,12 +114,13 @@ pub fn upstream_headers(
     let mut out = Headers::new();
     for (name, value) in incoming.iter() {
         let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str())
+        let key = header_key(name);
+        if HOP_BY_HOP.contains(&key.as_str())
             || connection_listed.contains(&lower)
-            || lower == "host"
-            || lower == "forwarded"
-            || lower.starts_with("x-forwarded-")
-            || is_identity_header(name, &names)
+            || key == "host"
+            || is_owned_header(name, &names)
+            || (tenant.method_override == MethodOverride::Drop && METHOD_OVERRIDE_HEADERS.contains(&key.as_str()))
+            || (tenant.drop_underscore_headers && name.contains('_'))
         {
             continue;
         }
@@ -146,10 +166,24 @@ pub fn upstream_headers(
     out
 }
 
-/// The response filter: the origin's answer goes back as it is, less hop-by-hop headers.
+/// Whether a `Set-Cookie` value sets one of the gateway's own cookies (any case: browsers
+/// read the `__Host-` prefix case-insensitively).
+fn sets_gateway_cookie(value: &str) -> bool {
+    let name = value.split(['=', ';']).next().unwrap_or_default().trim().trim_matches('"');
+    name.len() >= COOKIE_PREFIX.len()
+        && name.get(..COOKIE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(COOKIE_PREFIX))
+}
+
+/// The response filter: the origin's answer goes back as it is, less hop-by-hop headers and
+/// any `Set-Cookie` for the gateway's own cookies (an origin must not plant or clear a
+/// session or a pending sign-in).
 pub fn downstream_headers(origin: &Headers) -> Headers {
     let mut out = origin.clone();
-    out.retain(|n, _| !HOP_BY_HOP.contains(&n.to_ascii_lowercase().as_str()));
+    out.retain(|n, v| {
+        let lower = n.to_ascii_lowercase();
+        let gateway_cookie = lower == "set-cookie" && sets_gateway_cookie(v);
+        !HOP_BY_HOP.contains(&lower.as_str()) && !gateway_cookie
+    });
     out
 }
 
@@ -233,6 +267,78 @@ mod tests {
         let out = upstream_headers(&Headers::new(), &tenant(HeaderPreset::Oauth2Proxy), &client, Some(&id));
         assert_eq!(out.get("X-Auth-Request-User"), Some("alice"));
         assert_eq!(out.get("X-Portcullis-User"), None);
+    }
+
+    #[test]
+    fn owned_headers_are_dropped_in_every_spelling() {
+        let names = tenant(HeaderPreset::Portcullis).headers.names();
+        for owned in [
+            "X-Portcullis-User",
+            "X_Portcullis_User",
+            "x_portcullis_roles",
+            "X-Portcullis_Groups",
+            "X.Portcullis.Email",
+            "X-Portcullis",
+            "X_Auth_Request_Email",
+            "x-auth-request_user",
+            "X_Forwarded_For",
+            "X-Forwarded_Host",
+            "X-Forwarded-Prefix",
+            "Forwarded",
+            "FORWARDED_FOR",
+            "X-Real-IP",
+            "x_real_ip",
+            "X-Client-IP",
+            "True-Client-IP",
+            "X-Original-URL",
+            "X_Rewrite_Url",
+            "X-Custom-Email",
+            "X_CUSTOM_EMAIL",
+            "X-Custom-Email-Verified",
+        ] {
+            assert!(is_owned_header(owned, &names), "{owned}");
+        }
+        for other in ["Accept", "X-Requested-With", "My_Header", "X-Portal", "Authorization", "X-Forward"] {
+            assert!(!is_owned_header(other, &names), "{other}");
+        }
+    }
+
+    #[test]
+    fn underscore_names_and_method_overrides_follow_the_tenant() {
+        let incoming = Headers::from_pairs([
+            ("My_Header", "1"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X_HTTP_Method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("Accept", "*/*"),
+        ]);
+        let client = ClientInfo { ip: None, proto: "https", host: "a.test" };
+        let mut t = tenant(HeaderPreset::Portcullis);
+        let out = upstream_headers(&incoming, &t, &client, None);
+        assert_eq!(out.get("my_header"), Some("1"));
+        for gone in ["X-HTTP-Method-Override", "X_HTTP_Method", "x-method-override"] {
+            assert_eq!(out.get(gone), None, "{gone}");
+        }
+        t.drop_underscore_headers = true;
+        t.method_override = MethodOverride::Honour;
+        let out = upstream_headers(&incoming, &t, &client, None);
+        assert_eq!(out.get("my_header"), None);
+        assert_eq!(out.get("X_HTTP_Method"), None);
+        assert_eq!(out.get("X-HTTP-Method-Override"), Some("DELETE"));
+        assert_eq!(out.get("accept"), Some("*/*"));
+    }
+
+    #[test]
+    fn origin_cannot_set_the_gateways_cookies() {
+        let h = Headers::from_pairs([
+            ("Set-Cookie", "__Host-portcullis_session=v1.forged; Path=/; Secure"),
+            ("Set-Cookie", "__host-PORTCULLIS_pending=x; Path=/; Secure"),
+            ("set-cookie", " __Host-portcullis_saml_pending=; Max-Age=0"),
+            ("Set-Cookie", "app=1"),
+            ("Set-Cookie", "portcullis_note=1"),
+        ]);
+        let out = downstream_headers(&h);
+        assert_eq!(out.get_all("set-cookie").collect::<Vec<_>>(), vec!["app=1", "portcullis_note=1"]);
     }
 
     #[test]

@@ -25,6 +25,17 @@ fn looks_external(s: &str) -> bool {
 /// `gateway_prefix` paths are refused too: returning into the gateway's own routes would
 /// loop or trigger an action.
 pub fn safe_return_path(raw: &str, gateway_prefix: &str) -> String {
+    let out = safe_same_site_path(raw);
+    let path = out.split('?').next().unwrap_or_default();
+    if path == gateway_prefix || path.starts_with(&format!("{gateway_prefix}/")) {
+        return FALLBACK.into();
+    }
+    out
+}
+
+/// Returns `raw` normalised if it is a safe same-site path (with optional query), else `/`;
+/// for links back to the page just refused (the gateway's own routes included).
+pub fn safe_same_site_path(raw: &str) -> String {
     if raw.is_empty() || raw.len() > 2048 || looks_external(raw) {
         return FALLBACK.into();
     }
@@ -50,11 +61,7 @@ pub fn safe_return_path(raw: &str, gateway_prefix: &str) -> String {
     if joined.scheme() != "https" || joined.host_str() != Some("portcullis.invalid") || joined.port().is_some() {
         return FALLBACK.into();
     }
-    let path = joined.path();
-    if path == gateway_prefix || path.starts_with(&format!("{gateway_prefix}/")) {
-        return FALLBACK.into();
-    }
-    let mut out = path.to_owned();
+    let mut out = joined.path().to_owned();
     if let Some(q) = joined.query() {
         out.push('?');
         out.push_str(q);

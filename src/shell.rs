@@ -440,7 +440,8 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         }
     }
     let client_ip = headers.get("cf-connecting-ip").map(str::to_owned);
-    let core_req = Request { method: req.method().to_string(), url, headers, body, client_ip };
+    // The method as sent: the `worker` crate's `Method` reads every unknown token as GET.
+    let core_req = Request { method: req.inner().method(), url, headers, body, client_ip };
 
     let fault_switch = test_faults_enabled(&env).then(|| FAULTS.with(Rc::clone));
     if let Some(f) = &fault_switch {

@@ -258,16 +258,19 @@ impl Gateway {
     }
 
     /// Whether the request needs a fresher second factor than the session has.
-    pub(super) fn step_up_due(&self, ports: Ports<'_>, tenant: &Tenant, req: &Request, record: &SessionRecord) -> bool {
-        let Some(path) = policy::normalised_path(req.url.path()) else {
-            return false;
-        };
+    pub(super) fn step_up_due(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        request: &crate::path::Decided,
+        record: &SessionRecord,
+    ) -> bool {
         let now = ports.now();
         tenant
             .mfa
             .step_up
             .iter()
-            .filter(|r| policy::rule_matches(&r.as_path_rule(), &req.method, &path))
+            .filter(|r| request.methods.iter().any(|m| policy::rule_matches(&r.as_path_rule(), m, &request.path)))
             .any(|r| record.mfa_at.is_none_or(|at| now > at.saturating_add(r.max_age)))
     }
 

@@ -32,10 +32,11 @@ use crate::error::{Refusal, Retry};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
 use crate::oidc::{self, jwks::Jwk, OidcError, PreLogin, ProviderMetadata, UntrustedIdToken};
 use crate::pages::{self, Brand, ButtonView, ErrorView};
+use crate::path::{self, Decided, Undecidable};
 use crate::policy;
 use crate::ports::{FetchError, Ports};
 use crate::proxy::{self, ClientInfo, IdentityHeaders};
-use crate::redirect::safe_return_path;
+use crate::redirect::{safe_return_path, safe_same_site_path};
 use crate::secret::Secret;
 use crate::session::{self, MfaState, SessionId, SessionRecord, StoredTokens, PENDING_COOKIE, SESSION_COOKIE};
 use state::{CompleteSession, Session};
@@ -357,6 +358,7 @@ impl Gateway {
         );
         let mut r = self.present_refusal(req, tenant, &pres, &reference);
         match refusal {
+            Refusal::MethodNotAllowed if !self.is_gateway_route(req.url.path()) => r.headers.set("allow", path::ALLOW),
             Refusal::MethodNotAllowed => {
                 let route = req.url.path().strip_prefix(self.prefix()).unwrap_or(req.url.path());
                 r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
@@ -379,7 +381,11 @@ impl Gateway {
         }
         let prefix = self.prefix();
         let login = format!("{prefix}/login");
-        let reload = req.url.path().to_owned();
+        // The path is the client's: reflected only once it is a safe same-site path.
+        let reload = safe_same_site_path(&match req.url.query() {
+            Some(q) => format!("{}?{q}", req.url.path()),
+            None => req.url.path().to_owned(),
+        });
         let back = req
             .headers
             .get("referer")
@@ -440,7 +446,21 @@ impl Gateway {
             let r = self.gateway_route(ports, req, tenant, &path[..]).await;
             return Action::Respond(r.unwrap_or_else(|e| self.refuse(ports, req, Some(tenant), &e)));
         }
-        match self.protected(ports, req, tenant).await {
+        // One reading of the request for every rule and for forwarding (`path.rs`).
+        let decided = match path::decide(req, tenant.path_case, &tenant.verbatim_paths, tenant.method_override) {
+            Ok(d) => d,
+            Err(why) => {
+                let refusal = match why {
+                    Undecidable::Method(_) => Refusal::MethodNotAllowed,
+                    Undecidable::ConflictingOverrides => {
+                        Refusal::BadRequest("method override headers name different methods".into())
+                    }
+                    Undecidable::Path(why) => Refusal::AmbiguousPath(why),
+                };
+                return Action::Respond(self.refuse(ports, req, Some(tenant), &refusal));
+            }
+        };
+        match self.protected(ports, req, tenant, &decided).await {
             Ok(action) => action,
             Err(e) => Action::Respond(self.refuse(ports, req, Some(tenant), &e)),
         }
@@ -523,10 +543,17 @@ impl Gateway {
     // Protected requests
     // -----------------------------------------------------------------------------------
 
-    async fn protected(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Action, Refusal> {
+    async fn protected(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: &Tenant,
+        decided: &Decided,
+    ) -> Result<Action, Refusal> {
         let client = ClientInfo { ip: req.client_ip.as_deref(), proto: req.url.scheme(), host: &req.host() };
-        let url = proxy::upstream_url(&tenant.origin, req.url.path(), req.url.query());
-        if policy::is_public(tenant, &req.method, req.url.path()) {
+        // Forwarded exactly as decided on.
+        let url = proxy::upstream_url(&tenant.origin, &decided.path.raw, req.url.query());
+        if policy::is_public(tenant, decided) {
             let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
             return Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }));
         }
@@ -554,10 +581,10 @@ impl Gateway {
             groups: &record.groups,
             roles: &record.roles,
         };
-        if let Err(denied) = policy::authorize(tenant, &req.method, req.url.path(), &subject) {
+        if let Err(denied) = policy::authorize(tenant, decided, &subject) {
             return Err(Refusal::Forbidden { rule: denied.rule });
         }
-        if self.step_up_due(ports, tenant, req, record) {
+        if self.step_up_due(ports, tenant, decided, record) {
             return self.mfa_needed(req, true).map(Action::Respond);
         }
         self.touch(ports, tenant, &mut session).await;
