@@ -86,7 +86,8 @@ pub struct GatewaySettings {
     pub session_cache_ttl: u64,
     /// Upper bound of in-isolate cached sessions.
     pub session_cache_size: usize,
-    /// Seconds before a session's last-seen time is written again.
+    /// Seconds before a session's last-seen time is written to KV again; `0` (the default):
+    /// a quarter of the tenant's idle timeout. Idle expiry is exact to within this interval.
     pub last_seen_interval: u64,
     /// Lifetime of pre-login state (the time a person has to finish signing in at the IdP).
     pub login_state_ttl: u64,
@@ -94,6 +95,9 @@ pub struct GatewaySettings {
     pub login_rate_limit: LoginRateLimit,
     /// Worker secret holding the admin API bearer token (none: token access is off).
     pub admin_token: Option<String>,
+    /// Also store audit events in KV (one write per event), for `GET admin/audit`. Off by
+    /// default: every audit event is a log line (Workers Logs) either way.
+    pub audit_kv: bool,
     /// Days audit events are kept in KV (they are never deleted before).
     pub audit_retention_days: u64,
     /// Also send every audit event to this HTTP endpoint (a SIEM webhook), after the
@@ -155,10 +159,11 @@ impl Default for GatewaySettings {
             kv_timeout_ms: 5000,
             session_cache_ttl: 10,
             session_cache_size: 10_000,
-            last_seen_interval: 60,
+            last_seen_interval: 0,
             login_state_ttl: 600,
             login_rate_limit: LoginRateLimit::default(),
             admin_token: None,
+            audit_kv: false,
             audit_retention_days: 90,
             audit_webhook: None,
             coordination: Coordination::Auto,
@@ -328,6 +333,17 @@ pub struct SessionSettings {
     pub idle_timeout: u64,
     /// Seconds after sign-in when the session ends regardless of activity.
     pub absolute_timeout: u64,
+}
+
+impl GatewaySettings {
+    /// Seconds between KV writes of a session's last-seen time for a tenant's sessions.
+    pub fn last_seen_interval_for(&self, session: &SessionSettings) -> u64 {
+        if self.last_seen_interval == 0 {
+            (session.idle_timeout / 4).max(60)
+        } else {
+            self.last_seen_interval
+        }
+    }
 }
 
 impl Default for SessionSettings {
@@ -993,6 +1009,12 @@ impl Config {
             }
             if s.absolute_timeout > 30 * 86400 {
                 c.err(format!("{tp}.session.absolute_timeout"), "must be at most 30 days");
+            }
+            if g.last_seen_interval != 0 && g.last_seen_interval >= s.idle_timeout {
+                c.err(
+                    "gateway.last_seen_interval",
+                    format!("must be shorter than {tp}.session.idle_timeout, or 0 (a quarter of it)"),
+                );
             }
             let m = &t.mfa;
             if m.digits != 6 && m.digits != 8 {
