@@ -844,13 +844,61 @@ fn check_path_rule(c: &mut Check, path: &str, rule: &PathRule) {
     }
 }
 
+/// The Worker variable that may hold the configuration document.
+pub const CONFIG_VAR: &str = "PORTCULLIS_CONFIG";
+
+/// What the Worker finds in its `PORTCULLIS_CONFIG` binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarValue {
+    /// No such binding.
+    Unset,
+    /// A string: a `wrangler secret`, `--var`, an env file, or a `[vars]` string.
+    Text(String),
+    /// A table under `[vars]` in wrangler.toml (the platform passes it as an object), here as
+    /// its JSON text.
+    Object(String),
+    /// Anything else (a number, a boolean, an array), by its JavaScript type name.
+    Other(String),
+}
+
+/// Picks the configuration document: the file bundled into the Worker at build time
+/// (`scripts/build.sh --config FILE`), or the `PORTCULLIS_CONFIG` binding. Both at once is
+/// refused, so a forgotten variable never silently overrides the reviewed file.
+pub fn choose_document(bundled: Option<&str>, var: VarValue) -> Result<String, ConfigErrors> {
+    let refuse = |message: String| Err(ConfigErrors(vec![ConfigError { path: CONFIG_VAR.into(), message }]));
+    let bundled = bundled.filter(|b| !b.trim().is_empty());
+    let var_set = match &var {
+        VarValue::Unset => false,
+        VarValue::Text(t) => !t.trim().is_empty(),
+        VarValue::Object(_) | VarValue::Other(_) => true,
+    };
+    match (bundled, var) {
+        (Some(_), _) if var_set => refuse(
+            "is set, but a configuration file is also bundled into the Worker (scripts/build.sh --config): \
+             remove the variable (wrangler secret delete / [vars]) or build without the file"
+                .into(),
+        ),
+        (Some(doc), _) => Ok(doc.to_owned()),
+        (None, VarValue::Text(t)) if var_set => Ok(t),
+        (None, VarValue::Object(json)) => Ok(json),
+        (None, VarValue::Other(kind)) => refuse(format!(
+            "is a {kind}: set it to the configuration document (JSON text, or a table under [vars] in wrangler.toml)"
+        )),
+        (None, _) => refuse(
+            "is not set and no configuration file is bundled: build with `bash scripts/build.sh --config FILE` \
+             (docs/deploying.md), or set the variable to the document (JSON)"
+                .into(),
+        ),
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration document. `secrets` looks up Worker secrets by
     /// name; every secret the document names must exist.
     pub fn load(document: &str, secrets: &dyn Fn(&str) -> Option<Secret>) -> Result<Loaded, ConfigErrors> {
         if document.trim().is_empty() {
             return Err(ConfigErrors(vec![ConfigError {
-                path: "PORTCULLIS_CONFIG".into(),
+                path: CONFIG_VAR.into(),
                 message: "is empty: set it to the configuration document (JSON)".into(),
             }]));
         }

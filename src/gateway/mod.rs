@@ -180,7 +180,12 @@ impl Gateway {
     /// Loads and validates the configuration. An invalid one does not stop the isolate:
     /// every request is then refused with a configuration error page.
     pub fn new(document: &str, secrets: &dyn Fn(&str) -> Option<Secret>) -> Self {
-        let loaded = Config::load(document, secrets);
+        Self::from_loaded(Config::load(document, secrets))
+    }
+
+    /// A gateway over an already loaded configuration, or over the reasons it was refused
+    /// (then every request gets the "configuration invalid" answer).
+    pub fn from_loaded(loaded: Result<Loaded, ConfigErrors>) -> Self {
         let signing_keys = match &loaded {
             Ok(l) => l.assertion_keys.iter().filter_map(|k| SigningKey::parse(&k.id, &k.key).ok()).collect(),
             Err(_) => Vec::new(),
