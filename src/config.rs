@@ -339,7 +339,9 @@ impl GatewaySettings {
     /// Seconds between KV writes of a session's last-seen time for a tenant's sessions.
     pub fn last_seen_interval_for(&self, session: &SessionSettings) -> u64 {
         if self.last_seen_interval == 0 {
-            (session.idle_timeout / 4).max(60)
+            // At least 15 s (KV takes one write per second per key); short idle timeouts
+            // still get several writes per idle period.
+            (session.idle_timeout / 4).max(15)
         } else {
             self.last_seen_interval
         }

@@ -101,3 +101,19 @@ fn a_last_seen_interval_as_long_as_the_idle_timeout_is_refused() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_session_in_use_outlives_a_short_idle_timeout() {
+    let mut doc: Value =
+        serde_json::from_str(&config(json!({"session": {"idle_timeout": 60, "absolute_timeout": 3600}}), json!({})))
+            .unwrap();
+    doc["gateway"]["session_cache_ttl"] = json!(0);
+    let h = Harness::new(&doc.to_string());
+    let cookie = h.login();
+    // A request every 10 s for 5 minutes: last-seen must reach KV often enough (every 15 s
+    // here) that the 60 s idle timeout never ends a session in use.
+    for _ in 0..30 {
+        h.clock.advance(10);
+        h.forward(&with_session(get("/dashboard"), &cookie));
+    }
+}
