@@ -48,6 +48,9 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The JSON Schema an editor validates the file with (docs/config.schema.json); unused.
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
     #[serde(default)]
     pub gateway: GatewaySettings,
     pub tenants: Vec<Tenant>,

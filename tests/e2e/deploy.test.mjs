@@ -31,7 +31,7 @@ function bigConfig(n) {
       }],
     });
   }
-  return { gateway: gatewaySection(), tenants };
+  return { $schema: '../docs/config.schema.json', gateway: gatewaySection(), tenants };
 }
 
 /** A wrangler.toml in `dir` whose entry imports `configModule` and the built worker. */
