@@ -6,8 +6,9 @@
 #   dev stack:  the wasm target, worker-build and wasm-bindgen-cli (pinned; compiled once,
 #               about 10 minutes), npm packages from package-lock.json (wrangler/workerd,
 #               esbuild, binaryen, oidc-provider for the demo IdP)
-#   tests also: Debian's xmlsec1 (signs the SAML test IdP's responses) and chromium (the
-#               browser tests)
+#   tests also: Debian's xmlsec1 (signs the SAML test IdP's responses), chromium (the
+#               browser tests), python3-jwt and python3-cryptography (the Python origin
+#               example, tests/origin_examples.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -63,7 +64,7 @@ fi
 
 # --- Debian packages only the tests use ----------------------------------------------
 if [ "$MODE" = all ]; then
-  APT_PACKAGES=(xmlsec1 chromium)
+  APT_PACKAGES=(xmlsec1 chromium python3-jwt python3-cryptography)
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
