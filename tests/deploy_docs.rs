@@ -57,3 +57,30 @@ fn every_environment_bundles_a_file_that_passes_the_check() {
     }
     assert!(!wrangler.contains("[vars]"), "a [vars] PORTCULLIS_CONFIG clashes with the secret of that name");
 }
+
+/// Runs the guide's secret-generating commands (the part before `| npx wrangler secret put
+/// NAME`) and checks the example configuration with what they print: the commands make
+/// secrets the gateway accepts.
+#[test]
+fn the_guides_secret_commands_make_secrets_the_gateway_accepts() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let guide = read("docs/deploying.md");
+    let mut values = std::collections::BTreeMap::new();
+    for line in guide.lines().filter(|l| l.contains("| npx wrangler secret put ")) {
+        let (command, rest) = line.split_once("| npx wrangler secret put ").unwrap();
+        let name = rest.split_whitespace().next().unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", command])
+            .env("CLIENT_SECRET", "the-client-secret")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        values.insert(name.to_owned(), String::from_utf8(out.stdout).unwrap());
+    }
+    let report = portcullis::check::check(&read("config/example.json"), Some(&values));
+    assert!(report.ok(), "{:?}", report.errors);
+    assert!(report.secrets_checked);
+}
