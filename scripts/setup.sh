@@ -25,11 +25,11 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # --- What this script cannot install: say so in a sentence ---------------------------
 command -v rustup >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/rustup" ] \
-  || fail "rustup is not installed. Install Rust with rustup (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), open a new shell, and run this again."
+  || fail "rustup is not installed. Install Rust with rustup (the installer on the Rust project's site, or Debian's rustup package), open a new shell, and run this again."
 PATH="$HOME/.cargo/bin:$PATH"
 command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH although rustup is installed. Open a new shell (or run: . \"\$HOME/.cargo/env\") and run this again."
 command -v node >/dev/null 2>&1 \
-  || fail "Node.js is not installed. Install Node.js 20 or later with npm (Debian: apt-get install nodejs npm, or https://nodejs.org), then run this again."
+  || fail "Node.js is not installed. Install Node.js 20 or later with npm (Debian 13: apt-get install nodejs npm; older releases need a newer Node.js than theirs), then run this again."
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || fail "Node.js $(node --version) is too old: wrangler needs Node.js 20 or later. Upgrade Node.js, then run this again."
 command -v npm >/dev/null 2>&1 || fail "npm is not installed (Node.js is). Install npm (Debian: apt-get install npm), then run this again."
