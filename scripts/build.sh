@@ -9,6 +9,10 @@
 # its .toml name) to bundle into the Worker. It is checked first with `portcullis check`,
 # the Worker's own validation: any error stops the build with its field path. Without it,
 # build/config.mjs is `null` and the Worker reads the PORTCULLIS_CONFIG variable.
+# Why a JavaScript module and not the file compiled into the wasm: every environment shares
+# one wasm build (worker-build is unchanged), wrangler's bundler takes the module as it is,
+# and a configuration change needs no Rust compile. The module counts toward the Worker's
+# size limit (3 MB compressed on the Free plan), not the 5 KB limit of a variable.
 # PORTCULLIS_SKIP_BUILD=1 skips the wasm build when one exists (the tests build once, then
 # start many workers); the configuration module is written either way.
 set -euo pipefail
