@@ -12,10 +12,11 @@ const { values } = parseArgs({
     config: { type: 'string', default: process.env.PORTCULLIS_CONFIG_FILE || '' },
     secrets: { type: 'string', default: process.env.PORTCULLIS_SECRETS_FILE || '' },
     port: { type: 'string', default: process.env.PORTCULLIS_PORT || '8787' },
+    state: { type: 'string', default: process.env.PORTCULLIS_STATE_DIR || '.wrangler/state' },
   },
 });
 const port = Number(values.port);
-const stateDir = path.resolve('.wrangler/state');
+const stateDir = path.resolve(values.state);
 const stops = [];
 
 function parseDotenv(text) {
@@ -116,13 +117,22 @@ console.log([
 ].join('\n'));
 
 let stopping = false;
-async function shutdown() {
+async function shutdown(code = 0) {
   if (stopping) return;
   stopping = true;
   for (const stop of stops.reverse()) {
     try { await stop(); } catch { /* already gone */ }
   }
-  process.exit(0);
+  process.exit(code);
 }
-process.on('SIGINT', shutdown);
-process.on('SIGTERM', shutdown);
+process.on('SIGINT', () => shutdown(0));
+process.on('SIGTERM', () => shutdown(0));
+// startGateway lets a test process exit with a gateway still running; here the gateway is
+// the point: keep serving until Ctrl-C (with its own configuration nothing else, no demo
+// IdP or origin, holds this process open), and stop when wrangler stops by itself.
+gw.child.ref();
+gw.child.once('exit', (code, signal) => {
+  if (stopping) return;
+  console.error(`wrangler dev stopped (${signal ?? `exit code ${code}`}); last lines:\n${gw.logs.slice(-20).join('\n')}`);
+  shutdown(1);
+});

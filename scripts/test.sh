@@ -4,10 +4,10 @@
 # start the gateway in workerd with real peers on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
-step "setup"
-bash scripts/setup.sh
+step_run "setup (everything the tests use)" bash scripts/setup.sh
 
 step "format"
 cargo fmt --check
@@ -23,12 +23,22 @@ cargo test --locked
 step "wasm build"
 bash scripts/build.sh
 
-step "package for the platform (wrangler deploy --dry-run)"
-node_modules/.bin/wrangler deploy --dry-run --outdir target/dry-run >target/dry-run.log 2>&1 || {
-  cat target/dry-run.log
-  exit 1
-}
-tail -n 3 target/dry-run.log
+step "configuration files (portcullis check)"
+for f in config/*.json; do
+  cargo run --quiet --locked --bin portcullis -- check "$f"
+done
+
+step "package for the platform (wrangler deploy --dry-run, each environment)"
+# Each environment's build bundles (and first checks) its configuration file; the wasm is
+# the one just built. The top level comes last: it bundles none, as the tests need.
+for env in staging production ""; do
+  log="target/dry-run${env:+-$env}.log"
+  PORTCULLIS_SKIP_BUILD=1 node_modules/.bin/wrangler deploy --dry-run ${env:+--env "$env"} --outdir "target/dry-run${env:+-$env}" >"$log" 2>&1 || {
+    cat "$log"
+    exit 1
+  }
+  tail -n 3 "$log"
+done
 
 step "end-to-end tests (workerd + real peers)"
 mkdir -p test-artifacts

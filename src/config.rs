@@ -48,6 +48,9 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The JSON Schema an editor validates the file with (docs/config.schema.json); unused.
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
     #[serde(default)]
     pub gateway: GatewaySettings,
     pub tenants: Vec<Tenant>,
@@ -86,7 +89,8 @@ pub struct GatewaySettings {
     pub session_cache_ttl: u64,
     /// Upper bound of in-isolate cached sessions.
     pub session_cache_size: usize,
-    /// Seconds before a session's last-seen time is written again.
+    /// Seconds before a session's last-seen time is written to KV again; `0` (the default):
+    /// a quarter of the tenant's idle timeout. Idle expiry is exact to within this interval.
     pub last_seen_interval: u64,
     /// Lifetime of pre-login state (the time a person has to finish signing in at the IdP).
     pub login_state_ttl: u64,
@@ -94,6 +98,9 @@ pub struct GatewaySettings {
     pub login_rate_limit: LoginRateLimit,
     /// Worker secret holding the admin API bearer token (none: token access is off).
     pub admin_token: Option<String>,
+    /// Also store audit events in KV (one write per event), for `GET admin/audit`. Off by
+    /// default: every audit event is a log line (Workers Logs) either way.
+    pub audit_kv: bool,
     /// Days audit events are kept in KV (they are never deleted before).
     pub audit_retention_days: u64,
     /// Also send every audit event to this HTTP endpoint (a SIEM webhook), after the
@@ -155,10 +162,11 @@ impl Default for GatewaySettings {
             kv_timeout_ms: 5000,
             session_cache_ttl: 10,
             session_cache_size: 10_000,
-            last_seen_interval: 60,
+            last_seen_interval: 0,
             login_state_ttl: 600,
             login_rate_limit: LoginRateLimit::default(),
             admin_token: None,
+            audit_kv: false,
             audit_retention_days: 90,
             audit_webhook: None,
             coordination: Coordination::Auto,
@@ -347,6 +355,19 @@ pub struct SessionSettings {
     pub idle_timeout: u64,
     /// Seconds after sign-in when the session ends regardless of activity.
     pub absolute_timeout: u64,
+}
+
+impl GatewaySettings {
+    /// Seconds between KV writes of a session's last-seen time for a tenant's sessions.
+    pub fn last_seen_interval_for(&self, session: &SessionSettings) -> u64 {
+        if self.last_seen_interval == 0 {
+            // At least 15 s (KV takes one write per second per key); short idle timeouts
+            // still get several writes per idle period.
+            (session.idle_timeout / 4).max(15)
+        } else {
+            self.last_seen_interval
+        }
+    }
 }
 
 impl Default for SessionSettings {
@@ -847,13 +868,61 @@ fn check_path_rule(c: &mut Check, path: &str, rule: &PathRule) {
     }
 }
 
+/// The Worker variable that may hold the configuration document.
+pub const CONFIG_VAR: &str = "PORTCULLIS_CONFIG";
+
+/// What the Worker finds in its `PORTCULLIS_CONFIG` binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarValue {
+    /// No such binding.
+    Unset,
+    /// A string: a `wrangler secret`, `--var`, an env file, or a `[vars]` string.
+    Text(String),
+    /// A table under `[vars]` in wrangler.toml (the platform passes it as an object), here as
+    /// its JSON text.
+    Object(String),
+    /// Anything else (a number, a boolean, an array), by its JavaScript type name.
+    Other(String),
+}
+
+/// Picks the configuration document: the file bundled into the Worker at build time
+/// (`scripts/build.sh --config FILE`), or the `PORTCULLIS_CONFIG` binding. Both at once is
+/// refused, so a forgotten variable never silently overrides the reviewed file.
+pub fn choose_document(bundled: Option<&str>, var: VarValue) -> Result<String, ConfigErrors> {
+    let refuse = |message: String| Err(ConfigErrors(vec![ConfigError { path: CONFIG_VAR.into(), message }]));
+    let bundled = bundled.filter(|b| !b.trim().is_empty());
+    let var_set = match &var {
+        VarValue::Unset => false,
+        VarValue::Text(t) => !t.trim().is_empty(),
+        VarValue::Object(_) | VarValue::Other(_) => true,
+    };
+    match (bundled, var) {
+        (Some(_), _) if var_set => refuse(
+            "is set, but a configuration file is also bundled into the Worker (scripts/build.sh --config): \
+             remove the variable (wrangler secret delete / [vars]) or build without the file"
+                .into(),
+        ),
+        (Some(doc), _) => Ok(doc.to_owned()),
+        (None, VarValue::Text(t)) if var_set => Ok(t),
+        (None, VarValue::Object(json)) => Ok(json),
+        (None, VarValue::Other(kind)) => refuse(format!(
+            "is a {kind}: set it to the configuration document (JSON text, or a table under [vars] in wrangler.toml)"
+        )),
+        (None, _) => refuse(
+            "is not set and no configuration file is bundled: build with `bash scripts/build.sh --config FILE` \
+             (docs/deploying.md), or set the variable to the document (JSON)"
+                .into(),
+        ),
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration document. `secrets` looks up Worker secrets by
     /// name; every secret the document names must exist.
     pub fn load(document: &str, secrets: &dyn Fn(&str) -> Option<Secret>) -> Result<Loaded, ConfigErrors> {
         if document.trim().is_empty() {
             return Err(ConfigErrors(vec![ConfigError {
-                path: "PORTCULLIS_CONFIG".into(),
+                path: CONFIG_VAR.into(),
                 message: "is empty: set it to the configuration document (JSON)".into(),
             }]));
         }
@@ -1017,6 +1086,12 @@ impl Config {
             }
             if s.absolute_timeout > 30 * 86400 {
                 c.err(format!("{tp}.session.absolute_timeout"), "must be at most 30 days");
+            }
+            if g.last_seen_interval != 0 && g.last_seen_interval >= s.idle_timeout {
+                c.err(
+                    "gateway.last_seen_interval",
+                    format!("must be shorter than {tp}.session.idle_timeout, or 0 (a quarter of it)"),
+                );
             }
             let m = &t.mfa;
             if m.digits != 6 && m.digits != 8 {

@@ -10,7 +10,7 @@ use futures_util::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
 
-use crate::config::Coordination;
+use crate::config::{self, Coordination, VarValue};
 use crate::faults::{self, DeadlineKv, Faults, FaultyKv};
 use crate::gateway::{Action, Forward, Gateway};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
@@ -21,7 +21,9 @@ use crate::secret::Secret;
 mod durable;
 
 const KV_BINDING: &str = "PORTCULLIS_KV";
-const CONFIG_VAR: &str = "PORTCULLIS_CONFIG";
+/// The global the Worker's entry module (src/entry.mjs) sets to the configuration file
+/// bundled at build time (`null` when none was).
+const BUNDLED_CONFIG_GLOBAL: &str = "__PORTCULLIS_BUNDLED_CONFIG__";
 /// Request header bytes above which the gateway refuses with 431.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// URL length above which the gateway refuses with 414.
@@ -51,12 +53,41 @@ fn env_string(env: &Env, name: &str) -> Option<String> {
     js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().and_then(|v| v.as_string())
 }
 
+/// The configuration file bundled into the Worker at build time, if any.
+fn bundled_config() -> Option<String> {
+    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str(BUNDLED_CONFIG_GLOBAL)).ok().and_then(|v| v.as_string())
+}
+
+/// The `PORTCULLIS_CONFIG` binding: a string, or a `[vars]` table (an object), as JSON text.
+fn config_var(env: &Env) -> VarValue {
+    let Ok(v) = js_sys::Reflect::get(env, &JsValue::from_str(config::CONFIG_VAR)) else {
+        return VarValue::Unset;
+    };
+    if v.is_undefined() || v.is_null() {
+        VarValue::Unset
+    } else if let Some(s) = v.as_string() {
+        VarValue::Text(s)
+    } else if v.is_object() && !js_sys::Array::is_array(&v) {
+        match js_sys::JSON::stringify(&v).ok().and_then(|s| s.as_string()) {
+            Some(json) => VarValue::Object(json),
+            None => VarValue::Other("object that is not JSON".into()),
+        }
+    } else if js_sys::Array::is_array(&v) {
+        VarValue::Other("list".into())
+    } else {
+        VarValue::Other(v.js_typeof().as_string().unwrap_or_default())
+    }
+}
+
 /// The gateway for this isolate: configuration loaded and validated once.
 fn gateway(env: &Env) -> Rc<Gateway> {
     GATEWAY.with(|cell| {
         cell.get_or_init(|| {
-            let document = env_string(env, CONFIG_VAR).unwrap_or_default();
-            let gw = Gateway::new(&document, &|name| env_string(env, name).map(|s| Secret::new(s.into_bytes())));
+            let secrets = |name: &str| env_string(env, name).map(|s| Secret::new(s.into_bytes()));
+            let gw = Gateway::from_loaded(
+                config::choose_document(bundled_config().as_deref(), config_var(env))
+                    .and_then(|document| config::Config::load(&document, &secrets)),
+            );
             if let Some(line) = gw.startup_log() {
                 worker::console_error!("{line}");
             }

@@ -34,6 +34,8 @@ pub struct MemoryKv {
     pub fail_delete: Cell<bool>,
     pub reads: Cell<u64>,
     pub writes: Cell<u64>,
+    /// Deletes (the platform counts them apart from writes, with the same daily limit).
+    pub deletes: Cell<u64>,
 }
 
 impl MemoryKv {
@@ -94,6 +96,7 @@ impl Kv for MemoryKv {
 
     fn delete<'a>(&'a self, key: &'a str) -> LocalFuture<'a, Result<(), KvError>> {
         Box::pin(async move {
+            self.deletes.set(self.deletes.get() + 1);
             if self.fail_delete.get() {
                 return Err(KvError("injected delete failure".into()));
             }

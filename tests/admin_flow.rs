@@ -98,7 +98,9 @@ fn keys_config_and_providers_show_no_secret() {
 
 #[test]
 fn audit_trail_lists_events_by_day_user_and_event() {
-    let h = harness();
+    let mut doc: Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
+    doc["gateway"]["audit_kv"] = json!(true);
+    let h = Harness::new(&doc.to_string());
     h.login();
     admin(&h, "POST", "/sessions/revoke-user", json!({"user_id": USER}));
     let day = &portcullis::saml::time::format(h.clock.now())[..10];
@@ -112,6 +114,16 @@ fn audit_trail_lists_events_by_day_user_and_event() {
     assert_eq!(revoked["events"].as_array().unwrap().len(), 1);
     assert!(h.kv.ttl_of(&h.kv.keys().into_iter().find(|k| k.starts_with("audit:")).unwrap()).unwrap() > 89 * 86400);
     assert_eq!(admin(&h, "GET", "/audit?date=yesterday", Value::Null).status, 400);
+}
+
+#[test]
+fn audit_listing_says_when_events_are_log_lines_only() {
+    let h = harness();
+    h.login();
+    let day = &portcullis::saml::time::format(h.clock.now())[..10];
+    let r = json_body(&admin(&h, "GET", &format!("/audit?date={day}"), Value::Null));
+    assert_eq!(r["stored"], json!(false));
+    assert!(r["message"].as_str().unwrap().contains("gateway.audit_kv"), "{r}");
 }
 
 fn logout_token(h: &Harness, claims: Value) -> String {

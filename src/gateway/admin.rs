@@ -200,20 +200,25 @@ impl Gateway {
                 if day.len() != 10 || crate::saml::time::parse(&format!("{day}T00:00:00Z")).is_none() {
                     return Err(Refusal::BadInput("date must be YYYY-MM-DD".into()));
                 }
-                let user = req.query("user");
-                let event = req.query("event");
-                let mut out = Vec::new();
-                for key in ports.kv.list(&format!("audit:{}:{day}:", tenant.id), 1000).await? {
-                    let Some(raw) = ports.kv.get(&key).await? else { continue };
-                    let Ok(v) = serde_json::from_str::<Value>(&raw) else { continue };
-                    let matches = |field: &str, want: &Option<String>| {
-                        want.as_deref().is_none_or(|w| v.get(field).and_then(Value::as_str) == Some(w))
-                    };
-                    if matches("user", &user) && matches("event", &event) {
-                        out.push(v);
+                if !self.config().is_some_and(|l| l.config.gateway.audit_kv) {
+                    Ok(json!({ "date": day, "events": [], "stored": false,
+                        "message": "Audit events are log lines only (Workers Logs, `wrangler tail`); set gateway.audit_kv to also keep them in KV." }))
+                } else {
+                    let user = req.query("user");
+                    let event = req.query("event");
+                    let mut out = Vec::new();
+                    for key in ports.kv.list(&format!("audit:{}:{day}:", tenant.id), 1000).await? {
+                        let Some(raw) = ports.kv.get(&key).await? else { continue };
+                        let Ok(v) = serde_json::from_str::<Value>(&raw) else { continue };
+                        let matches = |field: &str, want: &Option<String>| {
+                            want.as_deref().is_none_or(|w| v.get(field).and_then(Value::as_str) == Some(w))
+                        };
+                        if matches("user", &user) && matches("event", &event) {
+                            out.push(v);
+                        }
                     }
+                    Ok(json!({ "date": day, "events": out, "stored": true }))
                 }
-                Ok(json!({ "date": day, "events": out }))
             }
             _ => Err(Refusal::NotFound),
         };

@@ -128,7 +128,8 @@ pub struct Deferred {
     pub attempts: u32,
 }
 
-/// Events kept in the audit trail (KV, `gateway.audit_retention_days`) besides the log.
+/// Audit events: log lines, also stored in KV with `gateway.audit_kv` and sent to
+/// `gateway.audit_webhook` when set.
 pub const AUDIT_EVENTS: &[&str] = &[
     "login_success",
     "login_failure",
@@ -200,7 +201,12 @@ impl Gateway {
     /// Loads and validates the configuration. An invalid one does not stop the isolate:
     /// every request is then refused with a configuration error page.
     pub fn new(document: &str, secrets: &dyn Fn(&str) -> Option<Secret>) -> Self {
-        let loaded = Config::load(document, secrets);
+        Self::from_loaded(Config::load(document, secrets))
+    }
+
+    /// A gateway over an already loaded configuration, or over the reasons it was refused
+    /// (then every request gets the "configuration invalid" answer).
+    pub fn from_loaded(loaded: Result<Loaded, ConfigErrors>) -> Self {
         let signing_keys = match &loaded {
             Ok(l) => l.assertion_keys.iter().filter_map(|k| SigningKey::parse(&k.id, &k.key).ok()).collect(),
             Err(_) => Vec::new(),
@@ -303,6 +309,7 @@ impl Gateway {
             return;
         }
         let days = self.config().map(|l| l.config.gateway.audit_retention_days).unwrap_or(90);
+        let to_kv = self.config().is_some_and(|l| l.config.gateway.audit_kv);
         if let Some((w, loaded)) = self.config().and_then(|l| l.config.gateway.audit_webhook.as_ref().map(|w| (w, l))) {
             let mut request = Outbound::get(&w.url);
             request.method = "POST";
@@ -312,6 +319,10 @@ impl Gateway {
             }
             request.body = Some(json!({ "events": events }).to_string().into_bytes());
             self.deferred.borrow_mut().push(Deferred { request, attempts: w.attempts });
+        }
+        // The log line is the audit trail by default; KV only with `gateway.audit_kv`.
+        if !to_kv {
+            return;
         }
         for e in events {
             let tenant = e.get("tenant").and_then(Value::as_str).unwrap_or_default();
@@ -754,10 +765,12 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Writes last-seen at most once per interval (KV allows about one write per second per
-    /// key). A failed write is logged and does not fail the request.
+    /// Writes last-seen at most once per `gateway.last_seen_interval` (by default a quarter of
+    /// the idle timeout: an active session is written about four times per idle period, which
+    /// keeps it alive and KV within the Free plan's daily writes). A failed write is logged
+    /// and does not fail the request.
     async fn touch(&self, ports: Ports<'_>, tenant: &Tenant, session: &mut CompleteSession) {
-        let interval = self.config().map(|l| l.config.gateway.last_seen_interval).unwrap_or(60);
+        let interval = self.config().map(|l| l.config.gateway.last_seen_interval_for(&tenant.session)).unwrap_or(60);
         let now = ports.now();
         if !session.record().touch_due(now, interval) {
             return;

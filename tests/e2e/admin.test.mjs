@@ -35,7 +35,7 @@ describe('admin API and back-channel logout', () => {
     gw = await startGateway({
       port,
       config: {
-        gateway: gatewaySection({ admin_token: 'ADMIN_TOKEN', session_cache_ttl: 1 }),
+        gateway: gatewaySection({ admin_token: 'ADMIN_TOKEN', session_cache_ttl: 1, audit_kv: true }),
         tenants: [{
           id: 'acme', name: 'Acme', hosts: ['localhost'], origin: origin.url,
           groups: { roles: { superuser: ['admins'] } },

@@ -136,8 +136,8 @@ const ANSI_RE = /\x1b\[[0-9;]*[A-Za-z]/g;
  * Start the worker in `wrangler dev`.
  *
  * @param {object} opts
- * @param {object|string} opts.config  configuration document (PORTCULLIS_CONFIG);
- *   serialised as compact JSON unless already a string
+ * @param {object|string|null} opts.config  configuration document (PORTCULLIS_CONFIG);
+ *   serialised as compact JSON unless already a string; null: the variable is not set
  * @param {Record<string,string>} [opts.secrets]  further env bindings (secrets)
  * @param {number} [opts.port=0]  0 picks a free port
  * @param {string} [opts.persistDir]  wrangler state (KV) directory; pass the same
@@ -184,7 +184,9 @@ async function startOnce({
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-e2e-'));
   const envFile = path.join(tmp, 'gateway.env');
-  fs.writeFileSync(envFile, buildEnvFile({ PORTCULLIS_CONFIG: configText(config), ...secrets }), { mode: 0o600 });
+  // config === null: no PORTCULLIS_CONFIG at all (a bundled file or [vars] provides it).
+  const document = config === null ? null : configText(config);
+  fs.writeFileSync(envFile, buildEnvFile({ PORTCULLIS_CONFIG: document, ...secrets }), { mode: 0o600 });
   const stateDir = persistDir ?? path.join(tmp, 'state');
   // miniflare keeps scratch files in the temporary directory and cannot remove
   // them when killed; keep them inside our own directory.

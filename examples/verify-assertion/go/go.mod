@@ -1,0 +1,3 @@
+module example.com/portcullis-verify-assertion
+
+go 1.19
