@@ -1109,6 +1109,15 @@ impl Config {
                     "max_failures must be positive; failure_window and lockout at least 60 seconds",
                 );
             }
+            if m.failure_window > 86_400 || m.lockout > 86_400 {
+                c.err(format!("{tp}.mfa"), "failure_window and lockout must be at most 86400 seconds (a day)");
+            }
+            if !(30..=3600).contains(&m.fresh_sign_in) {
+                c.err(
+                    format!("{tp}.mfa.fresh_sign_in"),
+                    "must be between 30 and 3600 seconds: the time from a fresh IdP sign-in to adding a factor",
+                );
+            }
             for (i, r) in m.step_up.iter().enumerate() {
                 check_path_rule(&mut c, &format!("{tp}.mfa.step_up[{i}]"), &r.as_path_rule());
                 if r.max_age < 30 {
@@ -1390,6 +1399,19 @@ mod tests {
         assert!(e.contains(&"tenants[0].hosts[0]: must be a host name, optionally with :port".to_string()), "{e:?}");
         assert!(e.contains(&"tenants[0].session.idle_timeout: must be at least 60 seconds".to_string()));
         assert!(e.contains(&"tenants[0].providers[0].scopes: must include \"openid\"".to_string()));
+    }
+
+    #[test]
+    fn second_factor_durations_are_bounded() {
+        assert_eq!(
+            errors(&doc(r#","mfa":{"fresh_sign_in":0}"#, "")),
+            vec!["tenants[0].mfa.fresh_sign_in: must be between 30 and 3600 seconds: the time from a fresh IdP sign-in to adding a factor"]
+        );
+        assert_eq!(errors(&doc(r#","mfa":{"fresh_sign_in":30}"#, "")), Vec::<String>::new());
+        assert_eq!(
+            errors(&doc(r#","mfa":{"lockout":18446744073709551615}"#, "")),
+            vec!["tenants[0].mfa: failure_window and lockout must be at most 86400 seconds (a day)"]
+        );
     }
 
     #[test]
