@@ -20,6 +20,11 @@ fn idp_login(h: &Harness) -> (String, String) {
     (set_cookie_value(&r, "__Host-portcullis_session").unwrap(), r.headers.get("location").unwrap().to_owned())
 }
 
+/// The key shown on an enrolment page, in its groups of four.
+fn key_groups(html: &str) -> String {
+    html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned()
+}
+
 fn code_at(secret: &[u8], now: u64) -> String {
     totp_code(secret, now, &TotpParams::default()).unwrap()
 }
@@ -31,9 +36,9 @@ fn enrol(h: &Harness, cookie: &str) -> (Vec<u8>, Vec<String>) {
     let html = page.text();
     assert!(html.contains("<svg"), "QR code rendered by the gateway");
     assert!(html.contains("otpauth://totp/Acme:alice@example.com?secret="));
-    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap();
+    let groups = key_groups(&html);
     assert_eq!(groups.split(' ').count(), 8, "160-bit secret in groups of four");
-    let secret = base32_decode(groups).unwrap();
+    let secret = base32_decode(&groups).unwrap();
     assert_eq!(secret.len(), 20);
     let csrf = form_field(&html, "csrf");
     let wrong = h.respond(&post_form(
@@ -470,7 +475,7 @@ fn enrolment_secrets_belong_to_the_session_that_was_shown_them() {
         let page = h.respond(&with_session(get("/_portcullis/mfa/enroll?rd=/dashboard"), cookie));
         assert_eq!(page.status, 200, "{}", page.text());
         let html = page.text();
-        let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+        let groups = key_groups(&html);
         (base32_decode(&groups).unwrap(), form_field(&html, "csrf"))
     };
     let (secret_a, csrf_a) = secret_of(&a);
@@ -503,7 +508,7 @@ fn an_enrolment_secret_expires_after_ten_minutes() {
     let h = mfa_harness(json!({"required": true}), json!({}));
     let (a, _) = idp_login(&h);
     let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &a)).text();
-    let groups = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let groups = key_groups(&page);
     let secret = base32_decode(&groups).unwrap();
     h.clock.advance(601);
     let r = h.respond(&post_form(
@@ -721,7 +726,7 @@ fn a_racing_second_enrolment_cannot_replace_the_first() {
         let (attacker, _) = idp_login(&h);
         let enrol_page = |cookie: &str| {
             let html = h.respond(&with_session(get("/_portcullis/mfa/enroll"), cookie)).text();
-            let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+            let groups = key_groups(&html);
             (base32_decode(&groups).unwrap(), form_field(&html, "csrf"))
         };
         let (vs, vc) = enrol_page(&victim);
@@ -774,7 +779,7 @@ fn with_kv_alone_a_lock_in_one_tenant_does_not_lock_another() {
     };
     let beta_first = beta_login();
     let page = h.respond(&on_beta(with_session(get("/_portcullis/mfa/enroll"), &beta_first))).text();
-    let groups = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let groups = key_groups(&page);
     let beta_secret = base32_decode(&groups).unwrap();
     let form =
         [("csrf", form_field(&page, "csrf")), ("rd", "/".into()), ("code", code_at(&beta_secret, h.clock.now()))];

@@ -673,30 +673,25 @@ impl Gateway {
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
                     return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
                 };
-                // KV alone: a record an isolate wrote back after a revocation is refused.
-                if ports.coord().is_none() && self.tombstoned(ports, &key).await? {
+                // A revocation made anywhere. With a coordinator it is seen here now, not when
+                // KV's delete arrives (checked once per session cache interval); with KV alone,
+                // a record an isolate wrote back after a revocation is refused by its tombstone.
+                let revoked_by = match ports.coord() {
+                    Some(c) => {
+                        let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
+                        let shard = coord::user_shard(&tenant.id, &record.user_id);
+                        c.revoked_since(&shard, &keys, record.created_ms()).await?.then_some("coordinator")
+                    }
+                    None => self.tombstoned(ports, &key).await?.then_some("tombstone"),
+                };
+                if let Some(by) = revoked_by {
                     self.sessions.borrow_mut().remove(&key);
                     self.log(
                         ports,
                         json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
-                        "cause": "session revoked (tombstone)", "ip": req.client_ip}),
+                        "cause": format!("session revoked ({by})"), "ip": req.client_ip}),
                     );
                     return Ok(Lookup::Ended);
-                }
-                // With a coordinator, a revocation made anywhere is seen here now, not when
-                // KV's delete arrives. Checked once per session cache interval.
-                if let Some(c) = ports.coord() {
-                    let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
-                    let shard = coord::user_shard(&tenant.id, &record.user_id);
-                    if c.revoked_since(&shard, &keys, record.created_ms()).await? {
-                        self.sessions.borrow_mut().remove(&key);
-                        self.log(
-                            ports,
-                            json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
-                            "cause": "session revoked (coordinator)", "ip": req.client_ip}),
-                        );
-                        return Ok(Lookup::Ended);
-                    }
                 }
                 self.cache_session(&key, record.clone(), now_ms);
                 record
