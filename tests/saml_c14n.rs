@@ -204,3 +204,24 @@ fn relative_namespace_uris_are_refused() {
         r#"<a xmlns="a+b.c-d:x"><p:b xmlns:p="urn:p"></p:b><c xmlns=""></c></a>"#
     );
 }
+
+/// A PrefixList of thousands of prefixes over thousands of elements made canonicalization
+/// quadratic; a list longer than the limit is refused before any element is written.
+#[test]
+fn long_prefix_lists_are_refused() {
+    use portcullis::saml::c14n::MAX_INCLUSIVE_PREFIXES;
+    let decls: String = (0..100).map(|i| format!(" xmlns:p{i}=\"urn:p{i}\"")).collect();
+    let d = parse(&format!("<a{decls}>{}</a>", "<b/>".repeat(2000)));
+    let many: Vec<String> = (0..5000).map(|i| format!("p{i}")).collect();
+    assert_eq!(
+        canonicalize(&d, d.root(), &many, None).unwrap_err(),
+        C14nError::TooManyPrefixes { max: MAX_INCLUSIVE_PREFIXES }
+    );
+    let list = many.join(" ");
+    assert!(parse_prefix_list(&list).len() <= MAX_INCLUSIVE_PREFIXES + 1);
+    // At the limit the prefixes in scope are carried along as before.
+    let out = canonicalize(&d, d.root(), &many[..MAX_INCLUSIVE_PREFIXES], None).unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with(r#"<a xmlns:p0="urn:p0" xmlns:p1="urn:p1" xmlns:p10="urn:p10""#));
+}

@@ -19,7 +19,6 @@
 //!   section 4.3) anywhere in it, inside the node set or not, is refused, as libxml2 (so
 //!   xmlsec1) does.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -36,6 +35,8 @@ pub enum C14nError {
     /// canonicalization "MUST report an operation failure on documents containing relative
     /// namespace URIs").
     RelativeNamespaceUri(String),
+    /// An InclusiveNamespaces PrefixList longer than [`MAX_INCLUSIVE_PREFIXES`].
+    TooManyPrefixes { max: usize },
 }
 
 impl fmt::Display for C14nError {
@@ -45,20 +46,32 @@ impl fmt::Display for C14nError {
             C14nError::RelativeNamespaceUri(u) => {
                 write!(f, "namespace URI {u:?} is relative, which canonical XML does not allow")
             }
+            C14nError::TooManyPrefixes { max } => {
+                write!(f, "InclusiveNamespaces PrefixList has more than {max} prefixes")
+            }
         }
     }
 }
 
 impl std::error::Error for C14nError {}
 
+/// Most entries of an InclusiveNamespaces PrefixList (IdPs name a handful, such as `xs`).
+pub const MAX_INCLUSIVE_PREFIXES: usize = 32;
+
 /// Parses an `InclusiveNamespaces/@PrefixList` value: whitespace-separated prefixes, with
-/// `#default` standing for the default namespace.
+/// `#default` standing for the default namespace. Reading stops one entry past
+/// [`MAX_INCLUSIVE_PREFIXES`], enough for [`canonicalize`] to refuse the list.
 pub fn parse_prefix_list(list: &str) -> Vec<String> {
-    list.split_ascii_whitespace().map(str::to_owned).collect()
+    list.split_ascii_whitespace().take(MAX_INCLUSIVE_PREFIXES + 1).map(str::to_owned).collect()
 }
 
 /// Canonicalizes the subtree rooted at `apex`, leaving out the subtree rooted at `exclude`
 /// (the enveloped signature), with `inclusive_prefixes` treated as in inclusive C14N.
+///
+/// The work is linear in the size of the subtree: the namespace context and the rendered
+/// declarations are kept as one stack per prefix, updated on the way in and undone on the
+/// way out (never copied per element), and each element looks at most at its own prefixes
+/// and the (bounded) PrefixList; the parser bounds the declarations in scope.
 pub fn canonicalize(
     doc: &Document,
     apex: NodeId,
@@ -67,6 +80,9 @@ pub fn canonicalize(
 ) -> Result<Vec<u8>, C14nError> {
     if doc.element(apex).is_none() {
         return Err(C14nError::NotAnElement);
+    }
+    if inclusive_prefixes.len() > MAX_INCLUSIVE_PREFIXES {
+        return Err(C14nError::TooManyPrefixes { max: MAX_INCLUSIVE_PREFIXES });
     }
     if let Some(uri) = doc
         .elements()
@@ -83,8 +99,14 @@ pub fn canonicalize(
         .collect();
     let mut out = Vec::with_capacity(1024);
     let cx = Context { doc, inclusive: &inclusive, exclude };
-    let in_scope = doc.in_scope_namespaces(apex);
-    cx.element(&mut out, apex, &in_scope, &BTreeMap::new());
+    // The apex's ancestors' declarations are its parent context.
+    let mut state = State::default();
+    if let Some(parent) = doc.parent(apex) {
+        for (p, uri) in doc.in_scope_namespaces(parent) {
+            state.scope.entry(p).or_default().push(uri);
+        }
+    }
+    cx.element(&mut out, apex, &mut state);
     Ok(out)
 }
 
@@ -94,59 +116,67 @@ struct Context<'a> {
     exclude: Option<NodeId>,
 }
 
+/// Namespace context during the walk: per prefix (`""` = default), the URIs declared by
+/// the element and its ancestors (`""` = the default undeclared), and the declarations
+/// rendered in the output by the elements being written, innermost last.
+#[derive(Default)]
+struct State {
+    scope: BTreeMap<String, Vec<String>>,
+    rendered: BTreeMap<String, Vec<String>>,
+}
+
+fn top<'m>(map: &'m BTreeMap<String, Vec<String>>, prefix: &str) -> &'m str {
+    map.get(prefix).and_then(|v| v.last()).map_or("", String::as_str)
+}
+
+fn pop(map: &mut BTreeMap<String, Vec<String>>, prefix: &str) {
+    if let Some(v) = map.get_mut(prefix) {
+        v.pop();
+        if v.is_empty() {
+            map.remove(prefix);
+        }
+    }
+}
+
 impl Context<'_> {
-    /// Writes element `id`. `parent_scope` is the namespace context of its parent (prefix to
-    /// URI, `""` = default), `rendered` the declarations in effect in the output so far.
-    /// Recursion depth is bounded by the parser's depth limit.
-    fn element(
-        &self,
-        out: &mut Vec<u8>,
-        id: NodeId,
-        parent_scope: &BTreeMap<String, String>,
-        rendered: &BTreeMap<String, String>,
-    ) {
+    /// Writes element `id` with `state` holding its parent's context; `state` is as it was
+    /// when this returns. Recursion depth is bounded by the parser's depth limit.
+    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State) {
         let Some(el) = self.doc.element(id) else { return };
-        // The element's own namespace context (copied only when it declares something).
-        let mut scope = Cow::Borrowed(parent_scope);
-        for d in &el.namespace_decls {
-            let key = d.prefix.clone().unwrap_or_default();
-            if d.uri.is_empty() {
-                scope.to_mut().remove(&key);
-            } else {
-                scope.to_mut().insert(key, d.uri.clone());
-            }
+        // The element's own namespace context.
+        let declared: Vec<String> = el.namespace_decls.iter().map(|d| d.prefix.clone().unwrap_or_default()).collect();
+        for (d, key) in el.namespace_decls.iter().zip(&declared) {
+            state.scope.entry(key.clone()).or_default().push(d.uri.clone());
         }
 
         // Exc-C14N 3: visibly utilized prefixes, plus the InclusiveNamespaces prefixes in scope.
-        let mut candidates: BTreeSet<String> = BTreeSet::new();
-        candidates.insert(el.prefix.clone().unwrap_or_default());
+        let mut candidates: BTreeSet<&str> = BTreeSet::new();
+        candidates.insert(el.prefix.as_deref().unwrap_or(""));
         for a in &el.attributes {
             if let Some(p) = &a.prefix {
-                candidates.insert(p.clone());
+                candidates.insert(p);
             }
         }
         for p in self.inclusive {
-            if p.is_empty() || scope.contains_key(p) {
-                candidates.insert(p.clone());
+            if p.is_empty() || !top(&state.scope, p).is_empty() {
+                candidates.insert(p);
             }
         }
         candidates.remove("xml");
 
-        let mut now_rendered = Cow::Borrowed(rendered);
         let mut ns_out: Vec<(String, String)> = Vec::new();
         for p in candidates {
-            let uri = scope.get(&p).cloned().unwrap_or_default();
-            let prev = rendered.get(&p).cloned().unwrap_or_default();
-            if p.is_empty() {
-                // The default namespace: `xmlns=""` only undoes a non-empty rendered default.
-                if uri != prev {
-                    ns_out.push((p.clone(), uri.clone()));
-                    now_rendered.to_mut().insert(p, uri);
-                }
-            } else if !uri.is_empty() && rendered.get(&p) != Some(&uri) {
-                ns_out.push((p.clone(), uri.clone()));
-                now_rendered.to_mut().insert(p, uri);
+            let uri = top(&state.scope, p);
+            let prev = top(&state.rendered, p);
+            // The default namespace: `xmlns=""` only undoes a non-empty rendered default.
+            // A prefix: rendered unless the same declaration is in effect in the output.
+            let render = if p.is_empty() { uri != prev } else { !uri.is_empty() && uri != prev };
+            if render {
+                ns_out.push((p.to_owned(), uri.to_owned()));
             }
+        }
+        for (p, uri) in &ns_out {
+            state.rendered.entry(p.clone()).or_default().push(uri.clone());
         }
 
         let qname = el.qname();
@@ -188,7 +218,7 @@ impl Context<'_> {
                 continue;
             }
             match self.doc.node(*child).map(|n| &n.data) {
-                Some(NodeData::Element(_)) => self.element(out, *child, &scope, &now_rendered),
+                Some(NodeData::Element(_)) => self.element(out, *child, state),
                 Some(NodeData::Text(t)) => escape_text(out, t),
                 Some(NodeData::Comment(_)) | None => {}
             }
@@ -196,6 +226,13 @@ impl Context<'_> {
         out.extend_from_slice(b"</");
         out.extend_from_slice(qname.as_bytes());
         out.push(b'>');
+
+        for (p, _) in &ns_out {
+            pop(&mut state.rendered, p);
+        }
+        for key in &declared {
+            pop(&mut state.scope, key);
+        }
     }
 }
 
