@@ -364,11 +364,32 @@ impl Gateway {
         let idp = self.saml_idp(ports, tenant, c).await?;
         let query = req.url.query().unwrap_or_default();
         let bad = |e: String| Refusal::BadInput(format!("SAML logout: {e}"));
+        let slo_url = self.slo_url(req, c);
+        // Bindings 3.4.5.2: a signed message (every one here) names its recipient.
+        let addressed = |d: Option<&str>| match d {
+            Some(d) if d == slo_url => Ok(()),
+            Some(_) => Err(bad("Destination is not this SLO endpoint".into())),
+            None => Err(bad("a signed message must have a Destination".into())),
+        };
         if req.query("SAMLResponse").is_some() {
             let xml = crate::saml::logout::verify_redirect(query, "SAMLResponse", &idp.certs).map_err(bad)?;
-            let text = String::from_utf8_lossy(&xml);
-            if !text.contains(&format!(">{}<", crate::pages::escape(&idp.entity_id))) {
-                return Err(bad("LogoutResponse is not from the IdP".into()));
+            let lr = crate::saml::logout::parse_logout_response(&xml).map_err(bad)?;
+            if lr.issuer != idp.entity_id {
+                return Err(bad(format!("LogoutResponse Issuer {:?} is not the IdP", lr.issuer)));
+            }
+            addressed(lr.destination.as_deref())?;
+            crate::saml::logout::check_fresh(lr.issue_instant, ports.now(), c.clock_skew).map_err(bad)?;
+            let keys = self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default();
+            let ours = lr
+                .in_response_to
+                .as_deref()
+                .is_some_and(|id| crate::saml::logout::is_request_id(&keys, &tenant.id, &c.name, id));
+            if !ours {
+                return Err(bad("LogoutResponse does not answer a LogoutRequest of this gateway".into()));
+            }
+            if lr.status.first().map(String::as_str) != Some(crate::saml::logout::STATUS_SUCCESS) {
+                self.log(ports, json!({"level": "warn", "event": "saml_logout_response", "tenant": tenant.id, "provider": c.name, "status": lr.status}));
+                return Err(bad(format!("the IdP could not end its session (status {:?})", lr.status)));
             }
             self.log(ports, json!({"event": "saml_logout_response", "tenant": tenant.id, "provider": c.name}));
             let mut r = Response::redirect(&format!("{}/logged-out", self.prefix()));
@@ -380,11 +401,23 @@ impl Gateway {
         if lr.issuer != idp.entity_id {
             return Err(bad(format!("Issuer {:?} is not the IdP", lr.issuer)));
         }
-        if lr.destination.as_deref().is_some_and(|d| d != self.slo_url(req, c)) {
-            return Err(bad("Destination is not this SLO endpoint".into()));
-        }
-        if lr.not_on_or_after.is_some_and(|t| (ports.now() as i64) >= t + c.clock_skew as i64) {
+        addressed(lr.destination.as_deref())?;
+        let now = ports.now();
+        crate::saml::logout::check_fresh(lr.issue_instant, now, c.clock_skew).map_err(bad)?;
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let skew_i = i64::try_from(c.clock_skew).unwrap_or(i64::MAX);
+        if lr.not_on_or_after.is_some_and(|t| now_i >= t.saturating_add(skew_i)) {
             return Err(bad("LogoutRequest expired".into()));
+        }
+        // Each LogoutRequest is acted on once: its ID is remembered while it could be fresh.
+        let replay_key = format!(
+            "slo:{}:{}",
+            tenant.id,
+            crypto::sha256_hex(format!("{}\n{}\n{}", c.name, lr.issuer, lr.id).as_bytes())
+        );
+        let keep = crate::saml::logout::MESSAGE_LIFETIME.saturating_add(c.clock_skew.saturating_mul(2)).max(60);
+        if !self.first_use(ports, tenant, "slo", &replay_key, keep).await? {
+            return Err(bad(format!("LogoutRequest {:?} was already used", lr.id)));
         }
         let user_id = format!("{}/{}", lr.issuer, lr.name_id);
         let mut n = 0;
@@ -437,7 +470,8 @@ impl Gateway {
     ) -> Option<String> {
         let c = self.saml_connection(tenant, &record.provider).ok()?;
         let slo = c.idp_slo_url.as_deref()?;
-        let id = format!("_{}", crypto::hex(&ports.random::<16>()));
+        let keys = &self.config()?.cookie_keys;
+        let id = crate::saml::logout::request_id(keys, &tenant.id, &c.name, ports.random::<16>())?;
         let xml = crate::saml::logout::logout_request_xml(
             &id,
             &self.sp_entity_id(req, c),
