@@ -882,3 +882,21 @@ fn logout_token_type_is_checked_when_present() {
         assert_eq!(check(Some(bad)).expect_err("refused"), IdTokenError::LogoutTokenType(bad.into()), "{bad}");
     }
 }
+
+/// Time checks saturate: a window or skew too large for the signed arithmetic (the
+/// configuration bounds them, this is the second line) neither panics nor wraps into a
+/// negative window that refuses every token.
+#[test]
+fn huge_windows_neither_panic_nor_wrap() {
+    let token = rs256(&claims_with(|c| {
+        c.insert("iat".into(), json!(NOW - 3000));
+    }));
+    let exp = Expectations { iat_window: u64::MAX, ..expectations() };
+    accepted(&token, &provider_jwks(), &exp);
+    let exp = Expectations { skew: u64::MAX, iat_window: u64::MAX, ..expectations() };
+    accepted(&token, &provider_jwks(), &exp);
+    let logout = UntrustedIdToken::new(rs256_with_header(&logout_claims(), None, None));
+    assert!(logout
+        .verify_logout(&provider_jwks(), &Expectations { iat_window: u64::MAX, ..logout_expectations() })
+        .is_ok());
+}

@@ -210,3 +210,28 @@ fn logout_responses_are_parsed_and_checked() {
     let undirected = logout_response(&ours, IDP, "Success", "", now).replace(" Destination=", " Elsewhere=");
     assert_eq!(slo(&h, "SAMLResponse", &undirected).status, 400);
 }
+
+/// Metadata fetched from `idp_metadata_url` gets the checks a configured connection gets at
+/// load: an https SSO endpoint and at least one usable signing certificate.
+#[test]
+fn fetched_metadata_is_validated_like_configuration() {
+    let answer = |xml: String| {
+        move |r: &portcullis::http::Outbound| {
+            assert_eq!(r.url, "https://idp.example.com/md");
+            Ok(portcullis::http::Inbound { status: 200, headers: Default::default(), body: xml.clone().into_bytes() })
+        }
+    };
+    let cases = [
+        ("an http SSO URL", metadata_xml().replace("https://idp.example.com/sso", "http://idp.example.com/sso")),
+        ("no usable certificate", metadata_xml().replace("<ds:X509Certificate>", "<ds:X509Certificate>AAAA")),
+    ];
+    for (what, xml) in cases {
+        let h = saml_harness(json!({"idp_metadata": null, "idp_metadata_url": "https://idp.example.com/md"}));
+        h.fetch.set(answer(xml));
+        let r = h.respond(&get("/_portcullis/login?provider=corp-saml"));
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+    }
+    let h = saml_harness(json!({"idp_metadata": null, "idp_metadata_url": "https://idp.example.com/md"}));
+    h.fetch.set(answer(metadata_xml()));
+    assert_eq!(h.respond(&get("/_portcullis/login?provider=corp-saml")).status, 302);
+}

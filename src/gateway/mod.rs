@@ -745,14 +745,14 @@ impl Gateway {
         let key = Self::provider_key(tenant, p);
         let now = ports.now();
         if let Some((m, at)) = self.providers.borrow().get(&key).and_then(|s| s.meta.clone()) {
-            if now < at + p.discovery_ttl {
+            if now < at.saturating_add(p.discovery_ttl) {
                 return Ok(m);
             }
         }
         let kv_key = format!("disc:{key}");
         if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
             if let Some((body, at)) = cached_doc(&raw) {
-                if now < at + p.discovery_ttl {
+                if now < at.saturating_add(p.discovery_ttl) {
                     if let Ok(m) = oidc::parse_discovery(body.as_bytes(), p.issuer_id()) {
                         self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), at));
                         return Ok(m);
@@ -807,13 +807,13 @@ impl Gateway {
             self.providers.borrow_mut().entry(key.clone()).or_default().last_forced_jwks = now;
         } else {
             if let Some((k, at)) = cached {
-                if now < at + p.jwks_ttl {
+                if now < at.saturating_add(p.jwks_ttl) {
                     return Ok(k);
                 }
             }
             if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
                 if let Some((body, at)) = cached_doc(&raw) {
-                    if now < at + p.jwks_ttl {
+                    if now < at.saturating_add(p.jwks_ttl) {
                         if let Ok(parsed) = oidc::jwks::parse_jwks(body.as_bytes()) {
                             let keys = Rc::new(parsed.keys);
                             self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), at));

@@ -81,17 +81,17 @@ impl Gateway {
             .borrow()
             .get(&key)
             .and_then(|s| s.saml_meta.clone())
-            .filter(|(_, at)| now < at + c.metadata_ttl);
+            .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl));
         let meta = match cached {
             Some((m, _)) => m,
             None => {
                 let kv_key = format!("samlmd:{key}");
                 let from_kv = match ports.kv.get(&kv_key).await {
-                    Ok(Some(raw)) => {
-                        super::cached_doc(&raw).filter(|(_, at)| now < at + c.metadata_ttl).and_then(|(body, at)| {
+                    Ok(Some(raw)) => super::cached_doc(&raw)
+                        .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl))
+                        .and_then(|(body, at)| {
                             crate::saml::metadata::parse_idp_metadata(body.as_bytes()).ok().map(|m| (m, at))
-                        })
-                    }
+                        }),
                     _ => None,
                 };
                 let (m, at) = match from_kv {
@@ -114,7 +114,7 @@ impl Gateway {
                 m
             }
         };
-        Ok(SamlIdp {
+        let idp = SamlIdp {
             entity_id: if configured.entity_id.is_empty() { meta.entity_id.clone() } else { configured.entity_id },
             sso_url: if configured.sso_url.is_empty() {
                 meta.sso_redirect_url.clone().unwrap_or_default()
@@ -129,7 +129,15 @@ impl Gateway {
             } else {
                 configured.certs
             },
-        })
+        };
+        // What the metadata filled in gets the checks the configuration gets at load.
+        if !crate::config::is_idp_url(&idp.sso_url) {
+            return Err(unavailable(format!("SSO URL {:?} is not an https URL", idp.sso_url)));
+        }
+        if idp.certs.is_empty() {
+            return Err(unavailable("no usable signing certificate".into()));
+        }
+        Ok(idp)
     }
 
     /// The SP's RSA key, when the connection names one (validated at load).

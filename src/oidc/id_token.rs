@@ -462,25 +462,27 @@ fn check_claims(
             return Err(IdTokenError::AzpMismatch(azp.to_owned()));
         }
     }
-    let now = exp.now as i64;
-    let skew = exp.skew as i64;
+    // Saturating: no configured duration or claimed time can overflow (or wrap) the checks.
+    let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
+    let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
+    let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
     // Step 9: the current time is before `exp` (plus the allowed skew).
     let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
-    if now >= exp_ts + skew {
+    if now >= exp_ts.saturating_add(skew) {
         return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
     }
     // RFC 7519 4.1.5: not before `nbf` (minus skew).
     if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-        if now + skew < nbf {
+        if now.saturating_add(skew) < nbf {
             return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
         }
     }
     // Step 10: `iat` is present, not in the future, and not older than the window.
     let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-    if iat > now + skew {
+    if iat > now.saturating_add(skew) {
         return Err(IdTokenError::IatInFuture { iat, now: exp.now });
     }
-    if now - iat > exp.iat_window as i64 + skew {
+    if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
         return Err(IdTokenError::IatTooOld { iat, now: exp.now });
     }
     // Step 11: the nonce equals the one sent in the request (constant-time compare).
@@ -533,17 +535,18 @@ impl UntrustedIdToken {
         if !aud.iter().any(|a| a == exp.client_id) {
             return Err(IdTokenError::AudienceMissingClient);
         }
-        let now = exp.now as i64;
-        let skew = exp.skew as i64;
+        let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
+        let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
+        let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
         let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-        if iat > now + skew {
+        if iat > now.saturating_add(skew) {
             return Err(IdTokenError::IatInFuture { iat, now: exp.now });
         }
-        if now - iat > exp.iat_window as i64 + skew {
+        if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
             return Err(IdTokenError::IatTooOld { iat, now: exp.now });
         }
         if let Some(e) = claims.expiration.map(|t| t.timestamp()) {
-            if now >= e + skew {
+            if now >= e.saturating_add(skew) {
                 return Err(IdTokenError::Expired { exp: e, now: exp.now });
             }
         }
