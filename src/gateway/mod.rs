@@ -733,7 +733,22 @@ impl Gateway {
     }
 
     async fn fetch_json(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
-        ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await
+        self.idp_get(ports, url).await
+    }
+
+    /// An idempotent GET to an identity provider (discovery, JWKS, SAML metadata). A
+    /// network error is tried once more, on a new connection: the runtime may have reused
+    /// one the peer had already closed (an HTTP/1.0 server without keep-alive), which fails
+    /// that attempt only. Timeouts (the budget is spent) and answers of any status are not
+    /// repeated, and nothing that is not an idempotent GET comes through here.
+    pub(crate) async fn idp_get(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
+        match ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await {
+            Err(FetchError::Unreachable(cause)) => {
+                self.log(ports, json!({"level": "warn", "event": "idp_fetch_retry", "url": url, "cause": cause}));
+                ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await
+            }
+            other => other,
+        }
     }
 
     pub async fn metadata(

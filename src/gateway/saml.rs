@@ -97,11 +97,7 @@ impl Gateway {
                 let (m, at) = match from_kv {
                     Some(hit) => hit,
                     None => {
-                        let resp = ports
-                            .fetch
-                            .fetch(crate::http::Outbound::get(url), self.fetch_timeout_ms(), super::MAX_IDP_BODY)
-                            .await
-                            .map_err(|e| unavailable(e.to_string()))?;
+                        let resp = self.idp_get(ports, url).await.map_err(|e| unavailable(e.to_string()))?;
                         if resp.status != 200 {
                             return Err(unavailable(format!("answered {}", resp.status)));
                         }
