@@ -225,3 +225,17 @@ fn long_prefix_lists_are_refused() {
         .unwrap()
         .starts_with(r#"<a xmlns:p0="urn:p0" xmlns:p1="urn:p1" xmlns:p10="urn:p10""#));
 }
+
+/// An inclusive prefix is declared at the apex and again wherever an element rebinds it,
+/// and nowhere else.
+#[test]
+fn inclusive_prefixes_follow_rebinding() {
+    let d = parse(r#"<a xmlns:p="urn:1" xmlns:q="urn:q"><b xmlns:p="urn:2"><c xmlns:p="urn:2"/><d/></b><e/></a>"#);
+    let els = elements(&d);
+    assert_eq!(
+        c14n(&d, els[0], &["p"], None),
+        r#"<a xmlns:p="urn:1"><b xmlns:p="urn:2"><c></c><d></d></b><e></e></a>"#
+    );
+    assert_eq!(c14n(&d, els[1], &["p", "q"], None), r#"<b xmlns:p="urn:2" xmlns:q="urn:q"><c></c><d></d></b>"#);
+    assert_eq!(c14n(&d, els[3], &["p", "#default"], None), r#"<d xmlns:p="urn:2"></d>"#);
+}

@@ -106,7 +106,7 @@ pub fn canonicalize(
             state.scope.entry(p).or_default().push(uri);
         }
     }
-    cx.element(&mut out, apex, &mut state);
+    cx.element(&mut out, apex, &mut state, true);
     Ok(out)
 }
 
@@ -141,7 +141,7 @@ fn pop(map: &mut BTreeMap<String, Vec<String>>, prefix: &str) {
 impl Context<'_> {
     /// Writes element `id` with `state` holding its parent's context; `state` is as it was
     /// when this returns. Recursion depth is bounded by the parser's depth limit.
-    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State) {
+    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State, is_apex: bool) {
         let Some(el) = self.doc.element(id) else { return };
         // The element's own namespace context.
         let declared: Vec<String> = el.namespace_decls.iter().map(|d| d.prefix.clone().unwrap_or_default()).collect();
@@ -157,9 +157,22 @@ impl Context<'_> {
                 candidates.insert(p);
             }
         }
-        for p in self.inclusive {
-            if p.is_empty() || !top(&state.scope, p).is_empty() {
-                candidates.insert(p);
+        // An inclusive prefix can need a declaration only where its binding changes: at the
+        // apex (the context comes from outside the node set) and where the element itself
+        // declares it. Below an output parent that did not redeclare it, the parent has
+        // already rendered it as in scope. So only the apex looks at the whole list, and
+        // every other element at its own declarations: linear, however long the list.
+        if is_apex {
+            for p in self.inclusive {
+                if p.is_empty() || !top(&state.scope, p).is_empty() {
+                    candidates.insert(p);
+                }
+            }
+        } else {
+            for p in &declared {
+                if self.inclusive.contains(p) {
+                    candidates.insert(p);
+                }
             }
         }
         candidates.remove("xml");
@@ -218,7 +231,7 @@ impl Context<'_> {
                 continue;
             }
             match self.doc.node(*child).map(|n| &n.data) {
-                Some(NodeData::Element(_)) => self.element(out, *child, state),
+                Some(NodeData::Element(_)) => self.element(out, *child, state, false),
                 Some(NodeData::Text(t)) => escape_text(out, t),
                 Some(NodeData::Comment(_)) | None => {}
             }
