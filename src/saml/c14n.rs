@@ -19,10 +19,10 @@
 //!   section 4.3) anywhere in it, inside the node set or not, is refused, as libxml2 (so
 //!   xmlsec1) does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::saml::xml::{Document, NodeData, NodeId};
+use crate::saml::xml::{Document, NodeData, NodeId, PrefixMap};
 
 /// Algorithm identifier of Exclusive XML Canonicalization 1.0 without comments.
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -100,13 +100,12 @@ pub fn canonicalize(
     let mut out = Vec::with_capacity(1024);
     let cx = Context { doc, inclusive: &inclusive, exclude };
     // The apex's ancestors' declarations are its parent context.
+    let parent_ns = doc.parent(apex).map(|p| doc.in_scope_namespaces(p)).unwrap_or_default();
     let mut state = State::default();
-    if let Some(parent) = doc.parent(apex) {
-        for (p, uri) in doc.in_scope_namespaces(parent) {
-            state.scope.entry(p).or_default().push(uri);
-        }
+    for (p, uri) in &parent_ns {
+        state.scope.entry(p.as_str()).or_default().push(uri.as_str());
     }
-    cx.element(&mut out, apex, &mut state, true);
+    cx.element(&mut out, apex, &mut state, None);
     Ok(out)
 }
 
@@ -118,18 +117,21 @@ struct Context<'a> {
 
 /// Namespace context during the walk: per prefix (`""` = default), the URIs declared by
 /// the element and its ancestors (`""` = the default undeclared), and the declarations
-/// rendered in the output by the elements being written, innermost last.
+/// rendered in the output by the elements being written, innermost last. Everything is
+/// borrowed from the document: nothing is copied per element.
 #[derive(Default)]
-struct State {
-    scope: BTreeMap<String, Vec<String>>,
-    rendered: BTreeMap<String, Vec<String>>,
+struct State<'a> {
+    scope: PrefixMap<&'a str, Vec<&'a str>>,
+    rendered: PrefixMap<&'a str, Vec<&'a str>>,
+    /// Scratch list of candidate prefixes, reused from element to element.
+    candidates: Vec<&'a str>,
 }
 
-fn top<'m>(map: &'m BTreeMap<String, Vec<String>>, prefix: &str) -> &'m str {
-    map.get(prefix).and_then(|v| v.last()).map_or("", String::as_str)
+fn top<'a>(map: &PrefixMap<&'a str, Vec<&'a str>>, prefix: &str) -> &'a str {
+    map.get(prefix).and_then(|v| v.last()).copied().unwrap_or("")
 }
 
-fn pop(map: &mut BTreeMap<String, Vec<String>>, prefix: &str) {
+fn pop(map: &mut PrefixMap<&str, Vec<&str>>, prefix: &str) {
     if let Some(v) = map.get_mut(prefix) {
         v.pop();
         if v.is_empty() {
@@ -138,25 +140,40 @@ fn pop(map: &mut BTreeMap<String, Vec<String>>, prefix: &str) {
     }
 }
 
-impl Context<'_> {
+fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
+    if let Some(p) = prefix {
+        out.extend_from_slice(p.as_bytes());
+        out.push(b':');
+    }
+    out.extend_from_slice(local.as_bytes());
+}
+
+impl<'a> Context<'a> {
     /// Writes element `id` with `state` holding its parent's context; `state` is as it was
     /// when this returns. Recursion depth is bounded by the parser's depth limit.
-    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State, is_apex: bool) {
-        let Some(el) = self.doc.element(id) else { return };
+    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State<'a>, parent: Option<&'a str>) {
+        let doc: &'a Document = self.doc;
+        let Some(el) = doc.element(id) else { return };
+        let is_apex = parent.is_none();
+        let prefix = el.prefix.as_deref().unwrap_or("");
+        let declared = || el.namespace_decls.iter().map(|d| (d.prefix.as_deref().unwrap_or(""), d.uri.as_str()));
         // The element's own namespace context.
-        let declared: Vec<String> = el.namespace_decls.iter().map(|d| d.prefix.clone().unwrap_or_default()).collect();
-        for (d, key) in el.namespace_decls.iter().zip(&declared) {
-            state.scope.entry(key.clone()).or_default().push(d.uri.clone());
+        for (p, uri) in declared() {
+            state.scope.entry(p).or_default().push(uri);
         }
 
         // Exc-C14N 3: visibly utilized prefixes, plus the InclusiveNamespaces prefixes in scope.
-        let mut candidates: BTreeSet<&str> = BTreeSet::new();
-        candidates.insert(el.prefix.as_deref().unwrap_or(""));
-        for a in &el.attributes {
-            if let Some(p) = &a.prefix {
-                candidates.insert(p);
-            }
+        let mut candidates = std::mem::take(&mut state.candidates);
+        candidates.clear();
+        // The common case needs no lookup at all: an element that declares nothing, uses
+        // no prefixed attribute and has its parent's prefix finds that binding already
+        // rendered by the parent.
+        let inherits_all =
+            parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.iter().all(|a| a.prefix.is_none());
+        if !inherits_all {
+            candidates.push(prefix);
         }
+        candidates.extend(el.attributes.iter().filter_map(|a| a.prefix.as_deref()));
         // An inclusive prefix can need a declaration only where its binding changes: at the
         // apex (the context comes from outside the node set) and where the element itself
         // declares it. Below an output parent that did not redeclare it, the parent has
@@ -165,36 +182,37 @@ impl Context<'_> {
         if is_apex {
             for p in self.inclusive {
                 if p.is_empty() || !top(&state.scope, p).is_empty() {
-                    candidates.insert(p);
+                    candidates.push(p);
                 }
             }
         } else {
-            for p in &declared {
+            for (p, _) in declared() {
                 if self.inclusive.contains(p) {
-                    candidates.insert(p);
+                    candidates.push(p);
                 }
             }
         }
-        candidates.remove("xml");
+        candidates.sort_unstable();
+        candidates.dedup();
 
-        let mut ns_out: Vec<(String, String)> = Vec::new();
-        for p in candidates {
+        let mut ns_out: Vec<(&'a str, &'a str)> = Vec::new();
+        for &p in candidates.iter().filter(|p| **p != "xml") {
             let uri = top(&state.scope, p);
             let prev = top(&state.rendered, p);
             // The default namespace: `xmlns=""` only undoes a non-empty rendered default.
             // A prefix: rendered unless the same declaration is in effect in the output.
             let render = if p.is_empty() { uri != prev } else { !uri.is_empty() && uri != prev };
             if render {
-                ns_out.push((p.to_owned(), uri.to_owned()));
+                ns_out.push((p, uri));
             }
         }
+        state.candidates = candidates;
         for (p, uri) in &ns_out {
-            state.rendered.entry(p.clone()).or_default().push(uri.clone());
+            state.rendered.entry(p).or_default().push(uri);
         }
 
-        let qname = el.qname();
         out.push(b'<');
-        out.extend_from_slice(qname.as_bytes());
+        write_qname(out, el.prefix.as_deref(), &el.local);
         // Namespace nodes first, sorted by local name (prefix), the default one first.
         for (p, uri) in &ns_out {
             if p.is_empty() {
@@ -215,11 +233,7 @@ impl Context<'_> {
         });
         for a in attrs {
             out.push(b' ');
-            if let Some(p) = &a.prefix {
-                out.extend_from_slice(p.as_bytes());
-                out.push(b':');
-            }
-            out.extend_from_slice(a.local.as_bytes());
+            write_qname(out, a.prefix.as_deref(), &a.local);
             out.extend_from_slice(b"=\"");
             escape_attr(out, &a.value);
             out.push(b'"');
@@ -230,21 +244,21 @@ impl Context<'_> {
             if Some(*child) == self.exclude {
                 continue;
             }
-            match self.doc.node(*child).map(|n| &n.data) {
-                Some(NodeData::Element(_)) => self.element(out, *child, state, false),
+            match doc.node(*child).map(|n| &n.data) {
+                Some(NodeData::Element(_)) => self.element(out, *child, state, Some(prefix)),
                 Some(NodeData::Text(t)) => escape_text(out, t),
                 Some(NodeData::Comment(_)) | None => {}
             }
         }
         out.extend_from_slice(b"</");
-        out.extend_from_slice(qname.as_bytes());
+        write_qname(out, el.prefix.as_deref(), &el.local);
         out.push(b'>');
 
         for (p, _) in &ns_out {
             pop(&mut state.rendered, p);
         }
-        for key in &declared {
-            pop(&mut state.scope, key);
+        for (p, _) in declared() {
+            pop(&mut state.scope, p);
         }
     }
 }

@@ -26,6 +26,41 @@ pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 /// The namespace of namespace declarations; may never be declared.
 pub const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
+/// FNV-1a with a final mix, for the small maps of namespace prefixes kept while parsing and
+/// canonicalizing: a few nanoseconds per short key where a sorted map compares strings
+/// at every level. The maps never hold more than [`XmlLimits::max_namespaces`] keys, so
+/// keys chosen to collide cost at most a scan of that many.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // FNV leaves the high bits, which the map uses as tags, poorly mixed for short
+        // keys: a final avalanche (MurmurHash3's fmix64) spreads every input bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A hash map keyed by namespace prefixes.
+pub type PrefixMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Nesting never accepted beyond this, whatever the limits say (tree walks recurse).
 pub const HARD_MAX_DEPTH: usize = 256;
 
@@ -517,7 +552,7 @@ struct Builder<'l> {
     /// Namespace bindings in scope: prefix ("" = default) to the URIs declared for it by
     /// the open elements, innermost last ("" = the default undeclared). One map lookup per
     /// name, however many declarations are in scope.
-    bindings: BTreeMap<String, Vec<String>>,
+    bindings: PrefixMap<String, Vec<String>>,
     /// Per open element, the prefixes it declared (unbound again at its end tag).
     declared: Vec<Vec<String>>,
     /// Declarations in scope (the sum of `declared`).
@@ -535,7 +570,7 @@ impl<'l> Builder<'l> {
             limits,
             nodes: Vec::new(),
             open: Vec::new(),
-            bindings: BTreeMap::new(),
+            bindings: PrefixMap::default(),
             declared: Vec::new(),
             in_scope: 0,
             pending_text: None,
