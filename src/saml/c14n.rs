@@ -149,30 +149,19 @@ fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
 }
 
 impl<'a> Context<'a> {
-    /// Writes element `id` with `state` holding its parent's context; `state` is as it was
-    /// when this returns. Recursion depth is bounded by the parser's depth limit.
-    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State<'a>, parent: Option<&'a str>) {
-        let doc: &'a Document = self.doc;
-        let Some(el) = doc.element(id) else { return };
-        let is_apex = parent.is_none();
-        let prefix = el.prefix.as_deref().unwrap_or("");
-        let declared = || el.namespace_decls.iter().map(|d| (d.prefix.as_deref().unwrap_or(""), d.uri.as_str()));
-        // The element's own namespace context.
-        for (p, uri) in declared() {
-            state.scope.entry(p).or_default().push(uri);
-        }
-
-        // Exc-C14N 3: visibly utilized prefixes, plus the InclusiveNamespaces prefixes in scope.
+    /// Exc-C14N 3: the namespace declarations element `el` renders, sorted by prefix:
+    /// those of the prefixes it visibly utilizes and of the InclusiveNamespaces prefixes,
+    /// where the output does not have that binding in effect already.
+    fn namespaces_to_render(
+        &self,
+        el: &'a crate::saml::xml::Element,
+        state: &mut State<'a>,
+        is_apex: bool,
+        prefix: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
         let mut candidates = std::mem::take(&mut state.candidates);
         candidates.clear();
-        // The common case needs no lookup at all: an element that declares nothing, uses
-        // no prefixed attribute and has its parent's prefix finds that binding already
-        // rendered by the parent.
-        let inherits_all =
-            parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.iter().all(|a| a.prefix.is_none());
-        if !inherits_all {
-            candidates.push(prefix);
-        }
+        candidates.push(prefix);
         candidates.extend(el.attributes.iter().filter_map(|a| a.prefix.as_deref()));
         // An inclusive prefix can need a declaration only where its binding changes: at the
         // apex (the context comes from outside the node set) and where the element itself
@@ -186,7 +175,8 @@ impl<'a> Context<'a> {
                 }
             }
         } else {
-            for (p, _) in declared() {
+            for d in &el.namespace_decls {
+                let p = d.prefix.as_deref().unwrap_or("");
                 if self.inclusive.contains(p) {
                     candidates.push(p);
                 }
@@ -207,6 +197,29 @@ impl<'a> Context<'a> {
             }
         }
         state.candidates = candidates;
+        ns_out
+    }
+
+    /// Writes element `id` with `state` holding its parent's context; `state` is as it was
+    /// when this returns. Recursion depth is bounded by the parser's depth limit.
+    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State<'a>, parent: Option<&'a str>) {
+        let doc: &'a Document = self.doc;
+        let Some(el) = doc.element(id) else { return };
+        let is_apex = parent.is_none();
+        let prefix = el.prefix.as_deref().unwrap_or("");
+        let declared = || el.namespace_decls.iter().map(|d| (d.prefix.as_deref().unwrap_or(""), d.uri.as_str()));
+        // The element's own namespace context.
+        for (p, uri) in declared() {
+            state.scope.entry(p).or_default().push(uri);
+        }
+
+        // Exc-C14N 3: visibly utilized prefixes, plus the InclusiveNamespaces prefixes in scope.
+        // The common case needs no lookup at all: an element that declares nothing, uses
+        // no prefixed attribute and has its parent's prefix finds every binding it could
+        // render already rendered by the parent.
+        let inherits_all =
+            parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.iter().all(|a| a.prefix.is_none());
+        let ns_out = if inherits_all { Vec::new() } else { self.namespaces_to_render(el, state, is_apex, prefix) };
         for (p, uri) in &ns_out {
             state.rendered.entry(p).or_default().push(uri);
         }
