@@ -78,6 +78,11 @@ pub enum IdTokenError {
     LogoutNonceForbidden,
     LogoutSubjectMissing,
     LogoutJtiMissing,
+    /// RFC 7515 4.1.11: the header marks parameters as critical (none is understood here),
+    /// or its `crit` is malformed.
+    CriticalHeader(Vec<String>),
+    /// Back-Channel Logout 1.0, 2.4: a `typ` other than `logout+jwt`.
+    LogoutTokenType(String),
 }
 
 impl fmt::Display for IdTokenError {
@@ -111,6 +116,10 @@ impl fmt::Display for IdTokenError {
             LogoutNonceForbidden => f.write_str("a logout token must not contain a nonce"),
             LogoutSubjectMissing => f.write_str("a logout token needs sub or sid"),
             LogoutJtiMissing => f.write_str("jti is missing"),
+            CriticalHeader(names) => {
+                write!(f, "header marks parameters as critical that are not understood: {names:?}")
+            }
+            LogoutTokenType(t) => write!(f, "typ {t:?} is not logout+jwt"),
         }
     }
 }
@@ -241,8 +250,13 @@ impl UntrustedIdToken {
         &self,
         keys: &[Jwk],
         exp: &Expectations<'_>,
+        kind: TokenKind,
     ) -> Result<(TokenClaims, String, Option<String>), IdTokenError> {
         let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let header = self.raw.split('.').next().unwrap_or_default();
+        let header = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+            .map_err(|_| IdTokenError::Malformed(jwt_compact::ParseError::InvalidBase64Encoding.to_string()))?;
+        check_header(&header, kind)?;
         let alg = token.algorithm().to_owned();
         let kid = token.header().key_id.clone();
         // Steps 7 and 8: the algorithm must be on the allow-list; `none` never is; HMAC only
@@ -279,7 +293,7 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let (claims, alg, kid) = self.signed_claims(keys, exp)?;
+        let (claims, alg, kid) = self.signed_claims(keys, exp, TokenKind::IdToken)?;
         check_claims(claims, alg, kid, exp)
     }
 
@@ -336,13 +350,15 @@ impl UntrustedIdToken {
         let header = b64(header)?;
         let claims = b64(payload)?;
         let signature = b64(signature)?;
+        let header_json = header;
         let header: PortHeader =
-            serde_json::from_slice(&header).map_err(|e| malformed(jwt_compact::ParseError::MalformedHeader(e)))?;
+            serde_json::from_slice(&header_json).map_err(|e| malformed(jwt_compact::ParseError::MalformedHeader(e)))?;
         match header.content_type {
             None => {}
             Some(cty) if cty.eq_ignore_ascii_case("json") => {}
             Some(cty) => return Err(malformed(jwt_compact::ParseError::UnsupportedContentType(cty))),
         }
+        check_header(&header_json, TokenKind::IdToken)?;
         let alg = header.algorithm;
         if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
             return Err(IdTokenError::AlgorithmNotAllowed(alg));
@@ -446,25 +462,27 @@ fn check_claims(
             return Err(IdTokenError::AzpMismatch(azp.to_owned()));
         }
     }
-    let now = exp.now as i64;
-    let skew = exp.skew as i64;
+    // Saturating: no configured duration or claimed time can overflow (or wrap) the checks.
+    let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
+    let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
+    let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
     // Step 9: the current time is before `exp` (plus the allowed skew).
     let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
-    if now >= exp_ts + skew {
+    if now >= exp_ts.saturating_add(skew) {
         return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
     }
     // RFC 7519 4.1.5: not before `nbf` (minus skew).
     if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-        if now + skew < nbf {
+        if now.saturating_add(skew) < nbf {
             return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
         }
     }
     // Step 10: `iat` is present, not in the future, and not older than the window.
     let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-    if iat > now + skew {
+    if iat > now.saturating_add(skew) {
         return Err(IdTokenError::IatInFuture { iat, now: exp.now });
     }
-    if now - iat > exp.iat_window as i64 + skew {
+    if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
         return Err(IdTokenError::IatTooOld { iat, now: exp.now });
     }
     // Step 11: the nonce equals the one sent in the request (constant-time compare).
@@ -507,7 +525,7 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let (claims, _, _) = self.signed_claims(keys, exp)?;
+        let (claims, _, _) = self.signed_claims(keys, exp, TokenKind::Logout)?;
         let c = &claims.custom;
         let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
         if iss != exp.issuer {
@@ -517,17 +535,18 @@ impl UntrustedIdToken {
         if !aud.iter().any(|a| a == exp.client_id) {
             return Err(IdTokenError::AudienceMissingClient);
         }
-        let now = exp.now as i64;
-        let skew = exp.skew as i64;
+        let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
+        let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
+        let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
         let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-        if iat > now + skew {
+        if iat > now.saturating_add(skew) {
             return Err(IdTokenError::IatInFuture { iat, now: exp.now });
         }
-        if now - iat > exp.iat_window as i64 + skew {
+        if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
             return Err(IdTokenError::IatTooOld { iat, now: exp.now });
         }
         if let Some(e) = claims.expiration.map(|t| t.timestamp()) {
-            if now >= e + skew {
+            if now >= e.saturating_add(skew) {
                 return Err(IdTokenError::Expired { exp: e, now: exp.now });
             }
         }
@@ -551,6 +570,44 @@ impl UntrustedIdToken {
             c.get("jti").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::LogoutJtiMissing)?;
         Ok(VerifiedLogoutToken { iss: iss.to_owned(), sub, sid, jti: jti.to_owned() })
     }
+}
+
+/// Which rules of the JOSE header apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    IdToken,
+    Logout,
+}
+
+/// The header rules every verified token obeys, on the decoded header JSON (already
+/// accepted by the decoder): no `crit` (RFC 7515 4.1.11: this verifier understands no
+/// extension, so every critical parameter is one it does not understand; an empty or
+/// malformed list is invalid as well), and for a logout token a `typ`, when present, of
+/// `logout+jwt` (Back-Channel Logout 1.0, 2.4), compared as a media type (RFC 7515 4.1.9:
+/// case-insensitive, `application/` optional).
+fn check_header(header: &[u8], kind: TokenKind) -> Result<(), IdTokenError> {
+    let header: Map<String, Value> = serde_json::from_slice(header)
+        .map_err(|e| IdTokenError::Malformed(jwt_compact::ParseError::MalformedHeader(e).to_string()))?;
+    if let Some(crit) = header.get("crit") {
+        let names = match crit {
+            Value::Array(a) => a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect(),
+            other => vec![other.to_string()],
+        };
+        return Err(IdTokenError::CriticalHeader(names));
+    }
+    if kind == TokenKind::Logout {
+        if let Some(typ) = header.get("typ") {
+            let t = typ.as_str().map_or_else(|| typ.to_string(), str::to_owned);
+            let bare = match t.get(..12) {
+                Some(p) if p.eq_ignore_ascii_case("application/") => t.get(12..).unwrap_or_default(),
+                _ => t.as_str(),
+            };
+            if !bare.eq_ignore_ascii_case("logout+jwt") {
+                return Err(IdTokenError::LogoutTokenType(t));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Step 6's key choice: by `kid`; without one, the only key that fits the algorithm.

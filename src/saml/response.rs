@@ -420,8 +420,21 @@ impl SamlResponse {
 
     /// The signature checks the runtime's crypto can do before [`SamlResponse::verify`]
     /// (see [`crate::saml::dsig::check_with_port`]); they only spare `verify` the same work.
+    /// Only the signatures `verify` checks are considered: the Response's own and its
+    /// assertion's (one each at most); any other `ds:Signature` in the document is ignored.
     pub fn port_checks(&self, certs: &[IdpCertificate]) -> Vec<crate::saml::dsig::PortCheck> {
-        crate::saml::dsig::port_checks(&self.doc, certs)
+        let doc = &self.doc;
+        let response = doc.root();
+        let mut signatures = Vec::new();
+        if let Ok(Some(sig)) = signature_child(doc, response) {
+            signatures.push(sig);
+        }
+        if let Ok(AssertionSource::Plain(assertion)) = locate_assertion(doc, response) {
+            if let Ok(Some(sig)) = signature_child(doc, assertion) {
+                signatures.push(sig);
+            }
+        }
+        crate::saml::dsig::port_checks(doc, &signatures, certs)
     }
 
     /// Runs every check and returns the asserted identity.

@@ -214,6 +214,22 @@ describe('SAML SP-initiated login', () => {
     const d = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: evil }), { headers: NAVIGATION_HEADERS });
     await refusal(d, 401, 'invalid_saml_response', /DOCTYPE/i);
   });
+
+  test('refused: one 518 KB start tag with 74,000 distinct attributes, and a 5,000-prefix PrefixList', async () => {
+    // The attribute bomb is refused at the attribute limit, as the tag is read.
+    let tag = '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"';
+    for (let i = 0; tag.length < 518_000; i += 1) tag += ` a${i}=""`;
+    const bomb = Buffer.from(`${tag}/>`).toString('base64');
+    const r = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: bomb }), { headers: NAVIGATION_HEADERS });
+    await refusal(r, 401, 'invalid_saml_response', /more than 128 attributes/);
+    // A signature whose InclusiveNamespaces list names thousands of prefixes is refused
+    // before anything is canonicalized.
+    const prefixes = Array.from({ length: 5000 }, (_, i) => `p${i}`).join(' ');
+    const signed = fs.readFileSync(new URL('../fixtures/saml/signed/response-signed-rsa.xml', import.meta.url), 'utf8')
+      .replace('PrefixList="xs"', `PrefixList="${prefixes}"`);
+    const p = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: Buffer.from(signed).toString('base64') }), { headers: NAVIGATION_HEADERS });
+    await refusal(p, 401, 'invalid_saml_response', /PrefixList has more than 32 prefixes/);
+  });
 });
 
 describe('SAML single logout', () => {
