@@ -345,6 +345,16 @@ impl Gateway {
             Some(p) => p.return_to.clone(),
             None => safe_return_path(relay_state.as_deref().unwrap_or("/"), self.prefix()),
         };
+        // Asked with ForceAuthn (the Response answers that AuthnRequest): the IdP must also
+        // say it authenticated the person after the sign-in started (`AuthnInstant`), as an
+        // OIDC IdP must with `auth_time`.
+        let fresh = pre.as_ref().is_some_and(|p| p.reauth);
+        if let Some(p) = pre.as_ref().filter(|p| p.reauth) {
+            let started = p.created.saturating_sub(c.clock_skew);
+            if assertion.authn_instant.is_none_or(|t| t < 0 || (t as u64) < started) {
+                return Err(Refusal::FreshSignInNotConfirmed { provider: name.clone() });
+            }
+        }
         let login = SignedIn {
             provider: &name,
             user_id: format!("{}/{}", assertion.issuer, assertion.name_id),
@@ -355,8 +365,7 @@ impl Gateway {
             idp_mfa,
             return_to: &return_to,
             detail: json!({"protocol": "saml", "solicited": pre.is_some(), "authn_context": assertion.authn_context_class_ref}),
-            // Solicited with ForceAuthn (the Response answers that AuthnRequest).
-            fresh: pre.as_ref().is_some_and(|p| p.reauth),
+            fresh,
             pending_cookie: SAML_PENDING_COOKIE,
         };
         let id = SessionId::from_random(ports.random::<32>());

@@ -279,6 +279,8 @@ pub struct VerifiedAssertion {
     pub session_index: Option<String>,
     /// Unix seconds.
     pub session_not_on_or_after: Option<i64>,
+    /// When the IdP authenticated the subject (`AuthnStatement/@AuthnInstant`), Unix seconds.
+    pub authn_instant: Option<i64>,
     /// When the assertion stops being acceptable (earliest of the bearer confirmation's and
     /// the conditions' NotOnOrAfter), Unix seconds: how long to keep `assertion_id` in the
     /// replay cache.
@@ -629,6 +631,7 @@ fn verify_assertion(
     let authn = saml_child(doc, assertion, "AuthnStatement").ok_or(SamlError::MissingAuthnStatement)?;
     let session_index = doc.attribute(authn, "SessionIndex").map(str::to_owned);
     let session_not_on_or_after = time_attr(doc, authn, "SessionNotOnOrAfter")?;
+    let authn_instant = time_attr(doc, authn, "AuthnInstant")?;
     if let Some(s) = session_not_on_or_after {
         if now >= s.saturating_add(skew) {
             return Err(SamlError::SessionExpired { session_not_on_or_after: s, now: exp.now });
@@ -667,6 +670,7 @@ fn verify_assertion(
         name_id_format,
         session_index,
         session_not_on_or_after,
+        authn_instant,
         not_on_or_after,
         authn_context_class_ref,
         attributes,

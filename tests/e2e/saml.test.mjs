@@ -132,6 +132,31 @@ describe('SAML SP-initiated login', () => {
     assert.equal(final.json().path, '/m');
   });
 
+  test('adding a factor asks the IdP for a fresh sign-in (ForceAuthn) and checks its AuthnInstant', async () => {
+    idp.reset();
+    idp.set({ key: 'rsa', sign: 'assertion' });
+    const { client, final } = await login('/docs');
+    assert.equal(final.status, 200, final.text);
+    const page = await client.get(site('/_portcullis/mfa/enroll?rd=%2Fdocs'), { headers: NAVIGATION_HEADERS });
+    assert.equal(page.status, 302);
+    const again = page.headers.get('location');
+    assert.match(again, /^\/_portcullis\/login\?provider=corp&reauth=1&/);
+    // An IdP that answers from an older sign-in (ForceAuthn ignored) is refused.
+    idp.set({ authnInstantOffset: -3600 });
+    let { final: toIdpPage } = await client.navigate(site(again));
+    assert.equal(idp.requests.at(-1).forceAuthn, 'true');
+    let { final: answer } = await submitForm(client, toIdpPage.url, parseForms(toIdpPage.text)[0]);
+    await refusal(answer, 401, 'fresh_sign_in_required', /fresh sign-in/);
+    // A fresh one leads to enrolment.
+    idp.set({ authnInstantOffset: 0 });
+    ({ final: toIdpPage } = await client.navigate(site(again)));
+    ({ final: answer } = await submitForm(client, toIdpPage.url, parseForms(toIdpPage.text)[0]));
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(new URL(answer.url).pathname, '/_portcullis/mfa/enroll');
+    assert.match(answer.text, /id="totp-secret"/);
+    idp.reset();
+  });
+
   test('the AuthnRequest names our ACS, entity id and a fresh ID', async () => {
     idp.reset();
     idp.set({ key: 'rsa', sign: 'assertion' });
