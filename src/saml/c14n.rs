@@ -207,6 +207,19 @@ impl<'a> Context<'a> {
         let Some(el) = doc.element(id) else { return };
         let is_apex = parent.is_none();
         let prefix = el.prefix.as_deref().unwrap_or("");
+        // The most common element, and the cheapest to flood with: no attributes, no
+        // declarations, its parent's prefix. It renders no namespace node and changes no
+        // context, so it is written without any of the bookkeeping below.
+        if parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.is_empty() {
+            out.push(b'<');
+            write_qname(out, el.prefix.as_deref(), &el.local);
+            out.push(b'>');
+            self.children(out, el, state, prefix);
+            out.extend_from_slice(b"</");
+            write_qname(out, el.prefix.as_deref(), &el.local);
+            out.push(b'>');
+            return;
+        }
         let declared = || el.namespace_decls.iter().map(|d| (d.prefix.as_deref().unwrap_or(""), d.uri.as_str()));
         // The element's own namespace context.
         for (p, uri) in declared() {
@@ -240,10 +253,12 @@ impl<'a> Context<'a> {
         }
         // Then attributes, sorted by namespace URI (none first), then local name.
         let mut attrs: Vec<_> = el.attributes.iter().collect();
-        attrs.sort_by(|a, b| {
-            (a.namespace.as_deref().unwrap_or(""), a.local.as_str())
-                .cmp(&(b.namespace.as_deref().unwrap_or(""), b.local.as_str()))
-        });
+        if attrs.len() > 1 {
+            attrs.sort_by(|a, b| {
+                (a.namespace.as_deref().unwrap_or(""), a.local.as_str())
+                    .cmp(&(b.namespace.as_deref().unwrap_or(""), b.local.as_str()))
+            });
+        }
         for a in attrs {
             out.push(b' ');
             write_qname(out, a.prefix.as_deref(), &a.local);
@@ -253,16 +268,7 @@ impl<'a> Context<'a> {
         }
         out.push(b'>');
 
-        for child in &el.children {
-            if Some(*child) == self.exclude {
-                continue;
-            }
-            match doc.node(*child).map(|n| &n.data) {
-                Some(NodeData::Element(_)) => self.element(out, *child, state, Some(prefix)),
-                Some(NodeData::Text(t)) => escape_text(out, t),
-                Some(NodeData::Comment(_)) | None => {}
-            }
-        }
+        self.children(out, el, state, prefix);
         out.extend_from_slice(b"</");
         write_qname(out, el.prefix.as_deref(), &el.local);
         out.push(b'>');
@@ -272,6 +278,22 @@ impl<'a> Context<'a> {
         }
         for (p, _) in declared() {
             pop(&mut state.scope, p);
+        }
+    }
+}
+
+impl<'a> Context<'a> {
+    /// The children of `el`, in document order (comments are not in the node set).
+    fn children(&self, out: &mut Vec<u8>, el: &'a crate::saml::xml::Element, state: &mut State<'a>, prefix: &'a str) {
+        for child in &el.children {
+            if Some(*child) == self.exclude {
+                continue;
+            }
+            match self.doc.node(*child).map(|n| &n.data) {
+                Some(NodeData::Element(_)) => self.element(out, *child, state, Some(prefix)),
+                Some(NodeData::Text(t)) => escape_text(out, t),
+                Some(NodeData::Comment(_)) | None => {}
+            }
         }
     }
 }
