@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{AccessRule, GroupSettings, PathMatch, PathRule, Tenant};
+use crate::config::{AccessRule, GroupSettings, PathMatch, PathRule, PrincipalKind, Tenant};
 use crate::path::{CanonicalPath, Decided};
 
 /// Glob match: `*` matches within one segment, `**` across segments.
@@ -107,6 +107,10 @@ pub struct Subject<'a> {
     pub email_verified: bool,
     pub groups: &'a [String],
     pub roles: &'a [String],
+    /// Scopes of the bearer token (none for a session).
+    pub scopes: &'a [String],
+    /// A client acting for itself (client credentials), not a person.
+    pub machine: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +120,14 @@ pub struct Denied {
 }
 
 fn rule_allows(rule: &AccessRule, s: &Subject<'_>) -> bool {
+    let kind_ok = match rule.principal {
+        None => true,
+        Some(PrincipalKind::Machine) => s.machine,
+        Some(PrincipalKind::User) => !s.machine,
+    };
+    if !kind_ok || !rule.require_scopes.iter().all(|r| s.scopes.contains(r)) {
+        return false;
+    }
     let unrestricted = rule.allow_groups.is_empty()
         && rule.allow_roles.is_empty()
         && rule.allow_emails.is_empty()
@@ -200,7 +212,7 @@ mod tests {
         assert!(is_public(&t, &d));
         d.methods.push("DELETE".into());
         assert!(!is_public(&t, &d));
-        let s = Subject { email: None, email_verified: false, groups: &[], roles: &[] };
+        let s = Subject { email: None, email_verified: false, groups: &[], roles: &[], scopes: &[], machine: false };
         let mut d = decided("/items/1", "POST", PathCase::Sensitive);
         assert!(authorize(&t, &d, &s).is_ok());
         d.methods.push("DELETE".into());

@@ -55,6 +55,10 @@ pub struct IdentityHeaders {
     pub roles: Vec<String>,
     pub amr: Vec<String>,
     pub assertion: Option<String>,
+    /// A bearer token's scopes (none for a session).
+    pub scopes: Option<Vec<String>>,
+    /// `user` or `machine`.
+    pub principal: Option<&'static str>,
 }
 
 /// Makes a value safe for a header: no control characters; bytes outside printable ASCII
@@ -161,6 +165,12 @@ pub fn upstream_headers(
         put(&names.amr, header_list(&id.amr));
         if let Some(a) = &id.assertion {
             put(&names.assertion, a.clone());
+        }
+        if let Some(s) = &id.scopes {
+            put(&names.scopes, header_list(s));
+        }
+        if let Some(p) = id.principal {
+            put(&names.principal, p.to_owned());
         }
     }
     out

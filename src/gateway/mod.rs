@@ -9,6 +9,7 @@
 //! 3. response filter: [`proxy::downstream_headers`] on the origin's answer.
 
 mod admin;
+mod bearer;
 #[cfg(feature = "bench")]
 mod bench;
 mod logout;
@@ -375,6 +376,9 @@ impl Gateway {
                 r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
             }
             Refusal::RateLimited { retry_after } => r.headers.set("retry-after", retry_after.to_string()),
+            Refusal::Bearer(e) => {
+                r.headers.set("www-authenticate", bearer::challenge(tenant.map(|t| t.id.as_str()).unwrap_or(""), e))
+            }
             _ => {}
         }
         r
@@ -568,6 +572,13 @@ impl Gateway {
             let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
             return Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }));
         }
+        // A bearer token, where the tenant accepts them, decides alone: a client that sends
+        // one is judged by it, never by a cookie that came along.
+        if !tenant.bearer.is_empty() {
+            if let Some(raw) = bearer::bearer_token(req) {
+                return self.protected_bearer(ports, req, tenant, decided, (url, &client), raw).await;
+            }
+        }
         let session = match self.lookup_session(ports, req, tenant).await? {
             Lookup::Active(session) => *session,
             Lookup::Ended => return Ok(Action::Respond(self.unauthenticated(req, tenant, true))),
@@ -591,6 +602,8 @@ impl Gateway {
             email_verified: record.email_verified,
             groups: &record.groups,
             roles: &record.roles,
+            scopes: &[],
+            machine: false,
         };
         if let Err(denied) = policy::authorize(tenant, decided, &subject) {
             return Err(Refusal::Forbidden { rule: denied.rule });
@@ -610,6 +623,8 @@ impl Gateway {
             roles: record.roles.clone(),
             amr: record.amr.clone(),
             assertion: self.assertion_for(ports, tenant, id, record),
+            scopes: None,
+            principal: Some("user"),
         };
         let headers = proxy::upstream_headers(&req.headers, tenant, &client, Some(&identity));
         Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: Some(id.handle()) }))
@@ -634,6 +649,7 @@ impl Gateway {
             let mut r =
                 json_error(401, if ended { "session_expired" } else { "unauthenticated" }, "Sign-in required.", "");
             r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}", login="{prefix}/login""#, tenant.id));
+            bearer::add_challenge(&mut r, tenant);
             r
         };
         if req.headers.cookie(SESSION_COOKIE).is_some() {
@@ -810,6 +826,9 @@ impl Gateway {
             amr: &record.amr,
             idp: &record.provider,
             attributes: &record.attributes,
+            principal: "user",
+            client_id: None,
+            scope: None,
         };
         let token = key.sign(&claims, now)?;
         if let Some(c) = self.sessions.borrow_mut().get_mut(&cache_key) {
@@ -1608,14 +1627,14 @@ impl Gateway {
     }
 }
 
-/// Verifies an ID token: the signature with the runtime's own crypto when the shell offers
+/// Verifies a signed token (ID token or access token, by the profile): the signature with the runtime's own crypto when the shell offers
 /// it (WebCrypto), else with the pure-Rust verifier; the claim checks are the same either way.
-async fn check_token(
+async fn check_token<P: oidc::id_token::TokenProfile>(
     ports: Ports<'_>,
     token: &UntrustedIdToken,
     keys: &[Jwk],
-    exp: &oidc::id_token::Expectations<'_>,
-) -> Result<oidc::VerifiedIdToken, oidc::IdTokenError> {
+    exp: &P,
+) -> Result<P::Verified, oidc::IdTokenError> {
     if let (Some(verifier), Ok(parts)) = (ports.verifier, token.signing_parts()) {
         let key = token.key_for(keys, &parts)?;
         if let Some(valid) = verifier.verify(&parts.alg, &key.public_jwk, parts.signed(), parts.signature()).await {

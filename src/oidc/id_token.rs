@@ -78,6 +78,14 @@ pub enum IdTokenError {
     LogoutNonceForbidden,
     LogoutSubjectMissing,
     LogoutJtiMissing,
+    /// RFC 7515 4.1.11: a `crit` header names extensions this verifier does not process.
+    CriticalHeader(Vec<String>),
+    /// RFC 9068 2.1 / 4: an access token must be typed `at+jwt` where that is required.
+    WrongType(Option<String>),
+    /// RFC 9068 4: `aud` names none of the resources the gateway accepts.
+    AudienceNotAccepted(Vec<String>),
+    /// The token lacks a scope the issuer's configuration requires.
+    ScopeMissing(String),
 }
 
 impl fmt::Display for IdTokenError {
@@ -111,6 +119,10 @@ impl fmt::Display for IdTokenError {
             LogoutNonceForbidden => f.write_str("a logout token must not contain a nonce"),
             LogoutSubjectMissing => f.write_str("a logout token needs sub or sid"),
             LogoutJtiMissing => f.write_str("jti is missing"),
+            CriticalHeader(names) => write!(f, "crit header names extensions that are not processed: {names:?}"),
+            WrongType(t) => write!(f, "typ {t:?} is not at+jwt"),
+            AudienceNotAccepted(a) => write!(f, "aud {a:?} names no accepted audience"),
+            ScopeMissing(s) => write!(f, "scope {s:?} is missing"),
         }
     }
 }
@@ -191,7 +203,87 @@ pub fn half_hash(alg: &str, token: &str) -> Option<String> {
     Some(b64url(&full[..full.len() / 2]))
 }
 
-type TokenClaims = Claims<Map<String, Value>>;
+/// Registered claims parsed, the rest as JSON.
+pub type TokenClaims = Claims<Map<String, Value>>;
+
+/// What one kind of token must satisfy besides its signature. The verifier shared by every
+/// JWT the gateway accepts ([`UntrustedIdToken::verify`] and
+/// [`UntrustedIdToken::verify_with_checked_signature`]) decodes the token, refuses `crit`,
+/// checks the algorithm, picks the key from the issuer's JWKS and verifies the signature the
+/// same way for all of them; a profile adds its own header and claim rules (ID tokens:
+/// [`Expectations`]; access tokens: [`crate::oidc::access_token::AccessTokenExpectations`]).
+pub trait TokenProfile {
+    type Verified;
+    /// The HMAC key, for a profile that accepts HMAC-signed tokens.
+    fn hmac_secret(&self) -> Option<&[u8]> {
+        None
+    }
+    /// Whether `alg`, already on the asymmetric allow-list, is accepted by this profile.
+    fn accepts_alg(&self, _alg: &str) -> bool {
+        true
+    }
+    /// Header rules beyond `alg`, `kid` and `crit` (e.g. `typ`).
+    fn check_header(&self, _header: &Map<String, Value>) -> Result<(), IdTokenError> {
+        Ok(())
+    }
+    /// The claim rules, on claims whose signature verified.
+    fn check_claims(
+        &self,
+        claims: TokenClaims,
+        alg: String,
+        kid: Option<String>,
+    ) -> Result<Self::Verified, IdTokenError>;
+}
+
+impl TokenProfile for Expectations<'_> {
+    type Verified = VerifiedIdToken;
+    fn hmac_secret(&self) -> Option<&[u8]> {
+        self.hmac_secret
+    }
+    fn check_claims(
+        &self,
+        claims: TokenClaims,
+        alg: String,
+        kid: Option<String>,
+    ) -> Result<VerifiedIdToken, IdTokenError> {
+        check_claims(claims, alg, kid, self)
+    }
+}
+
+/// RFC 7519 4.1.1: `iss` exactly equals the expected issuer (byte for byte, no
+/// normalisation of trailing slashes or case). Shared by every profile.
+pub fn check_issuer<'c>(claims: &'c TokenClaims, expected: &str) -> Result<&'c str, IdTokenError> {
+    let iss = claims.custom.get("iss").and_then(Value::as_str).unwrap_or_default();
+    if iss != expected {
+        return Err(IdTokenError::IssuerMismatch { expected: expected.to_owned(), actual: iss.to_owned() });
+    }
+    Ok(iss)
+}
+
+/// The time rules every profile shares: `exp` present and not past (plus skew), `nbf`
+/// reached (minus skew), `iat` present and not in the future. Returns (`exp`, `iat`).
+pub fn check_times(claims: &TokenClaims, now: u64, skew: u64) -> Result<(i64, i64), IdTokenError> {
+    let (n, sk) = (now as i64, skew as i64);
+    let exp = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
+    if n >= exp + sk {
+        return Err(IdTokenError::Expired { exp, now });
+    }
+    if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
+        if n + sk < nbf {
+            return Err(IdTokenError::NotYetValid { nbf, now });
+        }
+    }
+    let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
+    if iat > n + sk {
+        return Err(IdTokenError::IatInFuture { iat, now });
+    }
+    Ok((exp, iat))
+}
+
+/// The `aud` claim as a list (a single string or an array of strings).
+pub fn audience_list(claims: &TokenClaims) -> Vec<String> {
+    audiences(claims.custom.get("aud"))
+}
 
 fn check_signature(token: &UntrustedToken<'_>, alg: &str, key: &PublicKey) -> Result<TokenClaims, IdTokenError> {
     let result = match (alg, key) {
@@ -237,20 +329,21 @@ impl UntrustedIdToken {
     /// and a key from the JWKS (or the client secret for opted-in HMAC). The header's
     /// `jwk`, `jku`, `x5u` and `x5c` are never used: keys come only from the provider's
     /// JWKS, fetched from its discovery document over TLS.
-    fn signed_claims(
+    fn signed_claims<P: TokenProfile + ?Sized>(
         &self,
         keys: &[Jwk],
-        exp: &Expectations<'_>,
+        profile: &P,
     ) -> Result<(TokenClaims, String, Option<String>), IdTokenError> {
         let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
         let alg = token.algorithm().to_owned();
         let kid = token.header().key_id.clone();
+        profile.check_header(&self.header()?)?;
         // Steps 7 and 8: the algorithm must be on the allow-list; `none` never is; HMAC only
         // when configured, keyed with the client secret.
         let claims = if HMAC_ALGS.contains(&alg.as_str()) {
-            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
+            let secret = profile.hmac_secret().ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
             check_hmac(&token, &alg, secret)?
-        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) && profile.accepts_alg(&alg) {
             // Step 6: the signature, with the key the JWKS has under `kid`.
             let key = select_key(keys, &alg, kid.as_deref())?;
             check_signature(&token, &alg, &key.key)?
@@ -264,13 +357,42 @@ impl UntrustedIdToken {
         Self { raw: raw.into() }
     }
 
+    /// The JOSE header as JSON, with the rule every profile shares: a `crit` header names
+    /// extensions that must be understood (RFC 7515 4.1.11), and this verifier understands
+    /// none, so any `crit` is refused.
+    fn header(&self) -> Result<Map<String, Value>, IdTokenError> {
+        let first = self.raw.split('.').next().unwrap_or_default();
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, first)
+            .map_err(|_| IdTokenError::Malformed("header is not base64url".into()))?;
+        let header: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| IdTokenError::Malformed("header is not a JSON object".into()))?;
+        if let Some(crit) = header.get("crit") {
+            let names = match crit {
+                Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("?").to_owned()).collect(),
+                other => vec![other.to_string()],
+            };
+            return Err(IdTokenError::CriticalHeader(names));
+        }
+        Ok(header)
+    }
+
+    /// The `iss` claim, unverified: only to choose which issuer's keys and rules to verify
+    /// the token with.
+    pub fn unverified_issuer(&self) -> Option<String> {
+        let payload = self.raw.split('.').nth(1)?;
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
+        let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+        claims.get("iss").and_then(Value::as_str).map(str::to_owned)
+    }
+
     /// The `kid` from the header, unverified (to decide whether the JWKS needs a refetch).
     pub fn kid(&self) -> Option<String> {
         UntrustedToken::new(&self.raw).ok().and_then(|t| t.header().key_id.clone())
     }
 
-    /// Runs every check; `keys` is the provider's JWKS.
-    pub fn verify(&self, keys: &[Jwk], exp: &Expectations<'_>) -> Result<VerifiedIdToken, IdTokenError> {
+    /// Runs every check of the profile (an ID token's [`Expectations`], or an access
+    /// token's); `keys` is the issuer's JWKS.
+    pub fn verify<P: TokenProfile + ?Sized>(&self, keys: &[Jwk], exp: &P) -> Result<P::Verified, IdTokenError> {
         // Step 1: encrypted ID tokens (JWE, five segments) are not accepted.
         let segments = self.raw.split('.').count();
         if segments == 5 {
@@ -280,33 +402,37 @@ impl UntrustedIdToken {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
         let (claims, alg, kid) = self.signed_claims(keys, exp)?;
-        check_claims(claims, alg, kid, exp)
+        exp.check_claims(claims, alg, kid)
     }
 
     /// For a signature already verified by the runtime's own crypto (the Worker shell's
     /// WebCrypto port) against `key` from the provider's JWKS: the same algorithm and key
     /// rules, then every claim check of [`UntrustedIdToken::verify`]. `parts` are this
     /// token's own [`UntrustedIdToken::signing_parts`], so the token is decoded only once.
-    pub fn verify_with_checked_signature(
+    pub fn verify_with_checked_signature<P: TokenProfile + ?Sized>(
         &self,
         parts: SigningParts<'_>,
         key: &Jwk,
         checked: SignatureChecked,
-        exp: &Expectations<'_>,
-    ) -> Result<VerifiedIdToken, IdTokenError> {
+        exp: &P,
+    ) -> Result<P::Verified, IdTokenError> {
         let SignatureChecked(()) = checked;
         let SigningParts { alg, kid, signed, claims, .. } = parts;
         // The parts must be this token's: a proof for other bytes proves nothing here.
         if signed.as_ptr() != self.raw.as_ptr() {
             return Err(IdTokenError::BadSignature);
         }
+        if !exp.accepts_alg(&alg) {
+            return Err(IdTokenError::AlgorithmNotAllowed(alg));
+        }
         if !key.key.fits(&alg) || key.alg.as_deref().is_some_and(|a| a != alg) || !key.usable_for_signatures() {
             return Err(IdTokenError::KeyAlgorithmMismatch { alg, kid });
         }
+        exp.check_header(&self.header()?)?;
         // As `UntrustedToken::deserialize_claims_unchecked` (JSON claims).
         let claims: TokenClaims = serde_json::from_slice(&claims)
             .map_err(|e| map_validation_error(jwt_compact::ValidationError::MalformedClaims(e)))?;
-        check_claims(claims, alg, kid, exp)
+        exp.check_claims(claims, alg, kid)
     }
 
     /// What an external verifier needs: algorithm, key id, the signed bytes and the
@@ -421,10 +547,7 @@ fn check_claims(
 
     // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no
     // normalisation of trailing slashes or case).
-    let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
-    if iss != exp.issuer {
-        return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
-    }
+    let iss = check_issuer(&claims, exp.issuer)?;
     // Step 3: `aud` contains the client id; every other audience must be trusted.
     let aud = audiences(c.get("aud"));
     if !aud.iter().any(|a| a == exp.client_id) {
@@ -448,22 +571,10 @@ fn check_claims(
     }
     let now = exp.now as i64;
     let skew = exp.skew as i64;
-    // Step 9: the current time is before `exp` (plus the allowed skew).
-    let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
-    if now >= exp_ts + skew {
-        return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
-    }
-    // RFC 7519 4.1.5: not before `nbf` (minus skew).
-    if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-        if now + skew < nbf {
-            return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
-        }
-    }
-    // Step 10: `iat` is present, not in the future, and not older than the window.
-    let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-    if iat > now + skew {
-        return Err(IdTokenError::IatInFuture { iat, now: exp.now });
-    }
+    // Step 9: the current time is before `exp` (plus the allowed skew); RFC 7519 4.1.5: not
+    // before `nbf` (minus skew); step 10: `iat` is present, not in the future...
+    let (exp_ts, iat) = check_times(&claims, exp.now, exp.skew)?;
+    // ... and not older than the window.
     if now - iat > exp.iat_window as i64 + skew {
         return Err(IdTokenError::IatTooOld { iat, now: exp.now });
     }
@@ -509,10 +620,7 @@ impl UntrustedIdToken {
         }
         let (claims, _, _) = self.signed_claims(keys, exp)?;
         let c = &claims.custom;
-        let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
-        if iss != exp.issuer {
-            return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
-        }
+        let iss = check_issuer(&claims, exp.issuer)?;
         let aud = audiences(c.get("aud"));
         if !aud.iter().any(|a| a == exp.client_id) {
             return Err(IdTokenError::AudienceMissingClient);
