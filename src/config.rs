@@ -222,6 +222,10 @@ pub struct Tenant {
     /// `drop` (default) or `honour` the `X-HTTP-Method-Override` family of headers.
     #[serde(default)]
     pub method_override: crate::path::MethodOverride,
+    /// Milliseconds to wait for the origin's response headers before answering 504 (the
+    /// body then streams without a deadline). Default 100 s, as Cloudflare's own proxy.
+    #[serde(default = "default_origin_timeout")]
+    pub origin_timeout_ms: u64,
     /// Issuers whose JWT access tokens are accepted as `Authorization: Bearer` instead of a
     /// session (API clients, CI jobs, services). Empty: bearer tokens are not looked at.
     #[serde(default)]
@@ -275,6 +279,10 @@ pub struct BearerIssuer {
     pub discovery_ttl: u64,
     #[serde(default = "default_cache_ttl")]
     pub jwks_ttl: u64,
+}
+
+fn default_origin_timeout() -> u64 {
+    100_000
 }
 
 fn default_bearer_algorithms() -> Vec<String> {
@@ -1244,6 +1252,9 @@ impl Config {
                 }
             }
             validate_bearer(&mut c, &tp, t);
+            if !(1..=600_000).contains(&t.origin_timeout_ms) {
+                c.err(format!("{tp}.origin_timeout_ms"), "must be between 1 and 600000 milliseconds");
+            }
             let mut pnames = std::collections::BTreeSet::new();
             for (pi, p) in t.providers.iter().enumerate() {
                 let pp = format!("{tp}.providers[{pi}]");

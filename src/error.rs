@@ -28,6 +28,10 @@ pub enum Refusal {
     /// A bearer token was presented and not accepted (RFC 6750 3.1).
     Bearer(BearerError),
     OriginUnreachable(String),
+    /// The origin sent no response headers within the tenant's `origin_timeout_ms`.
+    OriginTimeout {
+        after_ms: u64,
+    },
     Csrf,
     /// A session needed the IdP (refresh) and it could not be reached.
     IdpUnavailable(String),
@@ -81,6 +85,7 @@ impl fmt::Display for Refusal {
             Refusal::Forbidden { rule } => write!(f, "denied by policy rule {rule}"),
             Refusal::Bearer(e) => e.fmt(f),
             Refusal::OriginUnreachable(e) => write!(f, "origin unreachable: {e}"),
+            Refusal::OriginTimeout { after_ms } => write!(f, "origin did not answer within {after_ms} ms"),
             Refusal::Csrf => f.write_str("CSRF token missing or wrong"),
             Refusal::IdpUnavailable(e) => write!(f, "identity provider unavailable: {e}"),
             Refusal::MfaRequired { step_up: true } => f.write_str("recent second factor required (step-up)"),
@@ -205,6 +210,7 @@ impl Refusal {
             Refusal::NoRoles => p(403, "no_roles", "No access assigned", "You signed in successfully, but your account has no roles assigned for this site. Ask your administrator to grant you access.", None),
             Refusal::Forbidden { .. } => p(403, "forbidden", "Access denied", "Your account is not allowed to open this page. Ask your administrator if you need access.", None),
             Refusal::Bearer(e) => present_bearer(e),
+            Refusal::OriginTimeout { after_ms } => p(504, "origin_timeout", "Site too slow", format!("You are signed in, but the site behind the gateway did not answer within {} seconds. Please try again in a moment.", after_ms.div_ceil(1000)), Reload),
             Refusal::OriginUnreachable(_) => p(502, "origin_unreachable", "Site unreachable", "You are signed in, but the site behind the gateway did not answer. Please try again in a moment.", Reload),
             Refusal::Csrf => p(403, "csrf", "Request refused", "This form has expired or was not sent from this site. Go back, reload the page and try again.", None),
             Refusal::IdpUnavailable(_) => p(503, "idp_unavailable", "Identity provider unavailable", "Your session needs to be renewed, but your identity provider cannot be reached. Please try again in a minute.", Reload),

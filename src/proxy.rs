@@ -197,6 +197,15 @@ pub fn downstream_headers(origin: &Headers) -> Headers {
     out
 }
 
+/// Whether a request asks to become a WebSocket (RFC 6455 4.1: a GET with `Upgrade:
+/// websocket` and `Connection: Upgrade`, tokens in any case).
+pub fn is_websocket_upgrade(method: &str, headers: &Headers) -> bool {
+    let has_token = |name: &str, token: &str| {
+        headers.get_all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    method == "GET" && has_token("upgrade", "websocket") && has_token("connection", "upgrade")
+}
+
 /// The origin URL for a request path and query.
 pub fn upstream_url(origin: &str, path: &str, query: Option<&str>) -> String {
     let base = origin.trim_end_matches('/');

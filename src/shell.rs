@@ -427,19 +427,43 @@ fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
     to_worker_response(r)
 }
 
-async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Response, String> {
+/// Why a forward produced no response.
+enum ForwardError {
+    Unreachable(String),
+    TimedOut(u64),
+}
+
+/// Sends the request to the origin and hands its answer back: the body as a stream (never
+/// read into memory), a WebSocket as the client's new connection. Only the wait for the
+/// response headers has a deadline.
+async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Response, ForwardError> {
+    let unreachable = |e: worker::Error| ForwardError::Unreachable(e.to_string());
     let mut init = RequestInit::new();
     let m = original.method();
     init.with_method(m.clone()).with_headers(to_worker_headers(&f.headers)).with_redirect(RequestRedirect::Manual);
     if !matches!(m, Method::Get | Method::Head) {
         init.with_body(original.inner().body().map(JsValue::from));
     }
-    let request = worker::Request::new_with_init(&f.url, &init).map_err(|e| e.to_string())?;
-    let resp = worker::Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+    let request = worker::Request::new_with_init(&f.url, &init).map_err(unreachable)?;
+    let fetch = worker::Fetch::Request(request);
+    let send = Box::pin(fetch.send());
+    let deadline = Box::pin(Delay::from(Duration::from_millis(f.timeout_ms)));
+    let resp = match futures_util::future::select(send, deadline).await {
+        futures_util::future::Either::Left((sent, _)) => sent.map_err(unreachable)?,
+        futures_util::future::Either::Right(_) => return Err(ForwardError::TimedOut(f.timeout_ms)),
+    };
     let headers = proxy::downstream_headers(&from_worker_headers(resp.headers()));
     let status = resp.status_code();
+    if status == 101 {
+        let Some(ws) = resp.websocket() else {
+            return Err(ForwardError::Unreachable("101 from the origin without a WebSocket".into()));
+        };
+        return Ok(worker::Response::from_websocket(ws)
+            .map_err(unreachable)?
+            .with_headers(to_worker_headers(&headers)));
+    }
     Ok(worker::Response::from_body(resp.body().clone())
-        .map_err(|e| e.to_string())?
+        .map_err(unreachable)?
         .with_status(status)
         .with_headers(to_worker_headers(&headers)))
 }
@@ -503,7 +527,8 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
             Ok(r) => Ok(r),
-            Err(e) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
+            Err(ForwardError::Unreachable(e)) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
+            Err(ForwardError::TimedOut(ms)) => to_worker_response(gw.origin_timed_out(ports, &core_req, ms)),
         },
     };
     let jobs = gw.take_deferred();

@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use super::{check_token, Action, Forward, Gateway};
+use super::{check_token, Action, Gateway};
 use crate::assertion::AssertionClaims;
 use crate::config::{BearerIssuer, PrincipalKind, Tenant};
 use crate::error::{BearerError, Refusal};
@@ -208,7 +208,7 @@ impl Gateway {
             principal: Some(kind),
         };
         let headers = proxy::upstream_headers(&req.headers, tenant, client, Some(&identity));
-        Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }))
+        Ok(super::to_origin(req, tenant, url, headers, None))
     }
 }
 

@@ -87,6 +87,12 @@ pub struct Forward {
     pub tenant: String,
     /// Session handle for log lines (never the id).
     pub session: Option<String>,
+    /// A WebSocket upgrade, passed to the origin after the checks; the shell hands the
+    /// origin's WebSocket back to the client.
+    pub websocket: bool,
+    /// How long to wait for the origin's response headers (the tenant's
+    /// `origin_timeout_ms`); the body then streams through without a deadline.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -430,6 +436,13 @@ impl Gateway {
         self.refuse(ports, req, tenant, &Refusal::OriginUnreachable(cause.to_owned()))
     }
 
+    /// The 504 page when the origin did not answer within the tenant's
+    /// `origin_timeout_ms` (the shell calls this).
+    pub fn origin_timed_out(&self, ports: Ports<'_>, req: &Request, after_ms: u64) -> Response {
+        let tenant = self.config().and_then(|l| l.config.tenant_for_host(&req.host()));
+        self.refuse(ports, req, tenant, &Refusal::OriginTimeout { after_ms })
+    }
+
     /// Entry point: everything a request can lead to.
     pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Action {
         let mut action = self.handle_inner(ports, req).await;
@@ -570,7 +583,7 @@ impl Gateway {
         let url = proxy::upstream_url(&tenant.origin, &decided.path.raw, req.url.query());
         if policy::is_public(tenant, decided) {
             let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
-            return Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }));
+            return Ok(to_origin(req, tenant, url, headers, None));
         }
         // A bearer token, where the tenant accepts them, decides alone: a client that sends
         // one is judged by it, never by a cookie that came along.
@@ -627,7 +640,7 @@ impl Gateway {
             principal: Some("user"),
         };
         let headers = proxy::upstream_headers(&req.headers, tenant, &client, Some(&identity));
-        Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: Some(id.handle()) }))
+        Ok(to_origin(req, tenant, url, headers, Some(id.handle())))
     }
 
     /// No usable session: browsers go to the login page, other clients get a 401.
@@ -1625,6 +1638,29 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The forward of a request that passed every check: a WebSocket upgrade keeps its
+/// `Upgrade` (dropped as hop-by-hop otherwise), and the tenant's origin deadline goes along.
+pub(crate) fn to_origin(
+    req: &Request,
+    tenant: &Tenant,
+    url: String,
+    mut headers: Headers,
+    session: Option<String>,
+) -> Action {
+    let websocket = proxy::is_websocket_upgrade(&req.method, &req.headers);
+    if websocket {
+        headers.set("upgrade", "websocket");
+    }
+    Action::Forward(Forward {
+        url,
+        headers,
+        tenant: tenant.id.clone(),
+        session,
+        websocket,
+        timeout_ms: tenant.origin_timeout_ms,
+    })
 }
 
 /// Verifies a signed token (ID token or access token, by the profile): the signature with the runtime's own crypto when the shell offers
