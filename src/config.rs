@@ -201,9 +201,13 @@ pub struct Tenant {
     pub headers: HeaderSettings,
     #[serde(default)]
     pub groups: GroupSettings,
-    /// Access rules per path, first match wins; no match: any signed-in user.
+    /// Access rules per path, first match wins; no match: `policy_default`.
     #[serde(default)]
     pub policy: Vec<AccessRule>,
+    /// What happens when no rule decides: `allow` (any signed-in user or accepted bearer
+    /// principal; the default) or `deny`.
+    #[serde(default)]
+    pub policy_default: Effect,
     #[serde(default)]
     pub providers: Vec<Provider>,
     #[serde(default)]
@@ -460,6 +464,54 @@ pub struct AccessRule {
     /// token held for a user) or `machine` (a client for itself). Unset: either.
     #[serde(default)]
     pub principal: Option<PrincipalKind>,
+    /// A name for refusals and logs (default: the rule's index).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `allow` (default): the first allow rule whose path matches decides, allowing when its
+    /// conditions hold. `deny`: refuses when its path matches and its conditions hold, and
+    /// otherwise lets the next rule decide.
+    #[serde(default)]
+    pub effect: Effect,
+    /// Claim conditions, all of which must hold.
+    #[serde(default)]
+    pub claims: Vec<ClaimMatch>,
+    /// The request's country (`request.cf.country`) is one of these.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// The request's autonomous system (`request.cf.asn`) is one of these.
+    #[serde(default)]
+    pub asns: Vec<u64>,
+    /// `true`: the client presented a TLS certificate that verified (mTLS); `false`: it did
+    /// not.
+    #[serde(default)]
+    pub client_cert_verified: Option<bool>,
+    /// The Bot Management score is present and at least / at most this.
+    #[serde(default)]
+    pub min_bot_score: Option<u64>,
+    #[serde(default)]
+    pub max_bot_score: Option<u64>,
+}
+
+/// What a policy rule does when it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// A condition on one claim of the principal (a dotted path or a whole key, as the claim
+/// mapping reads them): `equals` a value, or `contains` one (an item of a list, or a
+/// substring of a string).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMatch {
+    pub claim: String,
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default)]
+    pub contains: Option<serde_json::Value>,
 }
 
 impl AccessRule {
@@ -1201,6 +1253,25 @@ impl Config {
             }
             for (i, r) in t.policy.iter().enumerate() {
                 check_path_rule(&mut c, &format!("{tp}.policy[{i}]"), &r.as_path_rule());
+                for (ci, m) in r.claims.iter().enumerate() {
+                    if m.claim.is_empty() || m.equals.is_some() == m.contains.is_some() {
+                        c.err(
+                            format!("{tp}.policy[{i}].claims[{ci}]"),
+                            "needs a claim and exactly one of equals, contains",
+                        );
+                    }
+                }
+                for (ci, country) in r.countries.iter().enumerate() {
+                    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+                        c.err(
+                            format!("{tp}.policy[{i}].countries[{ci}]"),
+                            "must be an upper-case ISO 3166-1 alpha-2 code",
+                        );
+                    }
+                }
+                if r.name.as_deref().is_some_and(|n| n.is_empty() || n.len() > 64) {
+                    c.err(format!("{tp}.policy[{i}].name"), "must be 1-64 characters");
+                }
             }
             for (i, p) in t.verbatim_paths.iter().enumerate() {
                 if let Err(e) = crate::path::check_verbatim_prefix(p) {

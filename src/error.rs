@@ -23,7 +23,7 @@ pub enum Refusal {
     },
     NoRoles,
     Forbidden {
-        rule: usize,
+        denied: crate::policy::Denied,
     },
     /// A bearer token was presented and not accepted (RFC 6750 3.1).
     Bearer(BearerError),
@@ -82,7 +82,7 @@ impl fmt::Display for Refusal {
             Refusal::Storage(e) => write!(f, "{e}"),
             Refusal::Oidc { provider, error } => write!(f, "provider {provider}: {error}"),
             Refusal::NoRoles => f.write_str("no mapped group or role for this user"),
-            Refusal::Forbidden { rule } => write!(f, "denied by policy rule {rule}"),
+            Refusal::Forbidden { denied } => write!(f, "denied by {}", denied.label()),
             Refusal::Bearer(e) => e.fmt(f),
             Refusal::OriginUnreachable(e) => write!(f, "origin unreachable: {e}"),
             Refusal::OriginTimeout { after_ms } => write!(f, "origin did not answer within {after_ms} ms"),
@@ -121,8 +121,9 @@ pub enum BearerError {
     Principal { issuer: String, kind: &'static str },
     /// The issuer's discovery document or keys could not be had.
     Unavailable { issuer: String, cause: String },
-    /// A policy rule refused the principal; `scopes` are the ones the rule requires.
-    Denied { rule: usize, scopes: Vec<String> },
+    /// A policy rule (or the default) refused the principal; `scopes` are the ones the
+    /// rule requires.
+    Denied { denied: crate::policy::Denied, scopes: Vec<String> },
     /// A path with a step-up rule: a bearer token carries no second factor of this gateway.
     StepUp,
 }
@@ -159,7 +160,7 @@ impl fmt::Display for BearerError {
                 write!(f, "bearer token from {issuer}: {kind} tokens are not accepted from this issuer")
             }
             BearerError::Unavailable { issuer, cause } => write!(f, "bearer issuer {issuer} unavailable: {cause}"),
-            BearerError::Denied { rule, .. } => write!(f, "bearer principal denied by policy rule {rule}"),
+            BearerError::Denied { denied, .. } => write!(f, "bearer principal denied by {}", denied.label()),
             BearerError::StepUp => f.write_str("path needs a recent second factor, which a bearer token cannot carry"),
         }
     }
@@ -208,7 +209,10 @@ impl Refusal {
             Refusal::UnknownProvider(_) => p(404, "unknown_provider", "Unknown sign-in method", "That sign-in method does not exist for this site. Choose one from the sign-in page.", Login),
             Refusal::Storage(_) => p(503, "storage_unavailable", "Temporarily unavailable", "Sign-in is temporarily unavailable because the gateway cannot reach its storage. Please try again in a minute.", Reload),
             Refusal::NoRoles => p(403, "no_roles", "No access assigned", "You signed in successfully, but your account has no roles assigned for this site. Ask your administrator to grant you access.", None),
-            Refusal::Forbidden { .. } => p(403, "forbidden", "Access denied", "Your account is not allowed to open this page. Ask your administrator if you need access.", None),
+            Refusal::Forbidden { denied } => p(403, "forbidden", "Access denied", match &denied.name {
+                Some(n) => format!("Your account is not allowed to open this page (the site's rule \"{n}\"). Ask your administrator if you need access."),
+                Option::None => "Your account is not allowed to open this page. Ask your administrator if you need access.".to_owned(),
+            }, None),
             Refusal::Bearer(e) => present_bearer(e),
             Refusal::OriginTimeout { after_ms } => p(504, "origin_timeout", "Site too slow", format!("You are signed in, but the site behind the gateway did not answer within {} seconds. Please try again in a moment.", after_ms.div_ceil(1000)), Reload),
             Refusal::OriginUnreachable(_) => p(502, "origin_unreachable", "Site unreachable", "You are signed in, but the site behind the gateway did not answer. Please try again in a moment.", Reload),
@@ -253,7 +257,10 @@ fn present_bearer(e: &BearerError) -> Presentation {
         BearerError::Principal { kind, .. } => p(401, "invalid_token", "Access token refused", format!("Access tokens for a {kind} are not accepted from this issuer."), None),
         BearerError::Unavailable { .. } => p(503, "idp_unavailable", "Token issuer unavailable", "The access token's issuer could not be reached to get its keys. Please try again in a minute.", None),
         BearerError::Denied { scopes, .. } if !scopes.is_empty() => p(403, "insufficient_scope", "Access denied", format!("This path needs an access token with the scopes {scopes:?}."), None),
-        BearerError::Denied { .. } => p(403, "forbidden", "Access denied", "This client is not allowed to use this path.", None),
+        BearerError::Denied { denied, .. } => p(403, "forbidden", "Access denied", match &denied.name {
+            Some(n) => format!("This client is not allowed to use this path (the site's rule \"{n}\")."),
+            Option::None => "This client is not allowed to use this path.".to_owned(),
+        }, None),
         BearerError::StepUp => p(403, "step_up_required", "Access denied", "This path needs a recent two-step verification, which only a signed-in person can give.", None),
     }
 }

@@ -427,6 +427,27 @@ fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
     to_worker_response(r)
 }
 
+/// The request's edge context from `request.cf`. With the test switch on (never in a
+/// deployment: `PORTCULLIS_TEST_FAULTS`), a JSON `X-Portcullis-Test-Cf` header stands in for
+/// it, so tests can be a request from another country or with a client certificate; the
+/// header is one the gateway owns and never reaches the origin.
+fn edge_context(req: &worker::Request, headers: &Headers, test_switch: bool) -> crate::http::EdgeContext {
+    if test_switch {
+        if let Some(e) = headers.get(faults::TEST_CF_HEADER).and_then(|v| serde_json::from_str(v).ok()) {
+            return e;
+        }
+    }
+    let Some(cf) = req.cf() else {
+        return Default::default();
+    };
+    crate::http::EdgeContext {
+        country: cf.country(),
+        asn: cf.asn().map(u64::from),
+        client_cert_verified: cf.tls_client_auth().map(|t| t.cert_verified() == "SUCCESS"),
+        bot_score: cf.bot_management().map(|b| u64::from(b.score())),
+    }
+}
+
 /// Why a forward produced no response.
 enum ForwardError {
     Unreachable(String),
@@ -495,8 +516,9 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         }
     }
     let client_ip = headers.get("cf-connecting-ip").map(str::to_owned);
+    let edge = edge_context(&req, &headers, test_faults_enabled(&env));
     // The method as sent: the `worker` crate's `Method` reads every unknown token as GET.
-    let core_req = Request { method: req.inner().method(), url, headers, body, client_ip };
+    let core_req = Request { method: req.inner().method(), url, headers, body, client_ip, edge };
 
     let fault_switch = test_faults_enabled(&env).then(|| FAULTS.with(Rc::clone));
     if let Some(f) = &fault_switch {

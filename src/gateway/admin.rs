@@ -180,6 +180,14 @@ impl Gateway {
                     json!({ "provider": name, "issuer": m.issuer, "kids": keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>() }),
                 )
             }
+            ("POST", "/policy/check") => {
+                let query: crate::policy::CheckQuery = serde_json::from_slice(&req.body)
+                    .map_err(|e| Refusal::BadInput(format!("body is not a policy check: {e}")))?;
+                if query.path.is_empty() {
+                    return Err(Refusal::BadInput("field path (string) is required".into()));
+                }
+                Ok(crate::policy::check(tenant, &query))
+            }
             ("GET", "/keys") => {
                 let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
                 let ids = |keys: &[crate::crypto::KeyWithId]| keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();

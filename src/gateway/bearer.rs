@@ -152,10 +152,14 @@ impl Gateway {
             roles: &mapped.roles,
             scopes: &t.scopes,
             machine,
+            claims: &t.claims,
+            edge: &req.edge,
         };
         if let Err(denied) = policy::authorize(tenant, decided, &subject) {
-            let scopes = tenant.policy.get(denied.rule).map(|r| r.require_scopes.clone()).unwrap_or_default();
-            return Err(Refusal::Bearer(BearerError::Denied { rule: denied.rule, scopes }));
+            let rule = denied.rule.and_then(|i| tenant.policy.get(i));
+            let missing = rule.is_some_and(|r| r.require_scopes.iter().any(|s| !t.scopes.contains(s)));
+            let scopes = if missing { rule.map(|r| r.require_scopes.clone()).unwrap_or_default() } else { Vec::new() };
+            return Err(Refusal::Bearer(BearerError::Denied { denied, scopes }));
         }
         // A step-up path needs this gateway's second factor, which only a person can give.
         let step_up = tenant

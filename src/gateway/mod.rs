@@ -617,9 +617,11 @@ impl Gateway {
             roles: &record.roles,
             scopes: &[],
             machine: false,
+            claims: &record.claims(),
+            edge: &req.edge,
         };
         if let Err(denied) = policy::authorize(tenant, decided, &subject) {
-            return Err(Refusal::Forbidden { rule: denied.rule });
+            return Err(Refusal::Forbidden { denied });
         }
         if self.step_up_due(ports, tenant, decided, record) {
             return self.mfa_needed(req, true).map(Action::Respond);
