@@ -234,6 +234,10 @@ pub struct Tenant {
     /// session (API clients, CI jobs, services). Empty: bearer tokens are not looked at.
     #[serde(default)]
     pub bearer: Vec<BearerIssuer>,
+    /// Accept static service tokens (an id and secret pair created through the admin API,
+    /// sent as `X-Portcullis-Client-Id`/`-Secret` or `CF-Access-Client-Id`/`-Secret`).
+    #[serde(default)]
+    pub service_tokens: bool,
 }
 
 /// Who may present a bearer token from an issuer.

@@ -126,6 +126,9 @@ pub enum BearerError {
     Denied { denied: crate::policy::Denied, scopes: Vec<String> },
     /// A path with a step-up rule: a bearer token carries no second factor of this gateway.
     StepUp,
+    /// Service-token credentials that name no live token of this tenant, or the wrong
+    /// secret.
+    ServiceToken,
 }
 
 impl BearerError {
@@ -162,6 +165,7 @@ impl fmt::Display for BearerError {
             BearerError::Unavailable { issuer, cause } => write!(f, "bearer issuer {issuer} unavailable: {cause}"),
             BearerError::Denied { denied, .. } => write!(f, "bearer principal denied by {}", denied.label()),
             BearerError::StepUp => f.write_str("path needs a recent second factor, which a bearer token cannot carry"),
+            BearerError::ServiceToken => f.write_str("service token unknown, expired, revoked or with a wrong secret"),
         }
     }
 }
@@ -261,6 +265,7 @@ fn present_bearer(e: &BearerError) -> Presentation {
             Some(n) => format!("This client is not allowed to use this path (the site's rule \"{n}\")."),
             Option::None => "This client is not allowed to use this path.".to_owned(),
         }, None),
+        BearerError::ServiceToken => p(401, "invalid_client", "Service token refused", "The service token's id and secret were not accepted (unknown, expired, revoked, or a wrong secret).", None),
         BearerError::StepUp => p(403, "step_up_required", "Access denied", "This path needs a recent two-step verification, which only a signed-in person can give.", None),
     }
 }

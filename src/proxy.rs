@@ -38,6 +38,9 @@ const OWNED_PREFIXES: &[&str] = &[
     "x-original-url",
     "x-original-uri",
     "x-rewrite-url",
+    // Service-token credentials (the gateway's, and Cloudflare Access's names): a secret
+    // for the gateway, never for the origin.
+    "cf-access-client",
 ];
 
 /// Cookie names the gateway owns; the origin never sees them.

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::{check_token, Action, Gateway};
 use crate::assertion::AssertionClaims;
-use crate::config::{BearerIssuer, PrincipalKind, Tenant};
+use crate::config::{PrincipalKind, Tenant};
+use crate::crypto;
 use crate::error::{BearerError, Refusal};
 use crate::http::{Request, Response};
 use crate::oidc::access_token::{AccessTokenExpectations, VerifiedAccessToken};
@@ -18,6 +19,12 @@ use crate::path::Decided;
 use crate::policy;
 use crate::ports::Ports;
 use crate::proxy::{self, ClientInfo, IdentityHeaders};
+
+/// A machine credential a request carries.
+pub(super) enum Credential<'r> {
+    Bearer(&'r str),
+    Service((&'r str, &'r str)),
+}
 
 /// The token of an `Authorization: Bearer` header (RFC 6750 2.1; the scheme in any case).
 pub(super) fn bearer_token(req: &Request) -> Option<&str> {
@@ -65,21 +72,42 @@ fn short_description(e: &IdTokenError) -> &'static str {
     }
 }
 
-/// A verified bearer token and the issuer entry that accepted it.
-struct Principal<'t> {
-    issuer: &'t BearerIssuer,
+/// A verified machine credential: a bearer token (with the name of the issuer entry that
+/// accepted it) or a service token (`service-token`).
+struct Principal {
+    label: String,
     token: VerifiedAccessToken,
+}
+
+/// KV key prefix of a tenant's service tokens.
+pub(super) fn service_token_prefix(tenant: &str) -> String {
+    format!("svc:{tenant}:")
+}
+
+/// A static service token as stored: never the secret, only its SHA-256 (the secret is 256
+/// random bits, so a plain hash cannot be searched).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct ServiceToken {
+    pub name: String,
+    pub secret_sha256: String,
+    pub scopes: Vec<String>,
+    pub created: u64,
+    pub expires: Option<u64>,
+}
+
+/// The service-token credentials of a request (`X-Portcullis-Client-Id`/`-Secret`, or
+/// Cloudflare Access's `CF-Access-Client-Id`/`-Secret`).
+pub(super) fn service_credentials(req: &Request) -> Option<(&str, &str)> {
+    let pick = |a: &str, b: &str| req.headers.get(a).or_else(|| req.headers.get(b)).map(str::trim);
+    let id = pick("x-portcullis-client-id", "cf-access-client-id")?;
+    let secret = pick("x-portcullis-client-secret", "cf-access-client-secret")?;
+    (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
 }
 
 impl Gateway {
     /// Verifies a bearer token against the tenant's issuer whose identifier its `iss` names
     /// (read unverified only to choose the issuer; the verifier checks it again).
-    async fn bearer_principal<'t>(
-        &self,
-        ports: Ports<'_>,
-        tenant: &'t Tenant,
-        raw: &str,
-    ) -> Result<Principal<'t>, BearerError> {
+    async fn bearer_principal(&self, ports: Ports<'_>, tenant: &Tenant, raw: &str) -> Result<Principal, BearerError> {
         let token = UntrustedIdToken::new(raw);
         let claimed = token.unverified_issuer();
         let found = tenant.bearer.iter().find_map(|b| {
@@ -122,7 +150,38 @@ impl Gateway {
         if !b.principals.contains(&kind) {
             return Err(BearerError::Principal { issuer: label, kind: verified.kind.as_str() });
         }
-        Ok(Principal { issuer: b, token: verified })
+        Ok(Principal { label, token: verified })
+    }
+
+    /// Checks service-token credentials against the tenant's stored tokens (one KV read;
+    /// the secret's hash compared in constant time).
+    async fn service_principal(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        (id, secret): (&str, &str),
+    ) -> Result<Principal, Refusal> {
+        let key = format!("{}{id}", service_token_prefix(&tenant.id));
+        let Some(raw) = ports.kv.get(&key).await? else {
+            return Err(Refusal::Bearer(BearerError::ServiceToken));
+        };
+        let stored: ServiceToken =
+            serde_json::from_str(&raw).map_err(|_| Refusal::Bearer(BearerError::ServiceToken))?;
+        let presented = crypto::sha256_hex(secret.as_bytes());
+        let live = stored.expires.is_none_or(|e| ports.now() < e);
+        if !crypto::ct_eq(presented.as_bytes(), stored.secret_sha256.as_bytes()) || !live {
+            return Err(Refusal::Bearer(BearerError::ServiceToken));
+        }
+        let token = VerifiedAccessToken {
+            iss: "service-token".to_owned(),
+            sub: id.to_owned(),
+            client_id: id.to_owned(),
+            kind: oidc::access_token::PrincipalKind::Machine,
+            scopes: stored.scopes,
+            exp: stored.expires.unwrap_or(0) as i64,
+            claims: json!({"sub": id, "client_id": id, "name": stored.name}).as_object().cloned().unwrap_or_default(),
+        };
+        Ok(Principal { label: "service-token".to_owned(), token })
     }
 
     /// A protected request with a bearer token: verified, authorised by the tenant's policy
@@ -135,9 +194,12 @@ impl Gateway {
         tenant: &Tenant,
         decided: &Decided,
         (url, client): (String, &ClientInfo<'_>),
-        raw: &str,
+        credential: Credential<'_>,
     ) -> Result<Action, Refusal> {
-        let principal = self.bearer_principal(ports, tenant, raw).await.map_err(Refusal::Bearer)?;
+        let principal = match credential {
+            Credential::Bearer(raw) => self.bearer_principal(ports, tenant, raw).await.map_err(Refusal::Bearer)?,
+            Credential::Service(pair) => self.service_principal(ports, tenant, pair).await?,
+        };
         let t = &principal.token;
         let machine = t.kind == oidc::access_token::PrincipalKind::Machine;
         let groups: Vec<String> = match t.claims.get("groups") {
@@ -185,7 +247,7 @@ impl Gateway {
                 groups: &mapped.groups,
                 roles: &mapped.roles,
                 amr: &[],
-                idp: principal.issuer.label(),
+                idp: &principal.label,
                 attributes: &Default::default(),
                 principal: kind,
                 client_id: Some(&t.client_id),
@@ -195,7 +257,7 @@ impl Gateway {
         });
         self.log(
             ports,
-            json!({"event": "bearer_accepted", "tenant": tenant.id, "issuer": principal.issuer.label(),
+            json!({"event": "bearer_accepted", "tenant": tenant.id, "issuer": principal.label,
             "client_id": t.client_id, "principal": kind, "path": decided.path.matching}),
         );
         let identity = IdentityHeaders {

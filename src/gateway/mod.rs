@@ -589,7 +589,14 @@ impl Gateway {
         // one is judged by it, never by a cookie that came along.
         if !tenant.bearer.is_empty() {
             if let Some(raw) = bearer::bearer_token(req) {
-                return self.protected_bearer(ports, req, tenant, decided, (url, &client), raw).await;
+                let credential = bearer::Credential::Bearer(raw);
+                return self.protected_bearer(ports, req, tenant, decided, (url, &client), credential).await;
+            }
+        }
+        if tenant.service_tokens {
+            if let Some(pair) = bearer::service_credentials(req) {
+                let credential = bearer::Credential::Service(pair);
+                return self.protected_bearer(ports, req, tenant, decided, (url, &client), credential).await;
             }
         }
         let session = match self.lookup_session(ports, req, tenant).await? {
