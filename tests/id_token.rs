@@ -807,3 +807,12 @@ fn jwks_that_is_not_json_is_an_error() {
     assert!(parse_jwks(b"<html>not a key set</html>").is_err());
     assert!(parse_jwks(b"{\"no_keys\": []}").is_err());
 }
+
+#[test]
+fn a_crit_header_is_refused_even_with_a_valid_signature() {
+    // RFC 7515 4.1.11: extensions named in `crit` must be understood; this verifier
+    // understands none, so a correctly signed token with `crit` is refused.
+    let header = Header::new(json!({"crit": ["exp"], "b64": false})).with_key_id(RSA_KID);
+    let token = sign(&Rsa::rs256(), &header, &base_claims(), rsa_key());
+    assert!(matches!(refused(&token, &provider_jwks(), &expectations()), IdTokenError::CriticalHeader(_)));
+}

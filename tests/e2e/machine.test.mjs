@@ -8,10 +8,12 @@ import { after, before, describe, test } from 'node:test';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { freePort, startGateway } from './lib/gateway.mjs';
 import { gatewaySecrets, gatewaySection, oidcProvider, waitForEvent } from './lib/fixtures.mjs';
+import { connect } from './lib/websocket.mjs';
 import { startOp } from './peers/op.mjs';
 import { startOrigin } from './peers/origin.mjs';
 
 const API = 'https://api.acme.test';
+const ADMIN_TOKEN = 'e2e-admin-token-0123456789-0123456789-abc';
 const OTHER = 'https://other.test';
 
 describe('machine clients with client-credentials JWT access tokens', () => {
@@ -45,12 +47,13 @@ describe('machine clients with client-credentials JWT access tokens', () => {
     gw = await startGateway({
       port,
       config: {
-        gateway: gatewaySection({ fetch_timeout_ms: 2000 }),
+        gateway: gatewaySection({ fetch_timeout_ms: 2000, admin_token: 'ADMIN_TOKEN' }),
         tenants: [{
           id: 'acme',
           hosts: ['localhost'],
           origin: origin.url,
           providers: [oidcProvider('corp', op, 'gw')],
+          service_tokens: true,
           bearer: [{
             provider: 'corp',
             audiences: [API, 'https://api.acme.test/short'],
@@ -64,7 +67,7 @@ describe('machine clients with client-credentials JWT access tokens', () => {
           ],
         }],
       },
-      secrets: gatewaySecrets({ SECRET_CORP: 'gw-secret' }),
+      secrets: gatewaySecrets({ SECRET_CORP: 'gw-secret', ADMIN_TOKEN }),
     });
   });
 
@@ -166,6 +169,38 @@ describe('machine clients with client-credentials JWT access tokens', () => {
     const writer = await clientCredentials(API, 'api write');
     r = await call('/admin/x', writer);
     assert.equal(r.status, 200);
+  });
+
+  test('a bearer token opens a WebSocket to the origin', async () => {
+    const token = await clientCredentials(API, 'api');
+    const ws = await connect(url('/ws'), { authorization: `Bearer ${token}` });
+    assert.equal(ws.status, 101);
+    ws.send('ping');
+    assert.equal((await ws.receive()).payload.toString('utf8'), 'echo:ping');
+    assert.equal(origin.upgrades.at(-1).headers['x-portcullis-principal'], 'machine');
+    ws.close();
+    const refused = await connect(url('/ws'), { authorization: 'Bearer not-a-token', accept: 'application/json' });
+    assert.equal(refused.status, 401);
+  });
+
+  test('a service token made through the admin API passes as CF-Access-Client-Id/-Secret; revoked, it does not', async () => {
+    const admin = (path, body) => fetch(url(`/_portcullis/admin/${path}`), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, accept: 'application/json', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const made = await (await admin('service-tokens', { name: 'nightly', scopes: ['write'] })).json();
+    const creds = { 'cf-access-client-id': made.client_id, 'cf-access-client-secret': made.client_secret };
+    let r = await fetch(url('/admin/x'), { headers: { accept: 'application/json', ...creds } });
+    assert.equal(r.status, 200, await r.clone().text());
+    const seen = await r.json();
+    assert.equal(seen.headers['x-portcullis-user'], `service-token/${made.client_id}`);
+    assert.equal(seen.headers['cf-access-client-secret'], undefined, 'the secret never reaches the origin');
+    r = await fetch(url('/admin/x'), { headers: { accept: 'application/json', ...creds, 'cf-access-client-secret': 'wrong' } });
+    assert.equal(r.status, 401);
+    assert.equal((await admin('service-tokens/revoke', { client_id: made.client_id })).status, 200);
+    r = await fetch(url('/admin/x'), { headers: { accept: 'application/json', ...creds } });
+    assert.equal(r.status, 401);
   });
 
   test('without a token an API client is offered the Bearer scheme', async () => {
