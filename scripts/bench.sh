@@ -12,3 +12,5 @@ js=$(stat -c %s build/index.js)
 printf 'wasm: %d bytes raw, %d bytes gzip -9 (%.1f KiB); JS glue: %d bytes\n' "$raw" "$gz" "$(echo "$gz/1024" | bc -l)" "$js"
 echo "== native micro-benchmarks"
 cargo bench --bench core 2>/dev/null
+echo "== parsers on their worst inputs, per KiB, against valid inputs of the same size"
+cargo bench --bench parsers 2>/dev/null

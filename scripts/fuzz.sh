@@ -10,6 +10,10 @@
 # Works on stable Rust: RUSTC_BOOTSTRAP=1 unlocks the nightly flags cargo-fuzz passes.
 # FUZZ_SANITIZER=none|address|... picks the sanitizer (default: address, falling back to
 # none when the sanitizer build fails). Extra libFuzzer flags: FUZZ_ARGS="-max_len=65536".
+#
+# Slow inputs are findings like crashes: any single input that runs longer than
+# FUZZ_TIMEOUT seconds (default 2; the largest valid inputs take milliseconds) stops the
+# target, is saved as fuzz/artifacts/<target>/timeout-* and counts as a failure.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +21,7 @@ FUZZ="$ROOT/fuzz"
 ALL_TARGETS=(saml_response c14n jwt jwks cookie return_url config)
 
 SECONDS_PER_TARGET="${1:-600}"
+FUZZ_TIMEOUT="${FUZZ_TIMEOUT:-2}"
 shift || true
 if ! [[ "$SECONDS_PER_TARGET" =~ ^[0-9]+$ ]]; then
     echo "usage: bash scripts/fuzz.sh [SECONDS_PER_TARGET=600] [targets...]" >&2
@@ -169,7 +174,7 @@ for t in "${TARGETS[@]}"; do
     echo "== $t: ${SECONDS_PER_TARGET}s (sanitizer $SANITIZER, log $LOGS/$t.log)"
     # shellcheck disable=SC2086
     cargo fuzz run --sanitizer "$SANITIZER" "$t" "$CORPUS/$t" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -print_final_stats=1 ${FUZZ_ARGS:-} \
+        -max_total_time="$SECONDS_PER_TARGET" -timeout="$FUZZ_TIMEOUT" -print_final_stats=1 ${FUZZ_ARGS:-} \
         >"$LOGS/$t.log" 2>&1
     rc=$?
     runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$LOGS/$t.log" | grep -o '[0-9]*$' | tail -1)"
@@ -184,7 +189,7 @@ for t in "${TARGETS[@]}"; do
         newest="$(ls -t "$FUZZ/artifacts/$t" 2>/dev/null | head -1)"
         [ -n "$newest" ] && line="$line input=fuzz/artifacts/$t/$newest"
         panic="$(grep -m1 -A1 "panicked at" "$LOGS/$t.log" | tr '\n' ' ')"
-        [ -z "$panic" ] && panic="$(grep -m1 -E "ERROR: (libFuzzer|AddressSanitizer)" "$LOGS/$t.log")"
+        [ -z "$panic" ] && panic="$(grep -m1 -E "ERROR: (libFuzzer|AddressSanitizer)|ALARM: working on the last Unit for" "$LOGS/$t.log")"
         [ -n "$panic" ] && line="$line ($panic)"
     fi
     echo "$line"

@@ -1203,6 +1203,7 @@ impl Config {
         if !(1..=3650).contains(&g.audit_retention_days) {
             c.err("gateway.audit_retention_days", "must be between 1 and 3650");
         }
+        check_duration(&mut c, "gateway.last_seen_interval", g.last_seen_interval, 86400);
         if g.session_cache_ttl > 300 {
             c.err("gateway.session_cache_ttl", "must be at most 300 seconds (it is the revocation delay)");
         }
@@ -1314,11 +1315,20 @@ impl Config {
                     "max_failures must be positive; failure_window and lockout at least 60 seconds",
                 );
             }
+            check_duration(&mut c, &format!("{tp}.mfa.failure_window"), m.failure_window, 86_400);
+            check_duration(&mut c, &format!("{tp}.mfa.lockout"), m.lockout, 86_400);
+            if !(30..=3600).contains(&m.fresh_sign_in) {
+                c.err(
+                    format!("{tp}.mfa.fresh_sign_in"),
+                    "must be between 30 and 3600 seconds: the time from a fresh IdP sign-in to adding a factor",
+                );
+            }
             for (i, r) in m.step_up.iter().enumerate() {
                 check_path_rule(&mut c, &format!("{tp}.mfa.step_up[{i}]"), &r.as_path_rule());
                 if r.max_age < 30 {
                     c.err(format!("{tp}.mfa.step_up[{i}].max_age"), "must be at least 30 seconds");
                 }
+                check_duration(&mut c, &format!("{tp}.mfa.step_up[{i}].max_age"), r.max_age, 30 * 86400);
             }
             let names = t.headers.names();
             for n in names.all() {
@@ -1488,6 +1498,9 @@ fn validate_oidc(
     if o.iat_window == 0 {
         c.err(format!("{pp}.iat_window"), "must be positive");
     }
+    check_duration(c, &format!("{pp}.iat_window"), o.iat_window, 86400);
+    check_duration(c, &format!("{pp}.discovery_ttl"), o.discovery_ttl, MAX_CACHE_TTL);
+    check_duration(c, &format!("{pp}.jwks_ttl"), o.jwks_ttl, MAX_CACHE_TTL);
     if o.discovery_ttl < 60 || o.jwks_ttl < 60 {
         c.err(format!("{pp}.discovery_ttl"), "cache TTLs must be at least 60 seconds (the KV minimum)");
     }
@@ -1547,24 +1560,29 @@ fn validate_saml(
             c.err(format!("{pp}.sp_certificate"), "not a usable certificate");
         }
     }
+    // With `idp_metadata_url` the fetched metadata fills what is left out, so nothing is
+    // required here; whatever is given is checked all the same.
+    let from_metadata = s.idp_metadata_url.is_some();
     if let Some(u) = &s.idp_metadata_url {
         check_idp_url(c, &format!("{pp}.idp_metadata_url"), u);
         if s.metadata_ttl < 60 {
             c.err(format!("{pp}.metadata_ttl"), "must be at least 60 seconds (the KV minimum)");
         }
-        // The rest comes from the fetched metadata; whatever is given here still wins.
-        return;
     }
-    if s.idp_entity_id.is_empty() {
+    check_duration(c, &format!("{pp}.metadata_ttl"), s.metadata_ttl, MAX_CACHE_TTL);
+    if s.idp_entity_id.is_empty() && !from_metadata {
         c.err(format!("{pp}.idp_entity_id"), "is required (or give idp_metadata or idp_metadata_url)");
     }
-    if url::Url::parse(&s.idp_sso_url)
-        .map(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u.host_str().unwrap_or_default())))
-        != Ok(true)
-    {
+    let sso_left_to_metadata = s.idp_sso_url.is_empty() && from_metadata;
+    if !sso_left_to_metadata && !is_idp_url(&s.idp_sso_url) {
         c.err(format!("{pp}.idp_sso_url"), "not an https URL");
     }
-    if s.idp_certificates.is_empty() {
+    if let Some(slo) = &s.idp_slo_url {
+        if !is_idp_url(slo) {
+            c.err(format!("{pp}.idp_slo_url"), "not an https URL");
+        }
+    }
+    if s.idp_certificates.is_empty() && !from_metadata {
         c.err(format!("{pp}.idp_certificates"), "at least one signing certificate is required");
     }
     for (i, cert) in s.idp_certificates.iter().enumerate() {
@@ -1574,6 +1592,25 @@ fn validate_saml(
     }
     if s.clock_skew > 600 {
         c.err(format!("{pp}.clock_skew"), "must be at most 600 seconds");
+    }
+}
+
+/// An IdP endpoint: https, or http on loopback (local peers in development and tests).
+pub fn is_idp_url(value: &str) -> bool {
+    url::Url::parse(value)
+        .map(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u.host_str().unwrap_or_default())))
+        == Ok(true)
+}
+
+/// Longest cache lifetime accepted (discovery, JWKS, SAML metadata): 30 days.
+const MAX_CACHE_TTL: u64 = 30 * 86400;
+
+/// Refuses a duration above `max` seconds. Every duration in the document has an upper
+/// bound, so none of the time arithmetic on them (to milliseconds, added to the current
+/// time) can overflow, whatever the document says.
+fn check_duration(c: &mut Check, path: &str, value: u64, max: u64) {
+    if value > max {
+        c.err(path, format!("must be at most {max} seconds"));
     }
 }
 
@@ -1649,6 +1686,77 @@ mod tests {
         assert!(e.contains(&"tenants[0].hosts[0]: must be a host name, optionally with :port".to_string()), "{e:?}");
         assert!(e.contains(&"tenants[0].session.idle_timeout: must be at least 60 seconds".to_string()));
         assert!(e.contains(&"tenants[0].providers[0].scopes: must include \"openid\"".to_string()));
+    }
+
+    fn saml_doc(connection_extra: &str) -> String {
+        doc("", "").replace(
+            r#"]}]}"#,
+            &format!(
+                r#",{{"type":"saml","name":"corp-saml","label":"Corp SAML","idp_metadata_url":"https://idp.test/metadata"{connection_extra}}}]}}]}}"#
+            ),
+        )
+    }
+
+    /// A connection that fetches its metadata still has every field it gives checked
+    /// (the metadata only fills what is left out).
+    #[test]
+    fn metadata_url_connections_are_validated_too() {
+        assert_eq!(errors(&saml_doc("")), Vec::<String>::new());
+        let e = errors(&saml_doc(
+            r#","clock_skew":100000,"idp_certificates":["not a certificate"],"idp_sso_url":"http://idp.test/sso","idp_slo_url":"ftp://idp.test/slo""#,
+        ));
+        let p = "tenants[0].providers[1]";
+        assert!(e.contains(&format!("{p}.clock_skew: must be at most 600 seconds")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with(&format!("{p}.idp_certificates[0]: not a usable certificate"))),
+            "{e:?}"
+        );
+        assert!(e.contains(&format!("{p}.idp_sso_url: not an https URL")), "{e:?}");
+        assert!(e.contains(&format!("{p}.idp_slo_url: not an https URL")), "{e:?}");
+        assert!(errors(&saml_doc(r#","idp_metadata_url":"http://idp.test/metadata""#))
+            .iter()
+            .any(|m| m.contains("idp_metadata_url")));
+    }
+
+    /// Durations far beyond any use are configuration errors, so no time arithmetic on
+    /// them (seconds to milliseconds, now plus a TTL) can overflow.
+    #[test]
+    fn huge_durations_are_refused() {
+        let huge = u64::MAX;
+        let e = errors(&doc(
+            &format!(
+                r#","mfa":{{"failure_window":{huge},"lockout":{huge},"step_up":[{{"path":"/a","max_age":{huge}}}]}}"#
+            ),
+            &format!(r#","iat_window":{huge},"discovery_ttl":{huge},"jwks_ttl":{huge}"#),
+        ));
+        for field in ["mfa.failure_window", "mfa.lockout", "mfa.step_up[0].max_age"] {
+            assert!(e.iter().any(|m| m.starts_with(&format!("tenants[0].{field}: must be at most"))), "{field}: {e:?}");
+        }
+        for field in ["iat_window", "discovery_ttl", "jwks_ttl"] {
+            assert!(
+                e.iter().any(|m| m.starts_with(&format!("tenants[0].providers[0].{field}: must be at most"))),
+                "{field}: {e:?}"
+            );
+        }
+        let e = errors(&saml_doc(&format!(r#","metadata_ttl":{huge},"clock_skew":{huge}"#)));
+        assert!(e.iter().any(|m| m.starts_with("tenants[0].providers[1].metadata_ttl: must be at most")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("tenants[0].providers[1].clock_skew: must be at most")), "{e:?}");
+        let e =
+            errors(&doc("", "").replace(r#""cookie_keys""#, &format!(r#""last_seen_interval":{huge},"cookie_keys""#)));
+        assert!(e.iter().any(|m| m.starts_with("gateway.last_seen_interval: must be at most")), "{e:?}");
+    }
+
+    #[test]
+    fn second_factor_durations_are_bounded() {
+        assert_eq!(
+            errors(&doc(r#","mfa":{"fresh_sign_in":0}"#, "")),
+            vec!["tenants[0].mfa.fresh_sign_in: must be between 30 and 3600 seconds: the time from a fresh IdP sign-in to adding a factor"]
+        );
+        assert_eq!(errors(&doc(r#","mfa":{"fresh_sign_in":30}"#, "")), Vec::<String>::new());
+        assert_eq!(
+            errors(&doc(r#","mfa":{"lockout":18446744073709551615}"#, "")),
+            vec!["tenants[0].mfa.lockout: must be at most 86400 seconds"]
+        );
     }
 
     #[test]

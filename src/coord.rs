@@ -47,9 +47,6 @@ pub fn bucket_shard(tenant: &str, kind: &str, value: &str) -> String {
 pub enum Op {
     /// First use wins: remembers `key` for `ttl_ms`; later claims answer `first: false`.
     Claim { key: String, ttl_ms: u64 },
-    /// Counts a failure in a window of `window_ms`; the `limit`-th failure locks `key` for
-    /// `lock_ms`. While locked, failures are not counted and the lock is not extended.
-    Fail { key: String, window_ms: u64, limit: u64, lock_ms: u64 },
     /// Reserves one attempt at a second-factor code before it is checked: refused while
     /// locked, and once `limit` attempts in the window are reserved (the reservation that
     /// finds the limit reached locks `key` for `lock_ms`). So however many requests race,
@@ -58,8 +55,11 @@ pub enum Op {
     Attempt { key: String, window_ms: u64, limit: u64, lock_ms: u64 },
     /// Settles a reserved attempt whose code was wrong: locks `key` for `lock_ms` when the
     /// reserved attempts reached `limit`.
-    AttemptFailed { key: String, limit: u64, lock_ms: u64 },
-    /// Whether `key` is locked by [`Op::Fail`] or [`Op::Attempt`].
+    AttemptFailed { key: String, window_ms: u64, limit: u64, lock_ms: u64 },
+    /// Settles a reserved attempt whose code was right: the count is cleared but for the
+    /// attempts still being checked; a lock stays.
+    AttemptSucceeded { key: String },
+    /// Whether `key` is locked by [`Op::Attempt`] or [`Op::AttemptFailed`].
     Locked { key: String },
     /// Forgets `key` (an admin's MFA reset).
     Clear { key: String },
@@ -80,9 +80,9 @@ impl Op {
     pub fn keys(&self) -> Vec<&str> {
         match self {
             Op::Claim { key, .. }
-            | Op::Fail { key, .. }
             | Op::Attempt { key, .. }
             | Op::AttemptFailed { key, .. }
+            | Op::AttemptSucceeded { key }
             | Op::Locked { key }
             | Op::Clear { key }
             | Op::Revoke { key, .. }
@@ -102,7 +102,7 @@ pub enum Reply {
     Claimed {
         first: bool,
     },
-    /// After [`Op::Fail`]: the failures in the window, and the lock if one is in force.
+    /// After [`Op::AttemptFailed`]: the failures in the window, and the lock if one is in force.
     Failed {
         count: u64,
         locked_until_ms: Option<u64>,
@@ -147,11 +147,25 @@ pub struct Entry {
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Value {
     Used,
-    Failures { count: u64 },
-    LockedUntil { until_ms: u64 },
-    RevokedAt { at_ms: u64 },
-    Leased { until_ms: u64 },
-    Refreshed { result: String },
+    /// Failures in the window. `pending` of them are attempts reserved by [`Op::Attempt`]
+    /// whose outcome is not settled yet.
+    Failures {
+        count: u64,
+        #[serde(default)]
+        pending: u64,
+    },
+    LockedUntil {
+        until_ms: u64,
+    },
+    RevokedAt {
+        at_ms: u64,
+    },
+    Leased {
+        until_ms: u64,
+    },
+    Refreshed {
+        result: String,
+    },
 }
 
 /// The result of applying an op: the reply and the entries to write (`None` deletes).
@@ -189,76 +203,77 @@ pub fn apply(op: &Op, now_ms: u64, entries: &BTreeMap<String, Entry>) -> Outcome
     match op {
         Op::Claim { key, ttl_ms } => match live(key) {
             Some(_) => Outcome::reply(Reply::Claimed { first: false }),
-            None => Outcome::reply(Reply::Claimed { first: true }).write(key, Value::Used, now_ms + ttl_ms.max(&1)),
+            None => Outcome::reply(Reply::Claimed { first: true }).write(
+                key,
+                Value::Used,
+                now_ms.saturating_add(*ttl_ms.max(&1)),
+            ),
         },
-        Op::Fail { key, window_ms, limit, lock_ms } => {
-            let entry = entries.get(key).filter(|e| e.exp_ms > now_ms);
-            match entry.map(|e| &e.value) {
-                Some(Value::LockedUntil { until_ms }) => {
-                    Outcome::reply(Reply::Failed { count: *limit, locked_until_ms: Some(*until_ms) })
-                }
-                found => {
-                    let (count, exp) = match (found, entry) {
-                        (Some(Value::Failures { count }), Some(e)) => (count + 1, e.exp_ms),
-                        _ => (1, now_ms + window_ms.max(&1)),
-                    };
-                    if count >= *limit {
-                        let until_ms = now_ms + lock_ms;
-                        Outcome::reply(Reply::Failed { count, locked_until_ms: Some(until_ms) }).write(
-                            key,
-                            Value::LockedUntil { until_ms },
-                            until_ms.max(now_ms + 1),
-                        )
-                    } else {
-                        Outcome::reply(Reply::Failed { count, locked_until_ms: None }).write(
-                            key,
-                            Value::Failures { count },
-                            exp,
-                        )
-                    }
-                }
-            }
-        }
         Op::Attempt { key, window_ms, limit, lock_ms } => {
             let entry = entries.get(key).filter(|e| e.exp_ms > now_ms);
             match entry.map(|e| (&e.value, e.exp_ms)) {
                 Some((Value::LockedUntil { until_ms }, _)) => {
                     Outcome::reply(Reply::Attempt { granted: false, count: *limit, locked_until_ms: Some(*until_ms) })
                 }
-                Some((Value::Failures { count }, _)) if count >= limit => {
-                    let until_ms = now_ms + lock_ms;
+                Some((Value::Failures { count, .. }, _)) if count >= limit => {
+                    let until_ms = now_ms.saturating_add(*lock_ms);
                     Outcome::reply(Reply::Attempt { granted: false, count: *count, locked_until_ms: Some(until_ms) })
-                        .write(key, Value::LockedUntil { until_ms }, until_ms.max(now_ms + 1))
+                        .write(key, Value::LockedUntil { until_ms }, until_ms.max(now_ms.saturating_add(1)))
                 }
-                Some((Value::Failures { count }, exp)) => {
+                Some((Value::Failures { count, pending }, exp)) => {
                     Outcome::reply(Reply::Attempt { granted: true, count: count + 1, locked_until_ms: None }).write(
                         key,
-                        Value::Failures { count: count + 1 },
+                        Value::Failures { count: count + 1, pending: pending + 1 },
                         exp,
                     )
                 }
                 _ => Outcome::reply(Reply::Attempt { granted: true, count: 1, locked_until_ms: None }).write(
                     key,
-                    Value::Failures { count: 1 },
-                    now_ms + window_ms.max(&1),
+                    Value::Failures { count: 1, pending: 1 },
+                    now_ms.saturating_add(*window_ms.max(&1)),
                 ),
             }
         }
-        Op::AttemptFailed { key, limit, lock_ms } => match live(key) {
+        Op::AttemptFailed { key, window_ms, limit, lock_ms } => match live(key) {
             Some(Value::LockedUntil { until_ms }) => {
                 Outcome::reply(Reply::Failed { count: *limit, locked_until_ms: Some(*until_ms) })
             }
-            Some(Value::Failures { count }) if count >= limit => {
-                let until_ms = now_ms + lock_ms;
+            Some(Value::Failures { count, .. }) if count >= limit => {
+                let until_ms = now_ms.saturating_add(*lock_ms);
                 Outcome::reply(Reply::Failed { count: *count, locked_until_ms: Some(until_ms) }).write(
                     key,
                     Value::LockedUntil { until_ms },
-                    until_ms.max(now_ms + 1),
+                    until_ms.max(now_ms.saturating_add(1)),
                 )
             }
-            Some(Value::Failures { count }) => Outcome::reply(Reply::Failed { count: *count, locked_until_ms: None }),
-            // The window ran out while the code was checked: nothing left to settle.
-            _ => Outcome::reply(Reply::Failed { count: 0, locked_until_ms: None }),
+            // Counted when it was reserved: now it is settled.
+            Some(Value::Failures { count, pending }) => {
+                let exp = entries.get(key).map_or(now_ms, |e| e.exp_ms);
+                Outcome::reply(Reply::Failed { count: *count, locked_until_ms: None }).write(
+                    key,
+                    Value::Failures { count: *count, pending: pending.saturating_sub(1) },
+                    exp,
+                )
+            }
+            // The window ran out while this code was checked: it counts, as the first of a new
+            // window.
+            _ => Outcome::reply(Reply::Failed { count: 1, locked_until_ms: None }).write(
+                key,
+                Value::Failures { count: 1, pending: 0 },
+                now_ms.saturating_add(*window_ms.max(&1)),
+            ),
+        },
+        Op::AttemptSucceeded { key } => match live(key) {
+            // A right code clears the count, except the attempts still being checked: they
+            // were reserved and stay counted (wrong codes racing a right one are not free).
+            Some(Value::Failures { pending, .. }) if *pending > 1 => {
+                let exp = entries.get(key).map_or(now_ms, |e| e.exp_ms);
+                let left = pending - 1;
+                Outcome::reply(Reply::Done).write(key, Value::Failures { count: left, pending: left }, exp)
+            }
+            Some(Value::Failures { .. }) => Outcome::reply(Reply::Done).delete(key),
+            // A lock set while this attempt was checked stays.
+            _ => Outcome::reply(Reply::Done),
         },
         Op::Locked { key } => Outcome::reply(Reply::Locked {
             until_ms: match live(key) {
@@ -267,9 +282,11 @@ pub fn apply(op: &Op, now_ms: u64, entries: &BTreeMap<String, Entry>) -> Outcome
             },
         }),
         Op::Clear { key } => Outcome::reply(Reply::Done).delete(key),
-        Op::Revoke { key, ttl_ms } => {
-            Outcome::reply(Reply::Done).write(key, Value::RevokedAt { at_ms: now_ms }, now_ms + ttl_ms.max(&1))
-        }
+        Op::Revoke { key, ttl_ms } => Outcome::reply(Reply::Done).write(
+            key,
+            Value::RevokedAt { at_ms: now_ms },
+            now_ms.saturating_add(*ttl_ms.max(&1)),
+        ),
         Op::RevokedSince { keys, since_ms } => Outcome::reply(Reply::Revoked {
             revoked: keys.iter().any(|k| matches!(live(k), Some(Value::RevokedAt { at_ms }) if at_ms >= since_ms)),
         }),
@@ -279,7 +296,7 @@ pub fn apply(op: &Op, now_ms: u64, entries: &BTreeMap<String, Entry>) -> Outcome
                 Outcome::reply(Reply::Lease(Lease::Finished { result: result.clone() }))
             }
             _ => {
-                let until_ms = now_ms + lease_ms.max(&1);
+                let until_ms = now_ms.saturating_add(*lease_ms.max(&1));
                 Outcome::reply(Reply::Lease(Lease::Acquired)).write(key, Value::Leased { until_ms }, until_ms)
             }
         },
@@ -287,7 +304,7 @@ pub fn apply(op: &Op, now_ms: u64, entries: &BTreeMap<String, Entry>) -> Outcome
             Some(result) => Outcome::reply(Reply::Done).write(
                 key,
                 Value::Refreshed { result: result.clone() },
-                now_ms + retain_ms.max(&1),
+                now_ms.saturating_add(*retain_ms.max(&1)),
             ),
             None => Outcome::reply(Reply::Done).delete(key),
         },
@@ -333,22 +350,6 @@ impl Coord<'_> {
         }
     }
 
-    /// Counts a failure; `Some(until_ms)` when the key is (now) locked.
-    pub async fn fail(
-        &self,
-        shard: &str,
-        key: &str,
-        window_ms: u64,
-        limit: u64,
-        lock_ms: u64,
-    ) -> Result<(u64, Option<u64>), KvError> {
-        let op = Op::Fail { key: key.to_owned(), window_ms, limit, lock_ms };
-        match self.0.call(shard, &op).await? {
-            Reply::Failed { count, locked_until_ms } => Ok((count, locked_until_ms)),
-            other => Err(unexpected(&other)),
-        }
-    }
-
     /// Reserves an attempt ([`Op::Attempt`]): `Ok(count)` when the code may be checked,
     /// `Err(until_ms)` while locked.
     pub async fn attempt(
@@ -372,14 +373,20 @@ impl Coord<'_> {
         &self,
         shard: &str,
         key: &str,
+        window_ms: u64,
         limit: u64,
         lock_ms: u64,
     ) -> Result<(u64, Option<u64>), KvError> {
-        let op = Op::AttemptFailed { key: key.to_owned(), limit, lock_ms };
+        let op = Op::AttemptFailed { key: key.to_owned(), window_ms, limit, lock_ms };
         match self.0.call(shard, &op).await? {
             Reply::Failed { count, locked_until_ms } => Ok((count, locked_until_ms)),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Settles a reserved attempt whose code was right ([`Op::AttemptSucceeded`]).
+    pub async fn attempt_succeeded(&self, shard: &str, key: &str) -> Result<(), KvError> {
+        self.0.call(shard, &Op::AttemptSucceeded { key: key.to_owned() }).await.map(|_| ())
     }
 
     pub async fn locked(&self, shard: &str, key: &str) -> Result<Option<u64>, KvError> {
@@ -456,25 +463,10 @@ mod tests {
     }
 
     #[test]
-    fn failures_lock_at_the_limit_and_the_lock_is_not_extended() {
-        let mut s = BTreeMap::new();
-        let fail = || Op::Fail { key: "mfa".into(), window_ms: 10_000, limit: 3, lock_ms: 5000 };
-        assert_eq!(run(&mut s, fail(), 0), Reply::Failed { count: 1, locked_until_ms: None });
-        assert_eq!(run(&mut s, fail(), 10), Reply::Failed { count: 2, locked_until_ms: None });
-        assert_eq!(run(&mut s, fail(), 20), Reply::Failed { count: 3, locked_until_ms: Some(5020) });
-        assert_eq!(run(&mut s, fail(), 30), Reply::Failed { count: 3, locked_until_ms: Some(5020) });
-        assert_eq!(run(&mut s, Op::Locked { key: "mfa".into() }, 5019), Reply::Locked { until_ms: Some(5020) });
-        assert_eq!(run(&mut s, Op::Locked { key: "mfa".into() }, 5020), Reply::Locked { until_ms: None });
-        assert_eq!(run(&mut s, fail(), 5020), Reply::Failed { count: 1, locked_until_ms: None });
-        run(&mut s, Op::Clear { key: "mfa".into() }, 5021);
-        assert!(s.is_empty());
-    }
-
-    #[test]
     fn attempts_are_reserved_before_the_check_so_racing_requests_get_no_more_than_the_limit() {
         let mut s = BTreeMap::new();
         let attempt = || Op::Attempt { key: "mfa".into(), window_ms: 10_000, limit: 3, lock_ms: 5000 };
-        let failed = || Op::AttemptFailed { key: "mfa".into(), limit: 3, lock_ms: 5000 };
+        let failed = || Op::AttemptFailed { key: "mfa".into(), window_ms: 10_000, limit: 3, lock_ms: 5000 };
         // Three requests reserve before any of them is settled; the fourth is refused and locks.
         for n in 1..=3 {
             assert_eq!(run(&mut s, attempt(), n), Reply::Attempt { granted: true, count: n, locked_until_ms: None });
@@ -495,7 +487,7 @@ mod tests {
     fn the_limit_th_wrong_attempt_locks_and_a_right_one_clears() {
         let mut s = BTreeMap::new();
         let attempt = || Op::Attempt { key: "mfa".into(), window_ms: 10_000, limit: 2, lock_ms: 5000 };
-        let failed = || Op::AttemptFailed { key: "mfa".into(), limit: 2, lock_ms: 5000 };
+        let failed = || Op::AttemptFailed { key: "mfa".into(), window_ms: 10_000, limit: 2, lock_ms: 5000 };
         run(&mut s, attempt(), 0);
         assert_eq!(run(&mut s, failed(), 1), Reply::Failed { count: 1, locked_until_ms: None });
         run(&mut s, attempt(), 2);
@@ -504,17 +496,51 @@ mod tests {
         run(&mut s, Op::Clear { key: "mfa".into() }, 5);
         run(&mut s, attempt(), 6);
         assert_eq!(run(&mut s, failed(), 7), Reply::Failed { count: 1, locked_until_ms: None });
-        // A settlement after the window ran out finds nothing to lock.
-        let mut empty = BTreeMap::new();
-        assert_eq!(run(&mut empty, failed(), 8), Reply::Failed { count: 0, locked_until_ms: None });
+        // A right code alone clears the count.
+        run(&mut s, attempt(), 8);
+        run(&mut s, Op::AttemptSucceeded { key: "mfa".into() }, 9);
+        assert_eq!(run(&mut s, attempt(), 10), Reply::Attempt { granted: true, count: 1, locked_until_ms: None });
     }
 
     #[test]
-    fn failures_outside_the_window_start_a_new_count() {
+    fn wrong_codes_reserved_before_a_right_one_still_count() {
         let mut s = BTreeMap::new();
-        let fail = || Op::Fail { key: "mfa".into(), window_ms: 100, limit: 2, lock_ms: 5000 };
-        assert_eq!(run(&mut s, fail(), 0), Reply::Failed { count: 1, locked_until_ms: None });
-        assert_eq!(run(&mut s, fail(), 100), Reply::Failed { count: 1, locked_until_ms: None });
+        let attempt = || Op::Attempt { key: "mfa".into(), window_ms: 10_000, limit: 5, lock_ms: 5000 };
+        let failed = || Op::AttemptFailed { key: "mfa".into(), window_ms: 10_000, limit: 5, lock_ms: 5000 };
+        // Three wrong codes and the user's right one are checked at once.
+        for t in 0..4 {
+            assert!(matches!(run(&mut s, attempt(), t), Reply::Attempt { granted: true, .. }));
+        }
+        // The right one settles first; the three wrong ones after it stay counted.
+        run(&mut s, Op::AttemptSucceeded { key: "mfa".into() }, 4);
+        for t in 5..8 {
+            run(&mut s, failed(), t);
+        }
+        let mut granted = 0;
+        while matches!(run(&mut s, attempt(), 10), Reply::Attempt { granted: true, .. }) {
+            granted += 1;
+        }
+        assert_eq!(granted, 2, "five checks in the window in all, the right one not counted");
+    }
+
+    #[test]
+    fn huge_durations_saturate_instead_of_wrapping_into_the_past() {
+        let mut s = BTreeMap::new();
+        let attempt = || Op::Attempt { key: "mfa".into(), window_ms: u64::MAX, limit: 1, lock_ms: u64::MAX };
+        run(&mut s, attempt(), 10);
+        assert_eq!(
+            run(&mut s, attempt(), 20),
+            Reply::Attempt { granted: false, count: 1, locked_until_ms: Some(u64::MAX) }
+        );
+        assert_eq!(run(&mut s, Op::Locked { key: "mfa".into() }, 30), Reply::Locked { until_ms: Some(u64::MAX) });
+    }
+
+    #[test]
+    fn attempts_outside_the_window_start_a_new_count() {
+        let mut s = BTreeMap::new();
+        let attempt = || Op::Attempt { key: "mfa".into(), window_ms: 100, limit: 2, lock_ms: 5000 };
+        assert_eq!(run(&mut s, attempt(), 0), Reply::Attempt { granted: true, count: 1, locked_until_ms: None });
+        assert_eq!(run(&mut s, attempt(), 100), Reply::Attempt { granted: true, count: 1, locked_until_ms: None });
     }
 
     #[test]
@@ -556,7 +582,7 @@ mod tests {
 
     #[test]
     fn ops_and_replies_round_trip_as_json() {
-        let op = Op::Fail { key: "k".into(), window_ms: 1, limit: 2, lock_ms: 3 };
+        let op = Op::Attempt { key: "k".into(), window_ms: 1, limit: 2, lock_ms: 3 };
         let text = serde_json::to_string(&op).unwrap();
         assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
         let reply = Reply::Lease(Lease::Finished { result: "x".into() });

@@ -126,7 +126,7 @@ fn the_header_must_say_at_jwt_carry_no_crit_and_use_an_accepted_algorithm() {
     let token = h.idp.borrow().access_token(json!({}), json!({"typ": "application/at+jwt"}));
     h.forward(&with_bearer(api("/api/items"), &token));
     let token = h.idp.borrow().access_token(json!({}), json!({"crit": ["x-ext"], "x-ext": true}));
-    assert_bearer_refusal(&h, &token, 401, "invalid_token", "crit header");
+    assert_bearer_refusal(&h, &token, 401, "invalid_token", "marks parameters as critical");
     // ES256 is not on this issuer's list.
     let h = Harness::new(&bearer_config(json!({"algorithms": ["RS256"]}), json!({})));
     let token = h.idp.borrow().access_token(json!({}), json!({}));

@@ -808,11 +808,95 @@ fn jwks_that_is_not_json_is_an_error() {
     assert!(parse_jwks(b"{\"no_keys\": []}").is_err());
 }
 
+// ---------------------------------------------------------------------------------------
+// JOSE header: `crit` (RFC 7515 4.1.11) and the logout token's `typ`
+// ---------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Extension {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crit: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64: Option<bool>,
+}
+
+fn rs256_with_header(claims: &Map<String, Value>, crit: Option<Value>, typ: Option<&str>) -> String {
+    let mut header = Header::new(Extension { crit, b64: Some(true) }).with_key_id(RSA_KID);
+    if let Some(t) = typ {
+        header = header.with_token_type(t);
+    }
+    sign(&Rsa::rs256(), &header, claims, rsa_key())
+}
+
+/// The verifier understands no header extension, so a token that marks any as critical is
+/// refused, on the Rust path and on the runtime-crypto (port) path alike; so is an empty or
+/// malformed `crit`.
 #[test]
-fn a_crit_header_is_refused_even_with_a_valid_signature() {
-    // RFC 7515 4.1.11: extensions named in `crit` must be understood; this verifier
-    // understands none, so a correctly signed token with `crit` is refused.
-    let header = Header::new(json!({"crit": ["exp"], "b64": false})).with_key_id(RSA_KID);
-    let token = sign(&Rsa::rs256(), &header, &base_claims(), rsa_key());
-    assert!(matches!(refused(&token, &provider_jwks(), &expectations()), IdTokenError::CriticalHeader(_)));
+fn critical_header_extensions_are_refused() {
+    for crit in [json!(["b64"]), json!(["exp_ext"]), json!([]), json!("b64"), json!(null)] {
+        let token = UntrustedIdToken::new(rs256_with_header(&base_claims(), Some(crit.clone()), None));
+        let rust = token.verify(&provider_jwks(), &expectations()).expect_err("refused");
+        assert!(matches!(rust, IdTokenError::CriticalHeader(_)), "{crit}: {rust:?}");
+        assert_eq!(token.signing_parts().expect_err("refused"), rust, "{crit}");
+    }
+    // Without `crit` the same header is accepted (unknown non-critical parameters are ignored).
+    accepted(&rs256_with_header(&base_claims(), None, None), &provider_jwks(), &expectations());
+    let logout = UntrustedIdToken::new(rs256_with_header(&logout_claims(), Some(json!(["b64"])), None));
+    assert!(matches!(
+        logout.verify_logout(&provider_jwks(), &logout_expectations()),
+        Err(IdTokenError::CriticalHeader(_))
+    ));
+}
+
+fn logout_claims() -> Map<String, Value> {
+    let mut c = Map::new();
+    c.insert("iss".into(), json!(ISSUER));
+    c.insert("aud".into(), json!(CLIENT_ID));
+    c.insert("iat".into(), json!(NOW - 10));
+    c.insert("jti".into(), json!("jti-1"));
+    c.insert("sid".into(), json!("sid-1"));
+    c.insert("events".into(), json!({"http://schemas.openid.net/event/backchannel-logout": {}}));
+    c
+}
+
+fn logout_expectations<'a>() -> Expectations<'a> {
+    Expectations { nonce: None, ..expectations() }
+}
+
+/// Back-Channel Logout 1.0 section 2.4: a logout token's `typ`, when present, is
+/// `logout+jwt` (media type names compare case-insensitively, and `application/` may be
+/// written out, RFC 7515 4.1.9); any other type is refused, so an ID token or another JWT
+/// signed by the same IdP is never taken for a logout token.
+#[test]
+fn logout_token_type_is_checked_when_present() {
+    let check = |typ: Option<&str>| {
+        UntrustedIdToken::new(rs256_with_header(&logout_claims(), None, typ))
+            .verify_logout(&provider_jwks(), &logout_expectations())
+    };
+    for ok in
+        [None, Some("logout+jwt"), Some("Logout+JWT"), Some("application/logout+jwt"), Some("APPLICATION/logout+JWT")]
+    {
+        assert_eq!(check(ok).expect("accepted").jti, "jti-1", "{ok:?}");
+    }
+    for bad in ["JWT", "at+jwt", "application/jwt", "logout+jwt2", "xapplication/logout+jwt", ""] {
+        assert_eq!(check(Some(bad)).expect_err("refused"), IdTokenError::LogoutTokenType(bad.into()), "{bad}");
+    }
+}
+
+/// Time checks saturate: a window or skew too large for the signed arithmetic (the
+/// configuration bounds them, this is the second line) neither panics nor wraps into a
+/// negative window that refuses every token.
+#[test]
+fn huge_windows_neither_panic_nor_wrap() {
+    let token = rs256(&claims_with(|c| {
+        c.insert("iat".into(), json!(NOW - 3000));
+    }));
+    let exp = Expectations { iat_window: u64::MAX, ..expectations() };
+    accepted(&token, &provider_jwks(), &exp);
+    let exp = Expectations { skew: u64::MAX, iat_window: u64::MAX, ..expectations() };
+    accepted(&token, &provider_jwks(), &exp);
+    let logout = UntrustedIdToken::new(rs256_with_header(&logout_claims(), None, None));
+    assert!(logout
+        .verify_logout(&provider_jwks(), &Expectations { iat_window: u64::MAX, ..logout_expectations() })
+        .is_ok());
 }

@@ -20,6 +20,11 @@ fn idp_login(h: &Harness) -> (String, String) {
     (set_cookie_value(&r, "__Host-portcullis_session").unwrap(), r.headers.get("location").unwrap().to_owned())
 }
 
+/// The key shown on an enrolment page, in its groups of four.
+fn key_groups(html: &str) -> String {
+    html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned()
+}
+
 fn code_at(secret: &[u8], now: u64) -> String {
     totp_code(secret, now, &TotpParams::default()).unwrap()
 }
@@ -31,9 +36,9 @@ fn enrol(h: &Harness, cookie: &str) -> (Vec<u8>, Vec<String>) {
     let html = page.text();
     assert!(html.contains("<svg"), "QR code rendered by the gateway");
     assert!(html.contains("otpauth://totp/Acme:alice@example.com?secret="));
-    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap();
+    let groups = key_groups(&html);
     assert_eq!(groups.split(' ').count(), 8, "160-bit secret in groups of four");
-    let secret = base32_decode(groups).unwrap();
+    let secret = base32_decode(&groups).unwrap();
     assert_eq!(secret.len(), 20);
     let csrf = form_field(&html, "csrf");
     let wrong = h.respond(&post_form(
@@ -470,7 +475,7 @@ fn enrolment_secrets_belong_to_the_session_that_was_shown_them() {
         let page = h.respond(&with_session(get("/_portcullis/mfa/enroll?rd=/dashboard"), cookie));
         assert_eq!(page.status, 200, "{}", page.text());
         let html = page.text();
-        let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+        let groups = key_groups(&html);
         (base32_decode(&groups).unwrap(), form_field(&html, "csrf"))
     };
     let (secret_a, csrf_a) = secret_of(&a);
@@ -483,13 +488,19 @@ fn enrolment_secrets_belong_to_the_session_that_was_shown_them() {
     assert_eq!(r.status, 401);
     let r = h.respond(&post_form("/_portcullis/mfa/enroll", &a, &[("csrf", &csrf_a), ("rd", "/"), ("code", &code_a)]));
     assert_eq!(r.status, 200, "{}", r.text());
-    // Enrolled: B's pending secret is void, and B goes to the prompt.
+    // Enrolled: the user's other sessions ended, and B's secret is void with its session.
     let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &b));
-    assert!(page.headers.get("location").unwrap().starts_with("/_portcullis/mfa?"));
+    assert!(
+        page.headers.get("location").unwrap().starts_with("/_portcullis/login?"),
+        "{:?}",
+        page.headers.get("location")
+    );
     let code_b = code_at(&secret_b, h.clock.now());
     let r = h.respond(&post_form("/_portcullis/mfa/enroll", &b, &[("csrf", &csrf_b), ("rd", "/"), ("code", &code_b)]));
     assert_eq!(r.status, 302);
-    assert_eq!(h.respond(&with_session(get("/dashboard"), &b)).status, 302, "B still waits");
+    assert!(r.headers.get("location").unwrap().starts_with("/_portcullis/login?"));
+    assert_eq!(h.respond(&with_session(get("/dashboard"), &b)).status, 302);
+    assert!(h.events("session_revoked").iter().any(|e| e["cause"] == "a second factor was added"));
 }
 
 #[test]
@@ -497,7 +508,7 @@ fn an_enrolment_secret_expires_after_ten_minutes() {
     let h = mfa_harness(json!({"required": true}), json!({}));
     let (a, _) = idp_login(&h);
     let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &a)).text();
-    let groups = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let groups = key_groups(&page);
     let secret = base32_decode(&groups).unwrap();
     h.clock.advance(601);
     let r = h.respond(&post_form(
@@ -610,6 +621,7 @@ fn a_step_up_reaches_the_origin_at_once() {
 fn with_kv_alone_a_revoked_session_is_not_written_back_by_an_isolate_that_still_holds_it() {
     let mut doc: serde_json::Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
     doc["gateway"]["session_cache_ttl"] = json!(120);
+    doc["gateway"]["last_seen_interval"] = json!(60);
     let h = Harness::new(&doc.to_string());
     let here = h.isolate();
     let cookie = h.login();
@@ -622,7 +634,9 @@ fn with_kv_alone_a_revoked_session_is_not_written_back_by_an_isolate_that_still_
     // Within its cache bound this isolate still serves it (the documented bound), and its
     // last-seen write is due: it must not bring the record back.
     h.clock.advance(61);
+    let writes = h.kv.writes.get();
     assert!(matches!(h.handle_in(&here, &with_session(api("/x"), &cookie)), portcullis::gateway::Action::Forward(_)));
+    assert_eq!(h.kv.writes.get(), writes, "the due last-seen write was not made");
     assert!(!h.kv.keys().iter().any(|k| k.starts_with("sess:")), "written back: {:?}", h.kv.keys());
     // After the bound, refused in every isolate.
     h.clock.advance(120);
@@ -652,4 +666,134 @@ fn with_kv_alone_a_record_written_back_in_a_race_is_refused() {
         portcullis::gateway::Action::Forward(f) => panic!("revoked session forwarded to {}", f.url),
     }
     assert!(h.events("session_refused").iter().any(|e| e["cause"] == "session revoked (tombstone)"));
+}
+
+fn submit_code_in(h: &Harness, gw: &portcullis::gateway::Gateway, cookie: &str, csrf: &str, code: &str) -> u16 {
+    match h
+        .handle_in(gw, &post_form("/_portcullis/mfa", cookie, &[("csrf", csrf), ("rd", "/dashboard"), ("code", code)]))
+    {
+        portcullis::gateway::Action::Respond(r) => r.status,
+        portcullis::gateway::Action::Forward(f) => panic!("forwarded to {}", f.url),
+    }
+}
+
+#[test]
+fn with_kv_alone_a_location_with_a_stale_record_cannot_erase_the_lock() {
+    let h = mfa_harness(json!({"required": true}), json!({}));
+    let (secret, _) = enrolled(&h);
+    let key = h.kv.keys().into_iter().find(|k| k.starts_with("mfa:")).unwrap();
+    let before_attack = h.kv.raw_get(&key).unwrap();
+    h.clock.advance(30);
+    let (waiting, _) = idp_login(&h);
+    let csrf = prompt_csrf(&h, &waiting);
+    let here = h.isolate();
+    for _ in 0..4 {
+        assert_eq!(submit_code_in(&h, &here, &waiting, &csrf, "000000"), 401);
+    }
+    assert_eq!(submit_code_in(&h, &here, &waiting, &csrf, "000000"), 429, "locked here");
+    // Another location's replica still holds the record from before the lock; a wrong code
+    // there writes it back.
+    h.kv.raw_put(&key, &before_attack);
+    assert_eq!(submit_code_in(&h, &h.isolate(), &waiting, &csrf, "000000"), 429, "the lock has a key of its own");
+    let right = code_at(&secret, h.clock.now());
+    assert_eq!(submit_code_in(&h, &h.isolate(), &waiting, &csrf, &right), 429, "a fresh isolate still sees the lock");
+}
+
+#[test]
+fn adding_a_factor_ends_the_sessions_that_never_passed_it() {
+    let h = mfa_harness(json!({}), json!({}));
+    // Signed in with a phished password while the user had no factor: a complete session.
+    let (attacker, _) = idp_login(&h);
+    assert!(matches!(h.handle(&with_session(get("/dashboard"), &attacker)), portcullis::gateway::Action::Forward(_)));
+    let login =
+        h.respond(&with_session(get("/_portcullis/mfa/enroll"), &attacker)).headers.get("location").unwrap().to_owned();
+    let fresh = set_cookie_value(&fresh_sign_in(&h, &login, Some(h.clock.now())), "__Host-portcullis_session").unwrap();
+    enrol(&h, &fresh);
+    h.clock.advance(11);
+    assert!(
+        !matches!(h.handle(&with_session(get("/dashboard"), &attacker)), portcullis::gateway::Action::Forward(_)),
+        "a session that never passed the new factor goes on"
+    );
+    assert!(matches!(h.handle(&with_session(get("/dashboard"), &fresh)), portcullis::gateway::Action::Forward(_)));
+}
+
+#[test]
+fn a_racing_second_enrolment_cannot_replace_the_first() {
+    for coordinated in [false, true] {
+        let h = mfa_harness(json!({"required": true}), json!({}));
+        h.use_coord.set(coordinated);
+        let (victim, _) = idp_login(&h);
+        let (attacker, _) = idp_login(&h);
+        let enrol_page = |cookie: &str| {
+            let html = h.respond(&with_session(get("/_portcullis/mfa/enroll"), cookie)).text();
+            let groups = key_groups(&html);
+            (base32_decode(&groups).unwrap(), form_field(&html, "csrf"))
+        };
+        let (vs, vc) = enrol_page(&victim);
+        let (atk_secret, atk_csrf) = enrol_page(&attacker);
+        let confirm = |cookie: &str, csrf: &str, code: &str| {
+            h.respond(&post_form("/_portcullis/mfa/enroll", cookie, &[("csrf", csrf), ("rd", "/"), ("code", code)]))
+        };
+        // The attacker confirms first in a location whose KV has not seen the victim's
+        // record yet: simulated by confirming the victim, then hiding the record.
+        assert_eq!(confirm(&victim, &vc, &code_at(&vs, h.clock.now())).status, 200);
+        let key = h.kv.keys().into_iter().find(|k| k.starts_with("mfa:")).unwrap();
+        let enrolled_record = h.kv.raw_get(&key).unwrap();
+        h.kv.raw_delete(&key);
+        // The victim's enrolment ended the attacker's session; a racing request that read it
+        // before that still holds it, so put it back.
+        let planted = confirm(&attacker, &atk_csrf, &code_at(&atk_secret, h.clock.now()));
+        let replaced = h.kv.raw_get(&key).is_some_and(|r| r != enrolled_record);
+        if coordinated {
+            assert_ne!(planted.status, 200, "the attacker's authenticator was enrolled");
+            assert!(!replaced);
+        } else {
+            // KV alone cannot see the first enrolment there: the attacker's session was
+            // already ended by it, which is what stops this.
+            assert_ne!(planted.status, 200, "the attacker's ended session enrolled");
+        }
+    }
+}
+
+#[test]
+fn with_kv_alone_a_lock_in_one_tenant_does_not_lock_another() {
+    let acme: serde_json::Value = serde_json::from_str(&config(json!({"mfa": {"required": true}}), json!({}))).unwrap();
+    let mut doc = acme.clone();
+    let mut beta = acme["tenants"][0].clone();
+    beta["id"] = json!("beta");
+    beta["hosts"] = json!(["beta.test"]);
+    doc["tenants"].as_array_mut().unwrap().push(beta);
+    let h = Harness::new(&doc.to_string());
+    let on_beta = |mut req: portcullis::http::Request| {
+        req.headers.set("host", "beta.test");
+        req.url.set_host(Some("beta.test")).unwrap();
+        req
+    };
+    // alice has a factor in acme and one in beta.
+    enrolled(&h);
+    let beta_login = || {
+        let r = h.respond(&on_beta(get("/_portcullis/login?provider=corp&rd=/dashboard")));
+        let auth = url::Url::parse(r.headers.get("location").unwrap()).unwrap();
+        let pending = set_cookie_value(&r, "__Host-portcullis_pending").unwrap();
+        set_cookie_value(&h.respond(&on_beta(h.callback_for(&auth, &pending))), "__Host-portcullis_session").unwrap()
+    };
+    let beta_first = beta_login();
+    let page = h.respond(&on_beta(with_session(get("/_portcullis/mfa/enroll"), &beta_first))).text();
+    let groups = key_groups(&page);
+    let beta_secret = base32_decode(&groups).unwrap();
+    let form =
+        [("csrf", form_field(&page, "csrf")), ("rd", "/".into()), ("code", code_at(&beta_secret, h.clock.now()))];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(h.respond(&on_beta(post_form("/_portcullis/mfa/enroll", &beta_first, &form))).status, 200);
+    // Five wrong codes lock alice in acme.
+    h.clock.advance(30);
+    let (waiting, _) = idp_login(&h);
+    for _ in 0..4 {
+        assert_eq!(submit_code(&h, &waiting, "code", "000000").status, 401);
+    }
+    assert_eq!(submit_code(&h, &waiting, "code", "000000").status, 429);
+    // In beta, in the same isolate, her prompt is not locked.
+    let beta_second = beta_login();
+    let again = h.respond(&on_beta(with_session(get("/_portcullis/mfa"), &beta_second)));
+    assert_eq!(again.status, 200, "acme's lock reached beta");
 }

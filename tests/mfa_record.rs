@@ -87,7 +87,7 @@ fn enrolment_sign_in_backup_use_and_reset() {
     let now = 1_700_000_000;
     let secret = random_bytes(20);
     let sealed = seal_secret(&k, "alice", &secret, [1; 12]).unwrap();
-    let mut rec = MfaRecord::pending_enrolment(sealed, p, now);
+    let mut rec = MfaRecord { secret: Some(sealed), params: p, ..MfaRecord::default() };
     assert!(!rec.enabled);
     assert_eq!(rec.key_id(), Some("k2"));
 
@@ -140,36 +140,44 @@ fn enrolment_sign_in_backup_use_and_reset() {
     assert!(!rec.enable(Vec::new(), 1, now), "nothing to enable without a secret");
 }
 
+/// A wrong code: the attempt is reserved, then settled as wrong.
+fn wrong_code(rec: &mut MfaRecord, now: u64, policy: &LockoutPolicy) -> FailureOutcome {
+    match rec.reserve_attempt(now, policy) {
+        Err(until) => FailureOutcome::LockedUntil(until),
+        Ok(_) => rec.attempt_failed(now, policy),
+    }
+}
+
 #[test]
 fn five_failures_within_the_window_lock() {
     let policy = LockoutPolicy::default();
     assert_eq!((policy.max_failures, policy.window, policy.lockout), (5, 900, 900));
-    let mut rec = MfaRecord::pending_enrolment("v1.k.n.c".into(), TotpParams::default(), 0);
+    let mut rec = MfaRecord { secret: Some("v1.k.n.c".into()), ..MfaRecord::default() };
     let t0 = 10_000;
     for (i, remaining) in [4, 3, 2, 1].into_iter().enumerate() {
-        assert_eq!(rec.record_failure(t0 + 60 * i as u64, &policy), FailureOutcome::Counted { remaining });
+        assert_eq!(wrong_code(&mut rec, t0 + 60 * i as u64, &policy), FailureOutcome::Counted { remaining });
     }
     assert_eq!(rec.is_locked(t0 + 239), None);
     let until = t0 + 240 + 900;
-    assert_eq!(rec.record_failure(t0 + 240, &policy), FailureOutcome::LockedUntil(until));
+    assert_eq!(wrong_code(&mut rec, t0 + 240, &policy), FailureOutcome::LockedUntil(until));
     assert!(rec.failures.is_empty());
     assert_eq!(rec.is_locked(t0 + 241), Some(until));
     // Failing while locked does not extend the lock.
-    assert_eq!(rec.record_failure(t0 + 500, &policy), FailureOutcome::LockedUntil(until));
+    assert_eq!(wrong_code(&mut rec, t0 + 500, &policy), FailureOutcome::LockedUntil(until));
     assert_eq!(rec.is_locked(until - 1), Some(until));
     // The lock expires, and counting starts afresh.
     assert_eq!(rec.is_locked(until), None);
-    assert_eq!(rec.record_failure(until + 1, &policy), FailureOutcome::Counted { remaining: 4 });
+    assert_eq!(wrong_code(&mut rec, until + 1, &policy), FailureOutcome::Counted { remaining: 4 });
     assert_eq!(rec.locked_until, None);
 }
 
 #[test]
 fn failures_spread_over_more_than_the_window_do_not_lock() {
     let policy = LockoutPolicy::default();
-    let mut rec = MfaRecord::pending_enrolment("v1.k.n.c".into(), TotpParams::default(), 0);
+    let mut rec = MfaRecord { secret: Some("v1.k.n.c".into()), ..MfaRecord::default() };
     // One failure every 4 minutes: at most four fall within any 15 minutes.
     for i in 0..20u64 {
-        let outcome = rec.record_failure(50_000 + 240 * i, &policy);
+        let outcome = wrong_code(&mut rec, 50_000 + 240 * i, &policy);
         assert!(matches!(outcome, FailureOutcome::Counted { .. }), "failure {i}: {outcome:?}");
         assert!(rec.failures.len() <= 4);
     }
@@ -177,7 +185,7 @@ fn failures_spread_over_more_than_the_window_do_not_lock() {
     // Success clears the count.
     rec.record_success(3);
     assert!(rec.failures.is_empty());
-    assert_eq!(rec.record_failure(60_000, &policy), FailureOutcome::Counted { remaining: 4 });
+    assert_eq!(wrong_code(&mut rec, 60_000, &policy), FailureOutcome::Counted { remaining: 4 });
 }
 
 #[test]

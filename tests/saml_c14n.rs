@@ -204,3 +204,38 @@ fn relative_namespace_uris_are_refused() {
         r#"<a xmlns="a+b.c-d:x"><p:b xmlns:p="urn:p"></p:b><c xmlns=""></c></a>"#
     );
 }
+
+/// A PrefixList of thousands of prefixes over thousands of elements made canonicalization
+/// quadratic; a list longer than the limit is refused before any element is written.
+#[test]
+fn long_prefix_lists_are_refused() {
+    use portcullis::saml::c14n::MAX_INCLUSIVE_PREFIXES;
+    let decls: String = (0..100).map(|i| format!(" xmlns:p{i}=\"urn:p{i}\"")).collect();
+    let d = parse(&format!("<a{decls}>{}</a>", "<b/>".repeat(2000)));
+    let many: Vec<String> = (0..5000).map(|i| format!("p{i}")).collect();
+    assert_eq!(
+        canonicalize(&d, d.root(), &many, None).unwrap_err(),
+        C14nError::TooManyPrefixes { max: MAX_INCLUSIVE_PREFIXES }
+    );
+    let list = many.join(" ");
+    assert!(parse_prefix_list(&list).len() <= MAX_INCLUSIVE_PREFIXES + 1);
+    // At the limit the prefixes in scope are carried along as before.
+    let out = canonicalize(&d, d.root(), &many[..MAX_INCLUSIVE_PREFIXES], None).unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with(r#"<a xmlns:p0="urn:p0" xmlns:p1="urn:p1" xmlns:p10="urn:p10""#));
+}
+
+/// An inclusive prefix is declared at the apex and again wherever an element rebinds it,
+/// and nowhere else.
+#[test]
+fn inclusive_prefixes_follow_rebinding() {
+    let d = parse(r#"<a xmlns:p="urn:1" xmlns:q="urn:q"><b xmlns:p="urn:2"><c xmlns:p="urn:2"/><d/></b><e/></a>"#);
+    let els = elements(&d);
+    assert_eq!(
+        c14n(&d, els[0], &["p"], None),
+        r#"<a xmlns:p="urn:1"><b xmlns:p="urn:2"><c></c><d></d></b><e></e></a>"#
+    );
+    assert_eq!(c14n(&d, els[1], &["p", "q"], None), r#"<b xmlns:p="urn:2" xmlns:q="urn:q"><c></c><d></d></b>"#);
+    assert_eq!(c14n(&d, els[3], &["p", "#default"], None), r#"<d xmlns:p="urn:2"></d>"#);
+}

@@ -125,6 +125,7 @@ fn expected_assertion() -> VerifiedAssertion {
         name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
         session_index: Some("_session-42".into()),
         session_not_on_or_after: Some(4_070_937_600),
+        authn_instant: Some(1_714_564_800),
         not_on_or_after: 4_070_909_100,
         authn_context_class_ref: Some("urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport".into()),
         attributes: [
@@ -482,4 +483,29 @@ fn never_panics_on_truncated_or_corrupted_encrypted_input() {
         bad[i] = replacement;
         let _ = SamlResponse::parse(&bad, &XmlLimits::default()).and_then(|r| r.verify(&exp));
     }
+}
+
+/// Candidate keys are counted as they are found: hundreds of sibling EncryptedKeys each
+/// named by its own RetrievalMethod (a lookup of every reference among every sibling) are
+/// refused at the first key past the limit, before any lookup or key use.
+#[test]
+fn encrypted_key_candidates_are_counted_as_they_are_found() {
+    use portcullis::saml::xmlenc::MAX_ENCRYPTED_KEYS;
+    let xml = encrypted("cbc256-oaep-sibling-key");
+    let start = xml.find("<xenc:EncryptedKey ").unwrap();
+    let end = xml.find("</xenc:EncryptedKey>").unwrap() + "</xenc:EncryptedKey>".len();
+    let key = &xml[start..end];
+    let n = 600;
+    let keys: String = (0..n).map(|i| key.replace(r#"Id="_enckey-8c2f""#, &format!(r#"Id="_k{i}""#))).collect();
+    let references: String = (0..n)
+        .map(|i| {
+            format!(r##"<ds:RetrievalMethod Type="http://www.w3.org/2001/04/xmlenc#EncryptedKey" URI="#_k{i}"/>"##)
+        })
+        .collect();
+    let many = replace_once(
+        &replace_once(&xml, key, &keys),
+        r##"<ds:RetrievalMethod Type="http://www.w3.org/2001/04/xmlenc#EncryptedKey" URI="#_enckey-8c2f"/>"##,
+        &references,
+    );
+    assert_eq!(verify(&many), Err(SamlError::Decryption(XmlEncError::TooManyKeys(MAX_ENCRYPTED_KEYS + 1))));
 }

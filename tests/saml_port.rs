@@ -147,3 +147,53 @@ fn without_a_verdict_rust_decides() {
     assert_ne!(changed, xml);
     assert_eq!(verify_via(&port, &changed), Err(SamlError::Signature(DsigError::BadSignature)));
 }
+
+fn port_check_count(xml: &str) -> usize {
+    SamlResponse::parse(xml.as_bytes(), &XmlLimits::default()).unwrap().port_checks(&certs()).len()
+}
+
+/// The runtime's crypto is handed only the signatures `verify` itself checks (the
+/// Response's and its assertion's), and only when they pass the same structural checks:
+/// a `ds:Signature` anywhere else, or one the verifier refuses, costs nothing.
+#[test]
+fn only_signatures_the_verifier_checks_are_handed_over() {
+    let xml = fixture("response-signed-rsa");
+    assert_eq!(port_check_count(&xml), 1);
+    let start = xml.find("<ds:Signature").unwrap();
+    let end = xml.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let signature = &xml[start..end];
+    let hidden =
+        xml.replacen("</saml:Issuer>", &format!("</saml:Issuer><samlp:Extensions>{signature}</samlp:Extensions>"), 1);
+    assert_eq!(port_check_count(&hidden), 1);
+    let xpath = xml.replacen(
+        "<ds:Transforms>",
+        r#"<ds:Transforms><ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"/>"#,
+        1,
+    );
+    assert_eq!(port_check_count(&xpath), 0);
+    let elsewhere = xml.replacen(r##"URI="#_resp-1f0c2a9b""##, r##"URI="#_other""##, 1);
+    assert_eq!(port_check_count(&elsewhere), 0);
+    let many_prefixes = xml.replacen(r#"PrefixList="xs""#, &format!("PrefixList=\"{}\"", "xs ".repeat(40)), 1);
+    assert_eq!(port_check_count(&many_prefixes), 0);
+}
+
+/// `DigestMethod` takes no parameters in the profile: a child element is refused by the
+/// verifier (before any key is tried) and never reaches the runtime's crypto.
+#[test]
+fn digest_method_children_are_refused() {
+    let xml = fixture("response-signed-rsa");
+    let sha256 = r#"<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>"#;
+    assert!(xml.contains(sha256));
+    let with_child = xml.replacen(
+        sha256,
+        r#"<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"><ds:HMACOutputLength>8</ds:HMACOutputLength></ds:DigestMethod>"#,
+        1,
+    );
+    assert_eq!(port_check_count(&with_child), 0);
+    let certs = certs();
+    let parsed = SamlResponse::parse(with_child.as_bytes(), &XmlLimits::default()).unwrap();
+    assert_eq!(
+        parsed.verify(&expectations(&certs)),
+        Err(SamlError::Signature(DsigError::Unexpected("ds:HMACOutputLength".into())))
+    );
+}

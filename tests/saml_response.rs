@@ -105,6 +105,7 @@ fn expected_assertion() -> VerifiedAssertion {
         name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
         session_index: Some("_session-42".into()),
         session_not_on_or_after: Some(4_070_937_600),
+        authn_instant: Some(1_714_564_800),
         not_on_or_after: CONDITIONS_END,
         authn_context_class_ref: Some("urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport".into()),
         attributes: [

@@ -99,3 +99,28 @@ fn every_route_acts_only_for_the_session_states_it_names() {
         }
     }
 }
+
+#[test]
+fn the_enrolment_routes_take_a_first_factor_or_a_fresh_sign_in_only() {
+    let enrol_rows: Vec<_> = ROUTE_SESSIONS.iter().filter(|(_, _, a)| *a == Accepts::Enrolment).collect();
+    assert_eq!(enrol_rows.len(), 2);
+    // A waiting session of a user without a factor, where the tenant requires one.
+    let h = Harness::new(&config(json!({"mfa": {"required": true}}), json!({})));
+    let (auth, pending) = h.start_login("/dashboard");
+    let waiting = set_cookie_value(&h.respond(&h.callback_for(&auth, &pending)), "__Host-portcullis_session").unwrap();
+    let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &waiting));
+    assert_eq!(page.status, 200);
+    let csrf = form_field(&page.text(), "csrf");
+    assert_eq!(status(&h, &request("POST", "/mfa/enroll", Some(&waiting), &csrf)), 401, "a wrong first code");
+    assert!(!forwarded(&h, &waiting));
+    // A complete session without a fresh sign-in, where the factor is optional.
+    let h = Harness::new(&config(json!({}), json!({})));
+    let complete = h.login();
+    let csrf =
+        json_body(&h.respond(&with_session(api("/_portcullis/me"), &complete)))["csrf"].as_str().unwrap().to_owned();
+    let page = h.respond(&with_session(get("/_portcullis/mfa/enroll"), &complete));
+    assert_eq!(page.status, 302);
+    assert!(page.headers.get("location").unwrap().contains("reauth=1"));
+    assert_eq!(status(&h, &request("POST", "/mfa/enroll", Some(&complete), &csrf)), 401);
+    assert!(!h.kv.keys().iter().any(|k| k.starts_with("mfa")), "nothing stored: {:?}", h.kv.keys());
+}

@@ -96,7 +96,7 @@ impl Gateway {
         // Each logout token is accepted once.
         let jti_key =
             format!("jti:{}:{}", tenant.id, crypto::sha256_hex(format!("{}\n{}", token.iss, token.jti).as_bytes()));
-        let ttl = (p.iat_window + p.clock_skew).max(60) * 2;
+        let ttl = p.iat_window.saturating_add(p.clock_skew).max(60).saturating_mul(2);
         match self.first_use(ports, tenant, "jti", &jti_key, ttl).await {
             Ok(false) => {
                 self.log(ports, json!({"level": "warn", "event": "backchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "refused", "cause": "jti already used"}));

@@ -43,6 +43,16 @@ pub(super) fn mfa_key(tenant: &str, user_id: &str) -> String {
     format!("mfa:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
 }
 
+/// KV alone: the user's lock, in a key of its own that is only ever written with a lock
+/// (never rewritten from a possibly stale MFA record), so a location whose replica still
+/// holds the record from before the lock cannot erase it.
+fn lock_key(tenant: &str, user_id: &str) -> String {
+    format!("mfa-lock:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
+}
+
+/// The coordinator's key that lets one enrolment of a user through (until an admin reset).
+const ENROLLED_KEY: &str = "mfa-enrolled";
+
 /// Where a session's enrolment secret waits for its first code: per session, never per
 /// user, so no other session of the user can see or confirm it.
 fn enrolment_key(tenant: &str, id: &SessionId) -> String {
@@ -57,8 +67,8 @@ fn backup_key(keys: &[KeyWithId], id: Option<&str>) -> Option<(String, [u8; 32])
     Some((key.id.clone(), key.derive("backup-codes")))
 }
 
-/// Proof that a second-factor code was just verified for a user. Its seal field is private
-/// to this module: only [`Gateway::attempt`] makes one.
+/// Proof that a second-factor code was just verified for a user. Its fields are private to
+/// this module: only [`Gateway::attempt`] makes one.
 #[derive(Debug)]
 pub(super) struct FactorProof {
     user_id: String,
@@ -105,6 +115,13 @@ enum Check<'a> {
     Enrolment { code: &'a str, secret: &'a Secret, params: &'a TotpParams },
 }
 
+/// What a verified attempt proves: a code of the user's factor, or the first code of a
+/// factor being enrolled (which is no verification: it never satisfies a step-up).
+enum Passed {
+    Factor(FactorProof),
+    Enrolment { proof: EnrolmentProof, step: u64 },
+}
+
 /// Why an attempt did not verify.
 enum AttemptRefused {
     /// Locked (before or by this attempt) until this time (unix seconds).
@@ -114,9 +131,10 @@ enum AttemptRefused {
 }
 
 /// KV alone: what this isolate knows of a user's attempts beyond the record it reads,
-/// which may miss the writes of requests racing in the same isolate. Merged into the record
-/// before each reservation and each write, so in one isolate no more than the limit of
-/// codes are checked before the lock, and a racing write cannot erase a lock or a failure.
+/// which may miss the writes of requests racing in the same isolate. Keyed like the record
+/// (tenant and user). Merged into the record before each reservation and each write, so in
+/// one isolate no more than the limit of codes are checked before the lock, and a racing
+/// write cannot erase a failure.
 #[derive(Debug, Default)]
 pub(super) struct LocalAttempts {
     users: std::collections::HashMap<String, LocalUser>,
@@ -129,9 +147,12 @@ struct LocalUser {
     locked_until: Option<u64>,
 }
 
+/// Most users an isolate keeps attempts for (bounded memory under a flood of users).
+const MAX_LOCAL_USERS: usize = 10_000;
+
 impl LocalAttempts {
-    fn merge_into(&self, user: &str, record: &mut MfaRecord, now: u64, window: u64) {
-        let Some(l) = self.users.get(user) else {
+    fn merge_into(&self, key: &str, record: &mut MfaRecord, now: u64, window: u64) {
+        let Some(l) = self.users.get(key) else {
             return;
         };
         if let Some(until) = l.locked_until.filter(|u| *u > now) {
@@ -148,21 +169,39 @@ impl LocalAttempts {
         }
     }
 
-    fn in_flight(&self, user: &str) -> u32 {
-        self.users.get(user).map_or(0, |l| l.in_flight)
+    fn in_flight(&self, key: &str) -> u32 {
+        self.users.get(key).map_or(0, |l| l.in_flight)
     }
 
-    fn locked(&self, user: &str, now: u64) -> Option<u64> {
-        self.users.get(user).and_then(|l| l.locked_until).filter(|u| *u > now)
+    fn locked(&self, key: &str, now: u64) -> Option<u64> {
+        self.users.get(key).and_then(|l| l.locked_until).filter(|u| *u > now)
     }
 
-    fn entry(&mut self, user: &str, now: u64, window: u64) -> &mut LocalUser {
-        // Bounded: users with nothing in flight and nothing current are forgotten.
-        self.users.retain(|_, l| {
-            l.failures.retain(|t| *t <= now && now - *t < window);
-            l.in_flight > 0 || !l.failures.is_empty() || l.locked_until.is_some_and(|u| u > now)
-        });
-        self.users.entry(user.to_owned()).or_default()
+    fn entry(&mut self, key: &str, now: u64, window: u64) -> &mut LocalUser {
+        if !self.users.contains_key(key) {
+            // Bounded: users with nothing in flight and nothing current are forgotten, and
+            // past the cap the idle ones go first.
+            self.users.retain(|_, l| {
+                l.failures.retain(|t| *t <= now && now - *t < window);
+                l.in_flight > 0 || !l.failures.is_empty() || l.locked_until.is_some_and(|u| u > now)
+            });
+            if self.users.len() >= MAX_LOCAL_USERS {
+                self.users.retain(|_, l| l.in_flight > 0);
+            }
+        }
+        self.users.entry(key.to_owned()).or_default()
+    }
+
+    /// A right code: this isolate's count and lock for the user are over.
+    fn succeeded(&mut self, key: &str) {
+        if let Some(l) = self.users.get_mut(key) {
+            l.failures.clear();
+            l.locked_until = None;
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.users.remove(key);
     }
 }
 
@@ -394,8 +433,9 @@ impl Gateway {
     /// The one operation for a second-factor code, used by every route that takes one:
     /// 1. refuse while the user's factor is locked;
     /// 2. reserve the attempt (the coordination object counts it atomically before the code
-    ///    is checked; KV alone counts it in the user's record), so racing requests get no
-    ///    more than `max_failures` checks;
+    ///    is checked; KV alone counts it against the record's failures and the attempts in
+    ///    flight in this isolate), so racing requests get no more than `max_failures`
+    ///    checks (KV alone: per isolate);
     /// 3. verify the code (a used TOTP step or backup code is claimed once, everywhere when
     ///    the object is bound);
     /// 4. record the outcome: a right code clears the count, a wrong one keeps it and the
@@ -410,12 +450,13 @@ impl Gateway {
         session: &SessionRecord,
         record: &mut MfaRecord,
         check: Check<'_>,
-    ) -> Result<Result<FactorProof, AttemptRefused>, Refusal> {
+    ) -> Result<Result<Passed, AttemptRefused>, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let user_id = session.user_id.as_str();
         let now = ports.now();
         let policy = tenant.mfa.lockout_policy();
         let coord = ports.coord().map(|c| (c, coord::user_shard(&tenant.id, user_id)));
+        let local_key = mfa_key(&tenant.id, user_id);
         // Steps 1 and 2: the lock, and the reservation.
         let reserved = match &coord {
             Some((c, shard)) => c
@@ -428,24 +469,27 @@ impl Gateway {
                 )
                 .await?
                 .map_err(|ms| ms / 1000),
-            None => {
-                let local = self.mfa_local.borrow();
-                local.merge_into(user_id, record, now, policy.window);
-                record.reserve_attempt_among(now, &policy, local.in_flight(user_id)).map(u64::from)
-            }
+            None => match self.kv_lock(ports, tenant, user_id).await? {
+                Some(until) => Err(until),
+                None => {
+                    let local = self.mfa_local.borrow();
+                    local.merge_into(&local_key, record, now, policy.window);
+                    record.reserve_attempt_among(now, &policy, local.in_flight(&local_key)).map(u64::from)
+                }
+            },
         };
         if let Err(until) = reserved {
             if coord.is_none() {
-                self.mfa_local.borrow_mut().entry(user_id, now, policy.window).locked_until = Some(until);
-                self.save_mfa(ports, tenant, user_id, record).await?;
+                self.kv_lock_set(ports, tenant, user_id, until, &policy).await?;
             }
             self.audit_mfa(ports, tenant, session, "mfa_failed", "locked out");
             return Ok(Err(AttemptRefused::Locked(until)));
         }
-        let _in_flight = coord.is_none().then(|| InFlight::enter(&self.mfa_local, user_id, now, policy.window));
+        let _in_flight = coord.is_none().then(|| InFlight::enter(&self.mfa_local, &local_key, now, policy.window));
         // Step 3: the check.
         const USED: &str = "That code was already used. Wait for the next code and enter it.";
         const WRONG: &str = "That code is not correct. Check the time on your device and try again.";
+        let mut enrolled_step = None;
         let verdict: Result<&'static str, &'static str> = match check {
             Check::Totp(code) if record.enabled => {
                 let secret = self.totp_secret(record, user_id)?;
@@ -485,7 +529,7 @@ impl Gateway {
             Check::Enrolment { code, secret, params } => {
                 match mfa::verify_totp(secret.expose(), code, now, params, None) {
                     Ok(step) => {
-                        record.last_step = Some(step);
+                        enrolled_step = Some(step);
                         record.failures.clear();
                         Ok("mfa_enrolled")
                     }
@@ -501,17 +545,28 @@ impl Gateway {
             Ok(event) => {
                 self.save_mfa(ports, tenant, user_id, record).await?;
                 match &coord {
-                    Some((c, shard)) => c.clear(shard, MFA_FAILURES_KEY).await?,
-                    None => self.mfa_local.borrow_mut().entry(user_id, now, policy.window).failures.clear(),
+                    Some((c, shard)) => c.attempt_succeeded(shard, MFA_FAILURES_KEY).await?,
+                    None => self.mfa_local.borrow_mut().succeeded(&local_key),
                 }
-                Ok(Ok(FactorProof { user_id: user_id.to_owned(), at: now, amr: TOTP_AMR, event }))
+                Ok(Ok(match enrolled_step {
+                    Some(step) => {
+                        Passed::Enrolment { proof: EnrolmentProof { user_id: user_id.to_owned(), amr: TOTP_AMR }, step }
+                    }
+                    None => Passed::Factor(FactorProof { user_id: user_id.to_owned(), at: now, amr: TOTP_AMR, event }),
+                }))
             }
             Err(sentence) => {
                 let counted = match &coord {
                     Some((c, shard)) => {
                         let limit = u64::from(policy.max_failures);
                         match c
-                            .attempt_failed(shard, MFA_FAILURES_KEY, limit, policy.lockout.saturating_mul(1000))
+                            .attempt_failed(
+                                shard,
+                                MFA_FAILURES_KEY,
+                                policy.window.saturating_mul(1000),
+                                limit,
+                                policy.lockout.saturating_mul(1000),
+                            )
                             .await?
                         {
                             (_, Some(ms)) => FailureOutcome::LockedUntil(ms / 1000),
@@ -525,13 +580,13 @@ impl Gateway {
                         let mut fresh = self.load_mfa(ports, tenant, user_id).await?.unwrap_or_else(|| record.clone());
                         fresh.failures.retain(|t| *t <= now && now - *t < policy.window);
                         fresh.failures.push(now);
-                        self.mfa_local.borrow_mut().entry(user_id, now, policy.window).failures.push(now);
-                        self.mfa_local.borrow().merge_into(user_id, &mut fresh, now, policy.window);
+                        self.mfa_local.borrow_mut().entry(&local_key, now, policy.window).failures.push(now);
+                        self.mfa_local.borrow().merge_into(&local_key, &mut fresh, now, policy.window);
                         let outcome = fresh.attempt_failed(now, &policy);
-                        if let FailureOutcome::LockedUntil(until) = outcome {
-                            self.mfa_local.borrow_mut().entry(user_id, now, policy.window).locked_until = Some(until);
-                        }
                         self.save_mfa(ports, tenant, user_id, &fresh).await?;
+                        if let FailureOutcome::LockedUntil(until) = outcome {
+                            self.kv_lock_set(ports, tenant, user_id, until, &policy).await?;
+                        }
                         *record = fresh;
                         outcome
                     }
@@ -549,6 +604,30 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// KV alone: the user's lock from its own key, or this isolate's memory of one.
+    async fn kv_lock(&self, ports: Ports<'_>, tenant: &Tenant, user_id: &str) -> Result<Option<u64>, Refusal> {
+        let now = ports.now();
+        let local = self.mfa_local.borrow().locked(&mfa_key(&tenant.id, user_id), now);
+        let stored = ports.kv.get(&lock_key(&tenant.id, user_id)).await?.and_then(|v| v.parse::<u64>().ok());
+        Ok(local.max(stored).filter(|u| *u > now))
+    }
+
+    /// KV alone: records a lock in its own key (and in this isolate).
+    async fn kv_lock_set(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        user_id: &str,
+        until: u64,
+        policy: &mfa::LockoutPolicy,
+    ) -> Result<(), Refusal> {
+        let now = ports.now();
+        self.mfa_local.borrow_mut().entry(&mfa_key(&tenant.id, user_id), now, policy.window).locked_until = Some(until);
+        let ttl = until.saturating_sub(now).max(60);
+        ports.kv.put(&lock_key(&tenant.id, user_id), &until.to_string(), Some(ttl)).await?;
+        Ok(())
     }
 
     /// `GET {prefix}/mfa`: the prompt (waiting sessions, and complete ones for step-up).
@@ -606,7 +685,8 @@ impl Gateway {
             None => Check::Totp(&code),
         };
         match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
-            Ok(proof) => {
+            Ok(Passed::Enrolment { .. }) => Err(Refusal::MfaRequired { step_up: false }),
+            Ok(Passed::Factor(proof)) => {
                 let event = proof.event;
                 let complete = match session {
                     Session::Waiting(w) => w.verified(proof).ok_or(Refusal::MfaRequired { step_up: false })?,
@@ -805,8 +885,9 @@ impl Gateway {
         let mut record = self.load_mfa(ports, tenant, &user_id).await?.unwrap_or_default();
         let code = req.form_value("code").unwrap_or_default();
         let check = Check::Enrolment { code: &code, secret: &secret, params: &params };
-        let step = match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
-            Ok(_) => record.last_step.unwrap_or_default(),
+        let (proof, step) = match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
+            Ok(Passed::Enrolment { proof, step }) => (proof, step),
+            Ok(Passed::Factor(_)) => return Err(Refusal::MfaRequired { step_up: false }),
             Err(AttemptRefused::Locked(until)) => return Err(Self::lockout(until, ports.now())),
             Err(AttemptRefused::Wrong(text)) => {
                 let mut r = self.mfa_enroll_page(ports, req, tenant, session, Some(Notice::Error(&text))).await?;
@@ -814,6 +895,18 @@ impl Gateway {
                 return Ok(r);
             }
         };
+        // One enrolment per user: a second session confirming at the same time, or in a
+        // location whose KV has not seen the first, must not replace the first factor.
+        let already = match ports.coord() {
+            Some(c) => {
+                let shard = coord::user_shard(&tenant.id, &user_id);
+                !c.claim(&shard, ENROLLED_KEY, ENROLMENT_TTL.saturating_mul(1000)).await?
+            }
+            None => false,
+        };
+        if already || self.has_factor(ports, tenant, &user_id).await? {
+            return Ok(self.no_store_redirect(&format!("{prefix}/mfa?{}", crate::http::query_encode(&[("rd", &rd)]))));
+        }
         let now = ports.now();
         record.secret = Some(
             mfa::seal_secret(&loaded.encryption_keys, &user_id, secret.expose(), ports.random::<12>())
@@ -821,11 +914,19 @@ impl Gateway {
         );
         record.params = params;
         let codes = self.new_backup_codes(ports, &mut record)?;
-        let hashes = std::mem::take(&mut record.backup_hashes).into_iter().flatten().collect();
+        let hashes = record.backup_hashes.iter().flatten().cloned().collect();
         record.enable(hashes, step, now);
-        self.save_mfa(ports, tenant, &user_id, &record).await?;
+        if let Err(e) = self.save_mfa(ports, tenant, &user_id, &record).await {
+            // Not enrolled after all: let a retry through.
+            if let Some(c) = ports.coord() {
+                let _ = c.clear(&coord::user_shard(&tenant.id, &user_id), ENROLLED_KEY).await;
+            }
+            return Err(e);
+        }
         ports.kv.delete(&enrolment_key(&tenant.id, session.id())).await?;
-        let proof = EnrolmentProof { user_id: user_id.clone(), amr: TOTP_AMR };
+        // Sessions that never passed this factor end: one signed in with a phished password
+        // before the user added it must not go on without it.
+        self.revoke_other_sessions(ports, tenant, &user_id, session.id(), "a second factor was added").await?;
         let audited = match session {
             Session::Waiting(w) => {
                 let complete = w.enrolled(proof).ok_or(Refusal::MfaRequired { step_up: false })?;
@@ -870,7 +971,8 @@ impl Gateway {
         };
         let code = req.form_value("code").unwrap_or_default();
         match self.attempt(ports, tenant, session.record(), &mut record, Check::Totp(&code)).await? {
-            Ok(_) => {
+            Ok(Passed::Enrolment { .. }) => Err(Refusal::MfaRequired { step_up: false }),
+            Ok(Passed::Factor(_)) => {
                 let codes = self.new_backup_codes(ports, &mut record)?;
                 self.save_mfa(ports, tenant, &user_id, &record).await?;
                 self.audit_mfa(ports, tenant, session.record(), "backup_codes_regenerated", "ok");
@@ -894,10 +996,7 @@ impl Gateway {
             Some(c) => {
                 Ok(c.locked(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
             }
-            None => {
-                let now = ports.now();
-                Ok(record.is_locked(now).max(self.mfa_local.borrow().locked(user_id, now)))
-            }
+            None => Ok(record.is_locked(ports.now()).max(self.kv_lock(ports, tenant, user_id).await?)),
         }
     }
 
@@ -914,9 +1013,14 @@ impl Gateway {
             return Ok(false);
         };
         record.reset();
-        self.mfa_local.borrow_mut().users.remove(user_id);
-        if let Some(c) = ports.coord() {
-            c.clear(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?;
+        self.mfa_local.borrow_mut().forget(&mfa_key(&tenant.id, user_id));
+        match ports.coord() {
+            Some(c) => {
+                let shard = coord::user_shard(&tenant.id, user_id);
+                c.clear(&shard, MFA_FAILURES_KEY).await?;
+                c.clear(&shard, ENROLLED_KEY).await?;
+            }
+            None => ports.kv.delete(&lock_key(&tenant.id, user_id)).await?,
         }
         self.save_mfa(ports, tenant, user_id, &record).await?;
         self.log(

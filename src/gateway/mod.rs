@@ -711,30 +711,25 @@ impl Gateway {
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
                     return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
                 };
-                // KV alone: a record an isolate wrote back after a revocation is refused.
-                if ports.coord().is_none() && self.tombstoned(ports, &key).await? {
+                // A revocation made anywhere. With a coordinator it is seen here now, not when
+                // KV's delete arrives (checked once per session cache interval); with KV alone,
+                // a record an isolate wrote back after a revocation is refused by its tombstone.
+                let revoked_by = match ports.coord() {
+                    Some(c) => {
+                        let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
+                        let shard = coord::user_shard(&tenant.id, &record.user_id);
+                        c.revoked_since(&shard, &keys, record.created_ms()).await?.then_some("coordinator")
+                    }
+                    None => self.tombstoned(ports, &key).await?.then_some("tombstone"),
+                };
+                if let Some(by) = revoked_by {
                     self.sessions.borrow_mut().remove(&key);
                     self.log(
                         ports,
                         json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
-                        "cause": "session revoked (tombstone)", "ip": req.client_ip}),
+                        "cause": format!("session revoked ({by})"), "ip": req.client_ip}),
                     );
                     return Ok(Lookup::Ended);
-                }
-                // With a coordinator, a revocation made anywhere is seen here now, not when
-                // KV's delete arrives. Checked once per session cache interval.
-                if let Some(c) = ports.coord() {
-                    let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
-                    let shard = coord::user_shard(&tenant.id, &record.user_id);
-                    if c.revoked_since(&shard, &keys, record.created_ms()).await? {
-                        self.sessions.borrow_mut().remove(&key);
-                        self.log(
-                            ports,
-                            json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
-                            "cause": "session revoked (coordinator)", "ip": req.client_ip}),
-                        );
-                        return Ok(Lookup::Ended);
-                    }
                 }
                 self.cache_session(&key, record.clone(), now_ms);
                 record
@@ -868,7 +863,22 @@ impl Gateway {
     }
 
     async fn fetch_json(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
-        ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await
+        self.idp_get(ports, url).await
+    }
+
+    /// An idempotent GET to an identity provider (discovery, JWKS, SAML metadata). A
+    /// network error is tried once more, on a new connection: the runtime may have reused
+    /// one the peer had already closed (an HTTP/1.0 server without keep-alive), which fails
+    /// that attempt only. Timeouts (the budget is spent) and answers of any status are not
+    /// repeated, and nothing that is not an idempotent GET comes through here.
+    pub(crate) async fn idp_get(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
+        match ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await {
+            Err(FetchError::Unreachable(cause)) => {
+                self.log(ports, json!({"level": "warn", "event": "idp_fetch_retry", "url": url, "cause": cause}));
+                ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await
+            }
+            other => other,
+        }
     }
 
     pub async fn metadata(
@@ -880,14 +890,14 @@ impl Gateway {
         let key = Self::provider_key(tenant, p);
         let now = ports.now();
         if let Some((m, at)) = self.providers.borrow().get(&key).and_then(|s| s.meta.clone()) {
-            if now < at + p.discovery_ttl {
+            if now < at.saturating_add(p.discovery_ttl) {
                 return Ok(m);
             }
         }
         let kv_key = format!("disc:{key}");
         if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
             if let Some((body, at)) = cached_doc(&raw) {
-                if now < at + p.discovery_ttl {
+                if now < at.saturating_add(p.discovery_ttl) {
                     if let Ok(m) = oidc::parse_discovery(body.as_bytes(), p.issuer_id()) {
                         self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), at));
                         return Ok(m);
@@ -942,13 +952,13 @@ impl Gateway {
             self.providers.borrow_mut().entry(key.clone()).or_default().last_forced_jwks = now;
         } else {
             if let Some((k, at)) = cached {
-                if now < at + p.jwks_ttl {
+                if now < at.saturating_add(p.jwks_ttl) {
                     return Ok(k);
                 }
             }
             if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
                 if let Some((body, at)) = cached_doc(&raw) {
-                    if now < at + p.jwks_ttl {
+                    if now < at.saturating_add(p.jwks_ttl) {
                         if let Ok(parsed) = oidc::jwks::parse_jwks(body.as_bytes()) {
                             let keys = Rc::new(parsed.keys);
                             self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), at));

@@ -84,27 +84,23 @@ impl Gateway {
             .borrow()
             .get(&key)
             .and_then(|s| s.saml_meta.clone())
-            .filter(|(_, at)| now < at + c.metadata_ttl);
+            .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl));
         let meta = match cached {
             Some((m, _)) => m,
             None => {
                 let kv_key = format!("samlmd:{key}");
                 let from_kv = match ports.kv.get(&kv_key).await {
-                    Ok(Some(raw)) => {
-                        super::cached_doc(&raw).filter(|(_, at)| now < at + c.metadata_ttl).and_then(|(body, at)| {
+                    Ok(Some(raw)) => super::cached_doc(&raw)
+                        .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl))
+                        .and_then(|(body, at)| {
                             crate::saml::metadata::parse_idp_metadata(body.as_bytes()).ok().map(|m| (m, at))
-                        })
-                    }
+                        }),
                     _ => None,
                 };
                 let (m, at) = match from_kv {
                     Some(hit) => hit,
                     None => {
-                        let resp = ports
-                            .fetch
-                            .fetch(crate::http::Outbound::get(url), self.fetch_timeout_ms(), super::MAX_IDP_BODY)
-                            .await
-                            .map_err(|e| unavailable(e.to_string()))?;
+                        let resp = self.idp_get(ports, url).await.map_err(|e| unavailable(e.to_string()))?;
                         if resp.status != 200 {
                             return Err(unavailable(format!("answered {}", resp.status)));
                         }
@@ -117,7 +113,7 @@ impl Gateway {
                 m
             }
         };
-        Ok(SamlIdp {
+        let idp = SamlIdp {
             entity_id: if configured.entity_id.is_empty() { meta.entity_id.clone() } else { configured.entity_id },
             sso_url: if configured.sso_url.is_empty() {
                 meta.sso_redirect_url.clone().unwrap_or_default()
@@ -132,7 +128,15 @@ impl Gateway {
             } else {
                 configured.certs
             },
-        })
+        };
+        // What the metadata filled in gets the checks the configuration gets at load.
+        if !crate::config::is_idp_url(&idp.sso_url) {
+            return Err(unavailable(format!("SSO URL {:?} is not an https URL", idp.sso_url)));
+        }
+        if idp.certs.is_empty() {
+            return Err(unavailable("no usable signing certificate".into()));
+        }
+        Ok(idp)
     }
 
     /// The SP's RSA key, when the connection names one (validated at load).
@@ -341,6 +345,16 @@ impl Gateway {
             Some(p) => p.return_to.clone(),
             None => safe_return_path(relay_state.as_deref().unwrap_or("/"), self.prefix()),
         };
+        // Asked with ForceAuthn (the Response answers that AuthnRequest): the IdP must also
+        // say it authenticated the person after the sign-in started (`AuthnInstant`), as an
+        // OIDC IdP must with `auth_time`.
+        let fresh = pre.as_ref().is_some_and(|p| p.reauth);
+        if let Some(p) = pre.as_ref().filter(|p| p.reauth) {
+            let started = p.created.saturating_sub(c.clock_skew);
+            if assertion.authn_instant.is_none_or(|t| t < 0 || (t as u64) < started) {
+                return Err(Refusal::FreshSignInNotConfirmed { provider: name.clone() });
+            }
+        }
         let login = SignedIn {
             provider: &name,
             user_id: format!("{}/{}", assertion.issuer, assertion.name_id),
@@ -351,8 +365,7 @@ impl Gateway {
             idp_mfa,
             return_to: &return_to,
             detail: json!({"protocol": "saml", "solicited": pre.is_some(), "authn_context": assertion.authn_context_class_ref}),
-            // Solicited with ForceAuthn (the Response answers that AuthnRequest).
-            fresh: pre.as_ref().is_some_and(|p| p.reauth),
+            fresh,
             pending_cookie: SAML_PENDING_COOKIE,
         };
         let id = SessionId::from_random(ports.random::<32>());
@@ -371,11 +384,32 @@ impl Gateway {
         let idp = self.saml_idp(ports, tenant, c).await?;
         let query = req.url.query().unwrap_or_default();
         let bad = |e: String| Refusal::BadInput(format!("SAML logout: {e}"));
+        let slo_url = self.slo_url(req, c);
+        // Bindings 3.4.5.2: a signed message (every one here) names its recipient.
+        let addressed = |d: Option<&str>| match d {
+            Some(d) if d == slo_url => Ok(()),
+            Some(_) => Err(bad("Destination is not this SLO endpoint".into())),
+            None => Err(bad("a signed message must have a Destination".into())),
+        };
         if req.query("SAMLResponse").is_some() {
             let xml = crate::saml::logout::verify_redirect(query, "SAMLResponse", &idp.certs).map_err(bad)?;
-            let text = String::from_utf8_lossy(&xml);
-            if !text.contains(&format!(">{}<", crate::pages::escape(&idp.entity_id))) {
-                return Err(bad("LogoutResponse is not from the IdP".into()));
+            let lr = crate::saml::logout::parse_logout_response(&xml).map_err(bad)?;
+            if lr.issuer != idp.entity_id {
+                return Err(bad(format!("LogoutResponse Issuer {:?} is not the IdP", lr.issuer)));
+            }
+            addressed(lr.destination.as_deref())?;
+            crate::saml::logout::check_fresh(lr.issue_instant, ports.now(), c.clock_skew).map_err(bad)?;
+            let keys = self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default();
+            let ours = lr
+                .in_response_to
+                .as_deref()
+                .is_some_and(|id| crate::saml::logout::is_request_id(&keys, &tenant.id, &c.name, id));
+            if !ours {
+                return Err(bad("LogoutResponse does not answer a LogoutRequest of this gateway".into()));
+            }
+            if lr.status.first().map(String::as_str) != Some(crate::saml::logout::STATUS_SUCCESS) {
+                self.log(ports, json!({"level": "warn", "event": "saml_logout_response", "tenant": tenant.id, "provider": c.name, "status": lr.status}));
+                return Err(bad(format!("the IdP could not end its session (status {:?})", lr.status)));
             }
             self.log(ports, json!({"event": "saml_logout_response", "tenant": tenant.id, "provider": c.name}));
             let mut r = Response::redirect(&format!("{}/logged-out", self.prefix()));
@@ -387,11 +421,23 @@ impl Gateway {
         if lr.issuer != idp.entity_id {
             return Err(bad(format!("Issuer {:?} is not the IdP", lr.issuer)));
         }
-        if lr.destination.as_deref().is_some_and(|d| d != self.slo_url(req, c)) {
-            return Err(bad("Destination is not this SLO endpoint".into()));
-        }
-        if lr.not_on_or_after.is_some_and(|t| (ports.now() as i64) >= t + c.clock_skew as i64) {
+        addressed(lr.destination.as_deref())?;
+        let now = ports.now();
+        crate::saml::logout::check_fresh(lr.issue_instant, now, c.clock_skew).map_err(bad)?;
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let skew_i = i64::try_from(c.clock_skew).unwrap_or(i64::MAX);
+        if lr.not_on_or_after.is_some_and(|t| now_i >= t.saturating_add(skew_i)) {
             return Err(bad("LogoutRequest expired".into()));
+        }
+        // Each LogoutRequest is acted on once: its ID is remembered while it could be fresh.
+        let replay_key = format!(
+            "slo:{}:{}",
+            tenant.id,
+            crypto::sha256_hex(format!("{}\n{}\n{}", c.name, lr.issuer, lr.id).as_bytes())
+        );
+        let keep = crate::saml::logout::MESSAGE_LIFETIME.saturating_add(c.clock_skew.saturating_mul(2)).max(60);
+        if !self.first_use(ports, tenant, "slo", &replay_key, keep).await? {
+            return Err(bad(format!("LogoutRequest {:?} was already used", lr.id)));
         }
         let user_id = format!("{}/{}", lr.issuer, lr.name_id);
         let mut n = 0;
@@ -444,7 +490,8 @@ impl Gateway {
     ) -> Option<String> {
         let c = self.saml_connection(tenant, &record.provider).ok()?;
         let slo = c.idp_slo_url.as_deref()?;
-        let id = format!("_{}", crypto::hex(&ports.random::<16>()));
+        let keys = &self.config()?.cookie_keys;
+        let id = crate::saml::logout::request_id(keys, &tenant.id, &c.name, ports.random::<16>())?;
         let xml = crate::saml::logout::logout_request_xml(
             &id,
             &self.sp_entity_id(req, c),

@@ -161,6 +161,26 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Revokes every session of the user the index lists, except `keep` (the session that
+    /// asked). Sessions a stale index does not list yet end at their next refresh or expiry.
+    pub(super) async fn revoke_other_sessions(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        user_id: &str,
+        keep: &SessionId,
+        cause: &str,
+    ) -> Result<u32, Refusal> {
+        let keep = keep.hash();
+        let mut n = 0;
+        for (hash, _) in self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, user_id)).await? {
+            if hash != keep {
+                n += u32::from(self.revoke_session(ports, tenant, &hash, "gateway", cause).await?);
+            }
+        }
+        Ok(n)
+    }
+
     /// Revokes one session by its hash; `false` if it did not exist.
     pub(super) async fn revoke_session(
         &self,

@@ -117,23 +117,6 @@ impl Default for MfaRecord {
 }
 
 impl MfaRecord {
-    /// A record for an enrolment in progress: the secret is stored, but the second factor is
-    /// not enabled until the user proves the authenticator works ([`MfaRecord::enable`]).
-    pub fn pending_enrolment(sealed_secret: String, params: TotpParams, _now: u64) -> Self {
-        Self {
-            v: MFA_RECORD_VERSION,
-            enabled: false,
-            secret: Some(sealed_secret),
-            params,
-            last_step: None,
-            backup_hashes: Vec::new(),
-            enrolled_at: None,
-            failures: Vec::new(),
-            locked_until: None,
-            backup_key: None,
-        }
-    }
-
     /// Completes enrolment once the first code verified at `step`. Returns `false` (and
     /// changes nothing) when there is no secret to enable.
     pub fn enable(&mut self, backup_hashes: Vec<String>, step: u64, now: u64) -> bool {
@@ -165,27 +148,6 @@ impl MfaRecord {
     /// `Some(until)` while locked.
     pub fn is_locked(&self, now: u64) -> Option<u64> {
         self.locked_until.filter(|until| *until > now)
-    }
-
-    /// Counts a wrong code at `now`. Failures older than the policy window are forgotten;
-    /// reaching `max_failures` locks for `lockout` seconds and clears the count. A failure
-    /// while locked does not extend the lock.
-    pub fn record_failure(&mut self, now: u64, policy: &LockoutPolicy) -> FailureOutcome {
-        if let Some(until) = self.is_locked(now) {
-            return FailureOutcome::LockedUntil(until);
-        }
-        self.locked_until = None;
-        self.failures.retain(|t| *t <= now && now - *t < policy.window);
-        self.failures.push(now);
-        let count = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
-        if count >= policy.max_failures {
-            let until = now.saturating_add(policy.lockout);
-            self.locked_until = Some(until);
-            self.failures.clear();
-            FailureOutcome::LockedUntil(until)
-        } else {
-            FailureOutcome::Counted { remaining: policy.max_failures - count }
-        }
     }
 
     /// Reserves an attempt before a code is checked (KV alone's counterpart of the

@@ -78,8 +78,11 @@ pub enum IdTokenError {
     LogoutNonceForbidden,
     LogoutSubjectMissing,
     LogoutJtiMissing,
-    /// RFC 7515 4.1.11: a `crit` header names extensions this verifier does not process.
+    /// RFC 7515 4.1.11: the header marks parameters as critical (none is understood here),
+    /// or its `crit` is malformed.
     CriticalHeader(Vec<String>),
+    /// Back-Channel Logout 1.0, 2.4: a `typ` other than `logout+jwt`.
+    LogoutTokenType(String),
     /// RFC 9068 2.1 / 4: an access token must be typed `at+jwt` where that is required.
     WrongType(Option<String>),
     /// RFC 9068 4: `aud` names none of the resources the gateway accepts.
@@ -119,7 +122,10 @@ impl fmt::Display for IdTokenError {
             LogoutNonceForbidden => f.write_str("a logout token must not contain a nonce"),
             LogoutSubjectMissing => f.write_str("a logout token needs sub or sid"),
             LogoutJtiMissing => f.write_str("jti is missing"),
-            CriticalHeader(names) => write!(f, "crit header names extensions that are not processed: {names:?}"),
+            CriticalHeader(names) => {
+                write!(f, "header marks parameters as critical that are not understood: {names:?}")
+            }
+            LogoutTokenType(t) => write!(f, "typ {t:?} is not logout+jwt"),
             WrongType(t) => write!(f, "typ {t:?} is not at+jwt"),
             AudienceNotAccepted(a) => write!(f, "aud {a:?} names no accepted audience"),
             ScopeMissing(s) => write!(f, "scope {s:?} is missing"),
@@ -263,18 +269,20 @@ pub fn check_issuer<'c>(claims: &'c TokenClaims, expected: &str) -> Result<&'c s
 /// The time rules every profile shares: `exp` present and not past (plus skew), `nbf`
 /// reached (minus skew), `iat` present and not in the future. Returns (`exp`, `iat`).
 pub fn check_times(claims: &TokenClaims, now: u64, skew: u64) -> Result<(i64, i64), IdTokenError> {
-    let (n, sk) = (now as i64, skew as i64);
+    // Saturating: no configured duration or claimed time can overflow (or wrap) the checks.
+    let n = i64::try_from(now).unwrap_or(i64::MAX);
+    let sk = i64::try_from(skew).unwrap_or(i64::MAX);
     let exp = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
-    if n >= exp + sk {
+    if n >= exp.saturating_add(sk) {
         return Err(IdTokenError::Expired { exp, now });
     }
     if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-        if n + sk < nbf {
+        if n.saturating_add(sk) < nbf {
             return Err(IdTokenError::NotYetValid { nbf, now });
         }
     }
     let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-    if iat > n + sk {
+    if iat > n.saturating_add(sk) {
         return Err(IdTokenError::IatInFuture { iat, now });
     }
     Ok((exp, iat))
@@ -333,8 +341,13 @@ impl UntrustedIdToken {
         &self,
         keys: &[Jwk],
         profile: &P,
+        kind: TokenKind,
     ) -> Result<(TokenClaims, String, Option<String>), IdTokenError> {
         let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+        let header = self.raw.split('.').next().unwrap_or_default();
+        let header = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+            .map_err(|_| IdTokenError::Malformed(jwt_compact::ParseError::InvalidBase64Encoding.to_string()))?;
+        check_header(&header, kind)?;
         let alg = token.algorithm().to_owned();
         let kid = token.header().key_id.clone();
         profile.check_header(&self.header()?)?;
@@ -357,23 +370,13 @@ impl UntrustedIdToken {
         Self { raw: raw.into() }
     }
 
-    /// The JOSE header as JSON, with the rule every profile shares: a `crit` header names
-    /// extensions that must be understood (RFC 7515 4.1.11), and this verifier understands
-    /// none, so any `crit` is refused.
+    /// The JOSE header as JSON, for a profile's own header rules (the shared ones, `crit`
+    /// among them, are [`check_header`]'s).
     fn header(&self) -> Result<Map<String, Value>, IdTokenError> {
         let first = self.raw.split('.').next().unwrap_or_default();
         let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, first)
             .map_err(|_| IdTokenError::Malformed("header is not base64url".into()))?;
-        let header: Map<String, Value> = serde_json::from_slice(&bytes)
-            .map_err(|_| IdTokenError::Malformed("header is not a JSON object".into()))?;
-        if let Some(crit) = header.get("crit") {
-            let names = match crit {
-                Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("?").to_owned()).collect(),
-                other => vec![other.to_string()],
-            };
-            return Err(IdTokenError::CriticalHeader(names));
-        }
-        Ok(header)
+        serde_json::from_slice(&bytes).map_err(|_| IdTokenError::Malformed("header is not a JSON object".into()))
     }
 
     /// The `iss` claim, unverified: only to choose which issuer's keys and rules to verify
@@ -401,7 +404,8 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let (claims, alg, kid) = self.signed_claims(keys, exp)?;
+        // ID and access tokens share the header rules; only logout tokens add their `typ`.
+        let (claims, alg, kid) = self.signed_claims(keys, exp, TokenKind::IdToken)?;
         exp.check_claims(claims, alg, kid)
     }
 
@@ -462,13 +466,15 @@ impl UntrustedIdToken {
         let header = b64(header)?;
         let claims = b64(payload)?;
         let signature = b64(signature)?;
+        let header_json = header;
         let header: PortHeader =
-            serde_json::from_slice(&header).map_err(|e| malformed(jwt_compact::ParseError::MalformedHeader(e)))?;
+            serde_json::from_slice(&header_json).map_err(|e| malformed(jwt_compact::ParseError::MalformedHeader(e)))?;
         match header.content_type {
             None => {}
             Some(cty) if cty.eq_ignore_ascii_case("json") => {}
             Some(cty) => return Err(malformed(jwt_compact::ParseError::UnsupportedContentType(cty))),
         }
+        check_header(&header_json, TokenKind::IdToken)?;
         let alg = header.algorithm;
         if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
             return Err(IdTokenError::AlgorithmNotAllowed(alg));
@@ -569,13 +575,15 @@ fn check_claims(
             return Err(IdTokenError::AzpMismatch(azp.to_owned()));
         }
     }
-    let now = exp.now as i64;
-    let skew = exp.skew as i64;
+    // Saturating: no configured duration or claimed time can overflow (or wrap) the checks.
+    let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
+    let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
+    let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
     // Step 9: the current time is before `exp` (plus the allowed skew); RFC 7519 4.1.5: not
     // before `nbf` (minus skew); step 10: `iat` is present, not in the future...
     let (exp_ts, iat) = check_times(&claims, exp.now, exp.skew)?;
     // ... and not older than the window.
-    if now - iat > exp.iat_window as i64 + skew {
+    if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
         return Err(IdTokenError::IatTooOld { iat, now: exp.now });
     }
     // Step 11: the nonce equals the one sent in the request (constant-time compare).
@@ -618,24 +626,25 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
-        let (claims, _, _) = self.signed_claims(keys, exp)?;
+        let (claims, _, _) = self.signed_claims(keys, exp, TokenKind::Logout)?;
         let c = &claims.custom;
         let iss = check_issuer(&claims, exp.issuer)?;
         let aud = audiences(c.get("aud"));
         if !aud.iter().any(|a| a == exp.client_id) {
             return Err(IdTokenError::AudienceMissingClient);
         }
-        let now = exp.now as i64;
-        let skew = exp.skew as i64;
+        let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
+        let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
+        let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
         let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-        if iat > now + skew {
+        if iat > now.saturating_add(skew) {
             return Err(IdTokenError::IatInFuture { iat, now: exp.now });
         }
-        if now - iat > exp.iat_window as i64 + skew {
+        if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
             return Err(IdTokenError::IatTooOld { iat, now: exp.now });
         }
         if let Some(e) = claims.expiration.map(|t| t.timestamp()) {
-            if now >= e + skew {
+            if now >= e.saturating_add(skew) {
                 return Err(IdTokenError::Expired { exp: e, now: exp.now });
             }
         }
@@ -659,6 +668,44 @@ impl UntrustedIdToken {
             c.get("jti").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::LogoutJtiMissing)?;
         Ok(VerifiedLogoutToken { iss: iss.to_owned(), sub, sid, jti: jti.to_owned() })
     }
+}
+
+/// Which rules of the JOSE header apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    IdToken,
+    Logout,
+}
+
+/// The header rules every verified token obeys, on the decoded header JSON (already
+/// accepted by the decoder): no `crit` (RFC 7515 4.1.11: this verifier understands no
+/// extension, so every critical parameter is one it does not understand; an empty or
+/// malformed list is invalid as well), and for a logout token a `typ`, when present, of
+/// `logout+jwt` (Back-Channel Logout 1.0, 2.4), compared as a media type (RFC 7515 4.1.9:
+/// case-insensitive, `application/` optional).
+fn check_header(header: &[u8], kind: TokenKind) -> Result<(), IdTokenError> {
+    let header: Map<String, Value> = serde_json::from_slice(header)
+        .map_err(|e| IdTokenError::Malformed(jwt_compact::ParseError::MalformedHeader(e).to_string()))?;
+    if let Some(crit) = header.get("crit") {
+        let names = match crit {
+            Value::Array(a) => a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect(),
+            other => vec![other.to_string()],
+        };
+        return Err(IdTokenError::CriticalHeader(names));
+    }
+    if kind == TokenKind::Logout {
+        if let Some(typ) = header.get("typ") {
+            let t = typ.as_str().map_or_else(|| typ.to_string(), str::to_owned);
+            let bare = match t.get(..12) {
+                Some(p) if p.eq_ignore_ascii_case("application/") => t.get(12..).unwrap_or_default(),
+                _ => t.as_str(),
+            };
+            if !bare.eq_ignore_ascii_case("logout+jwt") {
+                return Err(IdTokenError::LogoutTokenType(t));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Step 6's key choice: by `kid`; without one, the only key that fits the algorithm.

@@ -57,10 +57,15 @@ pub struct ParsedJwks {
 
 /// RSA keys shorter than this are refused.
 pub const MIN_RSA_BITS: usize = 2048;
+/// Most keys in one JWKS (providers publish a few; a rollover adds one or two).
+pub const MAX_JWKS_KEYS: usize = 100;
 
 pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
     let keys = v.get("keys").and_then(Value::as_array).ok_or("JWKS has no \"keys\" array")?;
+    if keys.len() > MAX_JWKS_KEYS {
+        return Err(format!("JWKS has more than {MAX_JWKS_KEYS} keys ({})", keys.len()));
+    }
     let mut out = ParsedJwks::default();
     for (i, k) in keys.iter().enumerate() {
         let kid = k.get("kid").and_then(Value::as_str).map(str::to_owned);
@@ -115,5 +120,21 @@ fn parse_public(kty: &str, k: &Value, jwk: &JsonWebKey<'_>) -> Result<PublicKey,
             }
             other => Err(format!("unsupported curve {other:?}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key set is a handful of keys; tens of thousands of entries (each costing a parse
+    /// and an error) are refused as a whole before any is looked at.
+    #[test]
+    fn key_count_is_bounded() {
+        let many = format!(r#"{{"keys":[{}{{"kty":"EC"}}]}}"#, r#"{"kty":"EC"},"#.repeat(MAX_JWKS_KEYS));
+        let err = parse_jwks(many.as_bytes()).err().unwrap_or_default();
+        assert!(err.contains("more than"), "{err:?}");
+        let at_limit = format!(r#"{{"keys":[{}{{"kty":"EC"}}]}}"#, r#"{"kty":"EC"},"#.repeat(MAX_JWKS_KEYS - 1));
+        assert_eq!(parse_jwks(at_limit.as_bytes()).map(|p| p.skipped.len()), Ok(MAX_JWKS_KEYS));
     }
 }

@@ -19,11 +19,10 @@
 //!   section 4.3) anywhere in it, inside the node set or not, is refused, as libxml2 (so
 //!   xmlsec1) does.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::saml::xml::{Document, NodeData, NodeId};
+use crate::saml::xml::{Document, NodeData, NodeId, PrefixMap};
 
 /// Algorithm identifier of Exclusive XML Canonicalization 1.0 without comments.
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -36,6 +35,8 @@ pub enum C14nError {
     /// canonicalization "MUST report an operation failure on documents containing relative
     /// namespace URIs").
     RelativeNamespaceUri(String),
+    /// An InclusiveNamespaces PrefixList longer than [`MAX_INCLUSIVE_PREFIXES`].
+    TooManyPrefixes { max: usize },
 }
 
 impl fmt::Display for C14nError {
@@ -45,20 +46,32 @@ impl fmt::Display for C14nError {
             C14nError::RelativeNamespaceUri(u) => {
                 write!(f, "namespace URI {u:?} is relative, which canonical XML does not allow")
             }
+            C14nError::TooManyPrefixes { max } => {
+                write!(f, "InclusiveNamespaces PrefixList has more than {max} prefixes")
+            }
         }
     }
 }
 
 impl std::error::Error for C14nError {}
 
+/// Most entries of an InclusiveNamespaces PrefixList (IdPs name a handful, such as `xs`).
+pub const MAX_INCLUSIVE_PREFIXES: usize = 32;
+
 /// Parses an `InclusiveNamespaces/@PrefixList` value: whitespace-separated prefixes, with
-/// `#default` standing for the default namespace.
+/// `#default` standing for the default namespace. Reading stops one entry past
+/// [`MAX_INCLUSIVE_PREFIXES`], enough for [`canonicalize`] to refuse the list.
 pub fn parse_prefix_list(list: &str) -> Vec<String> {
-    list.split_ascii_whitespace().map(str::to_owned).collect()
+    list.split_ascii_whitespace().take(MAX_INCLUSIVE_PREFIXES + 1).map(str::to_owned).collect()
 }
 
 /// Canonicalizes the subtree rooted at `apex`, leaving out the subtree rooted at `exclude`
 /// (the enveloped signature), with `inclusive_prefixes` treated as in inclusive C14N.
+///
+/// The work is linear in the size of the subtree: the namespace context and the rendered
+/// declarations are kept as one stack per prefix, updated on the way in and undone on the
+/// way out (never copied per element), and each element looks at most at its own prefixes
+/// and the (bounded) PrefixList; the parser bounds the declarations in scope.
 pub fn canonicalize(
     doc: &Document,
     apex: NodeId,
@@ -67,6 +80,9 @@ pub fn canonicalize(
 ) -> Result<Vec<u8>, C14nError> {
     if doc.element(apex).is_none() {
         return Err(C14nError::NotAnElement);
+    }
+    if inclusive_prefixes.len() > MAX_INCLUSIVE_PREFIXES {
+        return Err(C14nError::TooManyPrefixes { max: MAX_INCLUSIVE_PREFIXES });
     }
     if let Some(uri) = doc
         .elements()
@@ -83,8 +99,13 @@ pub fn canonicalize(
         .collect();
     let mut out = Vec::with_capacity(1024);
     let cx = Context { doc, inclusive: &inclusive, exclude };
-    let in_scope = doc.in_scope_namespaces(apex);
-    cx.element(&mut out, apex, &in_scope, &BTreeMap::new());
+    // The apex's ancestors' declarations are its parent context.
+    let parent_ns = doc.parent(apex).map(|p| doc.in_scope_namespaces(p)).unwrap_or_default();
+    let mut state = State::default();
+    for (p, uri) in &parent_ns {
+        state.scope.entry(p.as_str()).or_default().push(uri.as_str());
+    }
+    cx.element(&mut out, apex, &mut state, None);
     Ok(out)
 }
 
@@ -94,64 +115,117 @@ struct Context<'a> {
     exclude: Option<NodeId>,
 }
 
-impl Context<'_> {
-    /// Writes element `id`. `parent_scope` is the namespace context of its parent (prefix to
-    /// URI, `""` = default), `rendered` the declarations in effect in the output so far.
-    /// Recursion depth is bounded by the parser's depth limit.
-    fn element(
+/// Namespace context during the walk: per prefix (`""` = default), the URIs declared by
+/// the element and its ancestors (`""` = the default undeclared), and the declarations
+/// rendered in the output by the elements being written, innermost last. Everything is
+/// borrowed from the document: nothing is copied per element.
+#[derive(Default)]
+struct State<'a> {
+    scope: PrefixMap<&'a str, Vec<&'a str>>,
+    rendered: PrefixMap<&'a str, Vec<&'a str>>,
+    /// Scratch list of candidate prefixes, reused from element to element.
+    candidates: Vec<&'a str>,
+}
+
+fn top<'a>(map: &PrefixMap<&'a str, Vec<&'a str>>, prefix: &str) -> &'a str {
+    map.get(prefix).and_then(|v| v.last()).copied().unwrap_or("")
+}
+
+fn pop(map: &mut PrefixMap<&str, Vec<&str>>, prefix: &str) {
+    if let Some(v) = map.get_mut(prefix) {
+        v.pop();
+        if v.is_empty() {
+            map.remove(prefix);
+        }
+    }
+}
+
+fn write_qname(out: &mut Vec<u8>, prefix: Option<&str>, local: &str) {
+    if let Some(p) = prefix {
+        out.extend_from_slice(p.as_bytes());
+        out.push(b':');
+    }
+    out.extend_from_slice(local.as_bytes());
+}
+
+impl<'a> Context<'a> {
+    /// Exc-C14N 3: the namespace declarations element `el` renders, sorted by prefix:
+    /// those of the prefixes it visibly utilizes and of the InclusiveNamespaces prefixes,
+    /// where the output does not have that binding in effect already.
+    fn namespaces_to_render(
         &self,
-        out: &mut Vec<u8>,
-        id: NodeId,
-        parent_scope: &BTreeMap<String, String>,
-        rendered: &BTreeMap<String, String>,
-    ) {
-        let Some(el) = self.doc.element(id) else { return };
-        // The element's own namespace context (copied only when it declares something).
-        let mut scope = Cow::Borrowed(parent_scope);
-        for d in &el.namespace_decls {
-            let key = d.prefix.clone().unwrap_or_default();
-            if d.uri.is_empty() {
-                scope.to_mut().remove(&key);
-            } else {
-                scope.to_mut().insert(key, d.uri.clone());
+        el: &'a crate::saml::xml::Element,
+        state: &mut State<'a>,
+        is_apex: bool,
+        prefix: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut candidates = std::mem::take(&mut state.candidates);
+        candidates.clear();
+        candidates.push(prefix);
+        candidates.extend(el.attributes.iter().filter_map(|a| a.prefix.as_deref()));
+        // An inclusive prefix can need a declaration only where its binding changes: at the
+        // apex (the context comes from outside the node set) and where the element itself
+        // declares it. Below an output parent that did not redeclare it, the parent has
+        // already rendered it as in scope. So only the apex looks at the whole list, and
+        // every other element at its own declarations: linear, however long the list.
+        if is_apex {
+            for p in self.inclusive {
+                if p.is_empty() || !top(&state.scope, p).is_empty() {
+                    candidates.push(p);
+                }
             }
+        } else {
+            for d in &el.namespace_decls {
+                let p = d.prefix.as_deref().unwrap_or("");
+                if self.inclusive.contains(p) {
+                    candidates.push(p);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+
+        let mut ns_out: Vec<(&'a str, &'a str)> = Vec::new();
+        for &p in candidates.iter().filter(|p| **p != "xml") {
+            let uri = top(&state.scope, p);
+            let prev = top(&state.rendered, p);
+            // The default namespace: `xmlns=""` only undoes a non-empty rendered default.
+            // A prefix: rendered unless the same declaration is in effect in the output.
+            let render = if p.is_empty() { uri != prev } else { !uri.is_empty() && uri != prev };
+            if render {
+                ns_out.push((p, uri));
+            }
+        }
+        state.candidates = candidates;
+        ns_out
+    }
+
+    /// Writes element `id` with `state` holding its parent's context; `state` is as it was
+    /// when this returns. Recursion depth is bounded by the parser's depth limit.
+    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State<'a>, parent: Option<&'a str>) {
+        let doc: &'a Document = self.doc;
+        let Some(el) = doc.element(id) else { return };
+        let is_apex = parent.is_none();
+        let prefix = el.prefix.as_deref().unwrap_or("");
+        let declared = || el.namespace_decls.iter().map(|d| (d.prefix.as_deref().unwrap_or(""), d.uri.as_str()));
+        // The element's own namespace context.
+        for (p, uri) in declared() {
+            state.scope.entry(p).or_default().push(uri);
         }
 
         // Exc-C14N 3: visibly utilized prefixes, plus the InclusiveNamespaces prefixes in scope.
-        let mut candidates: BTreeSet<String> = BTreeSet::new();
-        candidates.insert(el.prefix.clone().unwrap_or_default());
-        for a in &el.attributes {
-            if let Some(p) = &a.prefix {
-                candidates.insert(p.clone());
-            }
-        }
-        for p in self.inclusive {
-            if p.is_empty() || scope.contains_key(p) {
-                candidates.insert(p.clone());
-            }
-        }
-        candidates.remove("xml");
-
-        let mut now_rendered = Cow::Borrowed(rendered);
-        let mut ns_out: Vec<(String, String)> = Vec::new();
-        for p in candidates {
-            let uri = scope.get(&p).cloned().unwrap_or_default();
-            let prev = rendered.get(&p).cloned().unwrap_or_default();
-            if p.is_empty() {
-                // The default namespace: `xmlns=""` only undoes a non-empty rendered default.
-                if uri != prev {
-                    ns_out.push((p.clone(), uri.clone()));
-                    now_rendered.to_mut().insert(p, uri);
-                }
-            } else if !uri.is_empty() && rendered.get(&p) != Some(&uri) {
-                ns_out.push((p.clone(), uri.clone()));
-                now_rendered.to_mut().insert(p, uri);
-            }
+        // The common case needs no lookup at all: an element that declares nothing, uses
+        // no prefixed attribute and has its parent's prefix finds every binding it could
+        // render already rendered by the parent.
+        let inherits_all =
+            parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.iter().all(|a| a.prefix.is_none());
+        let ns_out = if inherits_all { Vec::new() } else { self.namespaces_to_render(el, state, is_apex, prefix) };
+        for (p, uri) in &ns_out {
+            state.rendered.entry(p).or_default().push(uri);
         }
 
-        let qname = el.qname();
         out.push(b'<');
-        out.extend_from_slice(qname.as_bytes());
+        write_qname(out, el.prefix.as_deref(), &el.local);
         // Namespace nodes first, sorted by local name (prefix), the default one first.
         for (p, uri) in &ns_out {
             if p.is_empty() {
@@ -172,11 +246,7 @@ impl Context<'_> {
         });
         for a in attrs {
             out.push(b' ');
-            if let Some(p) = &a.prefix {
-                out.extend_from_slice(p.as_bytes());
-                out.push(b':');
-            }
-            out.extend_from_slice(a.local.as_bytes());
+            write_qname(out, a.prefix.as_deref(), &a.local);
             out.extend_from_slice(b"=\"");
             escape_attr(out, &a.value);
             out.push(b'"');
@@ -187,15 +257,22 @@ impl Context<'_> {
             if Some(*child) == self.exclude {
                 continue;
             }
-            match self.doc.node(*child).map(|n| &n.data) {
-                Some(NodeData::Element(_)) => self.element(out, *child, &scope, &now_rendered),
+            match doc.node(*child).map(|n| &n.data) {
+                Some(NodeData::Element(_)) => self.element(out, *child, state, Some(prefix)),
                 Some(NodeData::Text(t)) => escape_text(out, t),
                 Some(NodeData::Comment(_)) | None => {}
             }
         }
         out.extend_from_slice(b"</");
-        out.extend_from_slice(qname.as_bytes());
+        write_qname(out, el.prefix.as_deref(), &el.local);
         out.push(b'>');
+
+        for (p, _) in &ns_out {
+            pop(&mut state.rendered, p);
+        }
+        for (p, _) in declared() {
+            pop(&mut state.scope, p);
+        }
     }
 }
 

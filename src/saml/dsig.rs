@@ -29,7 +29,7 @@ use x509_cert::der::{Decode, Encode};
 use x509_cert::Certificate;
 
 use crate::crypto::{ct_eq, hex};
-use crate::saml::c14n::{canonicalize, parse_prefix_list, C14nError, EXC_C14N};
+use crate::saml::c14n::{canonicalize, parse_prefix_list, C14nError, EXC_C14N, MAX_INCLUSIVE_PREFIXES};
 use crate::saml::xml::{Document, IdLookup, NodeId, XmlError};
 
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
@@ -386,6 +386,9 @@ fn inclusive_prefixes(doc: &Document, method: NodeId) -> Result<Vec<String>, Dsi
         if doc.is_element(c, EXC_C14N, "InclusiveNamespaces") && !seen {
             seen = true;
             prefixes = parse_prefix_list(doc.attribute(c, "PrefixList").unwrap_or_default());
+            if prefixes.len() > MAX_INCLUSIVE_PREFIXES {
+                return Err(DsigError::C14n(C14nError::TooManyPrefixes { max: MAX_INCLUSIVE_PREFIXES }));
+            }
         } else {
             return Err(DsigError::Unexpected(doc.element(c).map(|e| e.qname()).unwrap_or_default()));
         }
@@ -397,17 +400,25 @@ fn qname(doc: &Document, id: NodeId) -> String {
     doc.element(id).map(|e| e.qname()).unwrap_or_default()
 }
 
-/// Verifies the enveloped signature `signature` (a `ds:Signature` element) with the
-/// configured certificates and returns the element it covers: the signature's parent.
-pub fn verify_enveloped(
-    doc: &Document,
-    signature: NodeId,
-    certs: &[IdpCertificate],
-    legacy_sha1: bool,
-) -> Result<VerifiedElement, DsigError> {
-    if certs.is_empty() {
-        return Err(DsigError::NoCertificates);
-    }
+/// A signature whose every structural rule of the profile holds: what is left to do is
+/// cryptography. [`verify_enveloped`] and the runtime's pre-check ([`port_checks`]) both
+/// start here, so the runtime is never handed a signature the verifier would refuse.
+struct CheckedSignature {
+    /// The signature's parent, which its one reference names.
+    signed: NodeId,
+    signed_info: NodeId,
+    sig_method: NodeId,
+    key_info: Option<NodeId>,
+    si_prefixes: Vec<String>,
+    ref_prefixes: Vec<String>,
+    method: SignatureMethod,
+    digest_hash: Hash,
+    digest_value: Vec<u8>,
+    signature_bytes: Vec<u8>,
+}
+
+/// Every check of the profile on the signature's structure, algorithms and reference.
+fn check_structure(doc: &Document, signature: NodeId, legacy_sha1: bool) -> Result<CheckedSignature, DsigError> {
     if !doc.is_element(signature, DSIG_NS, "Signature") {
         return Err(DsigError::Missing("ds:Signature"));
     }
@@ -490,14 +501,58 @@ pub fn verify_enveloped(
             return Err(DsigError::Unexpected(qname(doc, c)));
         }
         algs.push(alg);
+        if algs.len() > 2 {
+            break;
+        }
     }
     if algs != [ENVELOPED_SIGNATURE, EXC_C14N] {
         return Err(DsigError::UnsupportedTransforms(algs));
     }
     let digest_hash = digest_method(&algorithm(doc, digest_method_el, "DigestMethod/@Algorithm")?, legacy_sha1)?;
+    // No parameters on the digest method either.
+    if let Some(c) = doc.child_elements(digest_method_el).next() {
+        return Err(DsigError::Unexpected(qname(doc, c)));
+    }
     let digest_value = decode_base64(&doc.text(digest_value_el)?).ok_or(DsigError::InvalidBase64("DigestValue"))?;
     let signature_bytes =
         decode_base64(&doc.text(signature_value)?).ok_or(DsigError::InvalidBase64("SignatureValue"))?;
+    Ok(CheckedSignature {
+        signed,
+        signed_info,
+        sig_method,
+        key_info,
+        si_prefixes,
+        ref_prefixes,
+        method,
+        digest_hash,
+        digest_value,
+        signature_bytes,
+    })
+}
+
+/// Verifies the enveloped signature `signature` (a `ds:Signature` element) with the
+/// configured certificates and returns the element it covers: the signature's parent.
+pub fn verify_enveloped(
+    doc: &Document,
+    signature: NodeId,
+    certs: &[IdpCertificate],
+    legacy_sha1: bool,
+) -> Result<VerifiedElement, DsigError> {
+    if certs.is_empty() {
+        return Err(DsigError::NoCertificates);
+    }
+    let CheckedSignature {
+        signed,
+        signed_info,
+        sig_method,
+        key_info,
+        si_prefixes,
+        ref_prefixes,
+        method,
+        digest_hash,
+        digest_value,
+        signature_bytes,
+    } = check_structure(doc, signature, legacy_sha1)?;
 
     // Core validation 3.2.2: the signature over the canonical SignedInfo, with a configured
     // key. A KeyInfo certificate only narrows the choice when it is one of the configured.
@@ -627,20 +682,24 @@ fn public_jwk(key: &PublicKey) -> serde_json::Value {
 }
 
 /// The signature checks the runtime's crypto can do ahead of [`verify_enveloped`]: for each
-/// `ds:Signature` in the document, its canonical `SignedInfo` with every configured key of
-/// the right type (or the one `KeyInfo` names). Nothing is decided here: a malformed
-/// signature yields no check and is refused later by [`verify_enveloped`].
-pub fn port_checks(doc: &Document, certs: &[IdpCertificate]) -> Vec<PortCheck> {
+/// of `signatures` (the ones the caller will verify, at most [`MAX_PORT_SIGNATURES`]) that
+/// passes every structural check [`verify_enveloped`] makes, its canonical `SignedInfo`
+/// with every configured key of the right type (or the one `KeyInfo` names). Nothing is
+/// decided here: a signature refused here yields no check and is refused by
+/// [`verify_enveloped`] with its reason.
+pub fn port_checks(doc: &Document, signatures: &[NodeId], certs: &[IdpCertificate]) -> Vec<PortCheck> {
     let mut out = Vec::new();
-    for sig in doc.elements_named(DSIG_NS, "Signature").into_iter().take(MAX_PORT_SIGNATURES) {
-        let Some(input) = signed_info_input(doc, sig) else { continue };
-        let (method, signed, signature, key_info) = input;
-        let candidates: Vec<usize> = match key_info.and_then(|k| key_info_certificate(doc, k, certs)) {
+    for sig in signatures.iter().take(MAX_PORT_SIGNATURES) {
+        // SHA-1 is never handed over: it stays behind the legacy flag, in Rust.
+        let Ok(checked) = check_structure(doc, *sig, false) else { continue };
+        let Ok(signed) = canonicalize(doc, checked.signed_info, &checked.si_prefixes, None) else { continue };
+        let signature = checked.signature_bytes;
+        let candidates: Vec<usize> = match checked.key_info.and_then(|k| key_info_certificate(doc, k, certs)) {
             Some(i) => vec![i],
             None => (0..certs.len()).collect(),
         };
         for cert in candidates.into_iter().filter_map(|i| certs.get(i)) {
-            let alg = match (method, &cert.key) {
+            let alg = match (checked.method, &cert.key) {
                 (SignatureMethod::Rsa(h), PublicKey::Rsa(_)) => h.jws_rsa(),
                 (SignatureMethod::EcdsaP256Sha256, PublicKey::P256(_)) => Some("ES256"),
                 _ => None,
@@ -657,30 +716,6 @@ pub fn port_checks(doc: &Document, certs: &[IdpCertificate]) -> Vec<PortCheck> {
         }
     }
     out
-}
-
-/// Signature method, canonical `SignedInfo`, signature value and `KeyInfo` of a signature.
-type SignedInfoInput = (SignatureMethod, Vec<u8>, Vec<u8>, Option<NodeId>);
-
-/// The [`SignedInfoInput`] of a signature, read leniently ([`verify_enveloped`] does the
-/// strict reading).
-fn signed_info_input(doc: &Document, sig: NodeId) -> Option<SignedInfoInput> {
-    let kids = ds_children(doc, sig).ok()?;
-    let (signed_info, signature_value) = match &kids[..] {
-        [(si, sl), (sv, vl), ..] if sl == "SignedInfo" && vl == "SignatureValue" => (*si, *sv),
-        _ => return None,
-    };
-    let key_info = kids.iter().skip(2).find(|(_, l)| l == "KeyInfo").map(|(n, _)| *n);
-    let si = ds_children(doc, signed_info).ok()?;
-    let (c14n_method, sig_method) = match &si[..] {
-        [(c, cl), (s, sl), ..] if cl == "CanonicalizationMethod" && sl == "SignatureMethod" => (*c, *s),
-        _ => return None,
-    };
-    let prefixes = inclusive_prefixes(doc, c14n_method).ok()?;
-    let method = signature_method(&algorithm(doc, sig_method, "").ok()?, false).ok()?;
-    let signed = canonicalize(doc, signed_info, &prefixes, None).ok()?;
-    let signature = decode_base64(&doc.text(signature_value).ok()?)?;
-    Some((method, signed, signature, key_info))
 }
 
 /// Forgets the port's verdicts (the benchmark route measures each run in full).

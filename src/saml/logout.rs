@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use crate::crypto::{ct_eq, hex, hmac_sha256, KeyWithId};
 use crate::pages::escape;
 use crate::saml::dsig::IdpCertificate;
 use crate::saml::response::{ASSERTION_NS, PROTOCOL_NS};
@@ -12,6 +13,10 @@ use crate::saml::xml::{Document, XmlLimits};
 /// Largest inflated message accepted.
 const MAX_INFLATED: usize = 64 * 1024;
 
+/// How long after its IssueInstant a logout message is accepted (plus the connection's
+/// clock skew either way). Replayed LogoutRequest IDs are remembered at least this long.
+pub const MESSAGE_LIFETIME: u64 = 300;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogoutRequest {
     pub id: String,
@@ -19,8 +24,22 @@ pub struct LogoutRequest {
     pub name_id: String,
     pub session_indexes: Vec<String>,
     pub destination: Option<String>,
+    pub issue_instant: Option<i64>,
     pub not_on_or_after: Option<i64>,
 }
+
+/// The IdP's answer to our LogoutRequest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutResponse {
+    pub issuer: String,
+    pub in_response_to: Option<String>,
+    pub destination: Option<String>,
+    pub issue_instant: Option<i64>,
+    /// Top-level status code first, then nested ones.
+    pub status: Vec<String>,
+}
+
+pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 
 /// The raw (still percent-encoded) value of a query parameter, as the signature covers it.
 fn raw_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -75,8 +94,78 @@ pub fn parse_logout_request(xml: &[u8]) -> Result<LogoutRequest, String> {
         name_id: doc.text(name_id).map_err(|e| e.to_string())?,
         session_indexes,
         destination: doc.attribute(root, "Destination").map(str::to_owned),
+        issue_instant: doc.attribute(root, "IssueInstant").and_then(crate::saml::time::parse),
         not_on_or_after: doc.attribute(root, "NotOnOrAfter").and_then(crate::saml::time::parse),
     })
+}
+
+/// Parses a LogoutResponse (core 3.7.2, a StatusResponseType) with the hardened parser.
+pub fn parse_logout_response(xml: &[u8]) -> Result<LogoutResponse, String> {
+    let doc = Document::parse(xml, &XmlLimits::default()).map_err(|e| e.to_string())?;
+    let root = doc.root();
+    if !doc.is_element(root, PROTOCOL_NS, "LogoutResponse") {
+        return Err("not a samlp:LogoutResponse".into());
+    }
+    if doc.attribute(root, "Version") != Some("2.0") {
+        return Err("LogoutResponse is not version 2.0".into());
+    }
+    let issuer = doc.children_named(root, ASSERTION_NS, "Issuer").next().ok_or("no Issuer")?;
+    let status = doc.children_named(root, PROTOCOL_NS, "Status").next().ok_or("no Status")?;
+    let mut codes = Vec::new();
+    let mut code = doc.children_named(status, PROTOCOL_NS, "StatusCode").next();
+    while let Some(c) = code {
+        codes.push(doc.attribute(c, "Value").ok_or("StatusCode has no Value")?.to_owned());
+        code = doc.children_named(c, PROTOCOL_NS, "StatusCode").next();
+    }
+    if codes.is_empty() {
+        return Err("no StatusCode".into());
+    }
+    Ok(LogoutResponse {
+        issuer: doc.text(issuer).map_err(|e| e.to_string())?,
+        in_response_to: doc.attribute(root, "InResponseTo").map(str::to_owned),
+        destination: doc.attribute(root, "Destination").map(str::to_owned),
+        issue_instant: doc.attribute(root, "IssueInstant").and_then(crate::saml::time::parse),
+        status: codes,
+    })
+}
+
+/// Whether a message issued at `issue_instant` is fresh at `now`: not later than `now`
+/// plus the skew, not older than [`MESSAGE_LIFETIME`] plus the skew. A message without an
+/// IssueInstant (required by core 3.2.1) is not.
+pub fn check_fresh(issue_instant: Option<i64>, now: u64, skew: u64) -> Result<(), String> {
+    let t = issue_instant.ok_or("IssueInstant is missing or not a time")?;
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let skew = i64::try_from(skew).unwrap_or(i64::MAX);
+    let lifetime = i64::try_from(MESSAGE_LIFETIME).unwrap_or(i64::MAX);
+    if t > now.saturating_add(skew) {
+        return Err("IssueInstant is in the future".into());
+    }
+    if now.saturating_sub(t) > lifetime.saturating_add(skew) {
+        return Err("the message is too old (IssueInstant)".into());
+    }
+    Ok(())
+}
+
+fn request_mac(key: &KeyWithId, tenant: &str, connection: &str, nonce: &str) -> String {
+    let mac =
+        hmac_sha256(&key.derive("saml-logout-request"), &[tenant.as_bytes(), connection.as_bytes(), nonce.as_bytes()]);
+    hex(mac.get(..16).unwrap_or_default())
+}
+
+/// The ID of our LogoutRequest: a random part and a keyed hash of it, so the IdP's
+/// LogoutResponse can be matched to a request of ours without storing anything
+/// (`saml_logout_url` runs where nothing can be stored).
+pub fn request_id(keys: &[KeyWithId], tenant: &str, connection: &str, random: [u8; 16]) -> Option<String> {
+    let key = keys.first()?;
+    let nonce = hex(&random);
+    Some(format!("_{nonce}{}", request_mac(key, tenant, connection, &nonce)))
+}
+
+/// Whether `id` was made by [`request_id`] for this tenant and connection, with any key.
+pub fn is_request_id(keys: &[KeyWithId], tenant: &str, connection: &str, id: &str) -> bool {
+    let Some(rest) = id.strip_prefix('_') else { return false };
+    let (Some(nonce), Some(mac)) = (rest.get(..32), rest.get(32..)) else { return false };
+    keys.iter().any(|k| ct_eq(request_mac(k, tenant, connection, nonce).as_bytes(), mac.as_bytes()))
 }
 
 /// Our answer to the IdP's LogoutRequest.

@@ -279,6 +279,8 @@ pub struct VerifiedAssertion {
     pub session_index: Option<String>,
     /// Unix seconds.
     pub session_not_on_or_after: Option<i64>,
+    /// When the IdP authenticated the subject (`AuthnStatement/@AuthnInstant`), Unix seconds.
+    pub authn_instant: Option<i64>,
     /// When the assertion stops being acceptable (earliest of the bearer confirmation's and
     /// the conditions' NotOnOrAfter), Unix seconds: how long to keep `assertion_id` in the
     /// replay cache.
@@ -420,8 +422,21 @@ impl SamlResponse {
 
     /// The signature checks the runtime's crypto can do before [`SamlResponse::verify`]
     /// (see [`crate::saml::dsig::check_with_port`]); they only spare `verify` the same work.
+    /// Only the signatures `verify` checks are considered: the Response's own and its
+    /// assertion's (one each at most); any other `ds:Signature` in the document is ignored.
     pub fn port_checks(&self, certs: &[IdpCertificate]) -> Vec<crate::saml::dsig::PortCheck> {
-        crate::saml::dsig::port_checks(&self.doc, certs)
+        let doc = &self.doc;
+        let response = doc.root();
+        let mut signatures = Vec::new();
+        if let Ok(Some(sig)) = signature_child(doc, response) {
+            signatures.push(sig);
+        }
+        if let Ok(AssertionSource::Plain(assertion)) = locate_assertion(doc, response) {
+            if let Ok(Some(sig)) = signature_child(doc, assertion) {
+                signatures.push(sig);
+            }
+        }
+        crate::saml::dsig::port_checks(doc, &signatures, certs)
     }
 
     /// Runs every check and returns the asserted identity.
@@ -616,6 +631,7 @@ fn verify_assertion(
     let authn = saml_child(doc, assertion, "AuthnStatement").ok_or(SamlError::MissingAuthnStatement)?;
     let session_index = doc.attribute(authn, "SessionIndex").map(str::to_owned);
     let session_not_on_or_after = time_attr(doc, authn, "SessionNotOnOrAfter")?;
+    let authn_instant = time_attr(doc, authn, "AuthnInstant")?;
     if let Some(s) = session_not_on_or_after {
         if now >= s.saturating_add(skew) {
             return Err(SamlError::SessionExpired { session_not_on_or_after: s, now: exp.now });
@@ -654,6 +670,7 @@ fn verify_assertion(
         name_id_format,
         session_index,
         session_not_on_or_after,
+        authn_instant,
         not_on_or_after,
         authn_context_class_ref,
         attributes,

@@ -15,7 +15,7 @@
 //! [`Document::text`] refuses an element whose content is not a single run of text, so
 //! `admin<!---->@evil.com` can never be read as `admin`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use quick_xml::events::{BytesStart, Event};
@@ -25,6 +25,41 @@ use quick_xml::Reader;
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 /// The namespace of namespace declarations; may never be declared.
 pub const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+/// FNV-1a with a final mix, for the small maps of namespace prefixes kept while parsing and
+/// canonicalizing: a few nanoseconds per short key where a sorted map compares strings
+/// at every level. The maps never hold more than [`XmlLimits::max_namespaces`] keys, so
+/// keys chosen to collide cost at most a scan of that many.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // FNV leaves the high bits, which the map uses as tags, poorly mixed for short
+        // keys: a final avalanche (MurmurHash3's fmix64) spreads every input bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A hash map keyed by namespace prefixes.
+pub type PrefixMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 /// Nesting never accepted beyond this, whatever the limits say (tree walks recurse).
 pub const HARD_MAX_DEPTH: usize = 256;
@@ -39,11 +74,28 @@ pub struct XmlLimits {
     pub max_depth: usize,
     /// Most nodes (elements, attributes, text runs, comments) in one document.
     pub max_nodes: usize,
+    /// Most attributes on one element, namespace declarations included.
+    pub max_attributes: usize,
+    /// Most namespace declarations in scope at any element (those of the element and of
+    /// all its ancestors, shadowed ones included).
+    pub max_namespaces: usize,
+    /// Longest element or attribute name, prefix included, in bytes.
+    pub max_name_bytes: usize,
+    /// Most bytes of character data, comments and attribute values in one document.
+    pub max_text_bytes: usize,
 }
 
 impl Default for XmlLimits {
     fn default() -> Self {
-        Self { max_bytes: 512 * 1024, max_depth: 40, max_nodes: 20_000 }
+        Self {
+            max_bytes: 512 * 1024,
+            max_depth: 40,
+            max_nodes: 20_000,
+            max_attributes: 128,
+            max_namespaces: 128,
+            max_name_bytes: 256,
+            max_text_bytes: 512 * 1024,
+        }
     }
 }
 
@@ -70,6 +122,18 @@ pub enum XmlError {
         max: usize,
     },
     TooManyNodes {
+        max: usize,
+    },
+    TooManyAttributes {
+        max: usize,
+    },
+    TooManyNamespaces {
+        max: usize,
+    },
+    NameTooLong {
+        max: usize,
+    },
+    TooMuchText {
         max: usize,
     },
     DuplicateAttribute(String),
@@ -99,6 +163,10 @@ impl fmt::Display for XmlError {
             Syntax(e) => write!(f, "malformed XML: {e}"),
             TooDeep { max } => write!(f, "XML nesting deeper than {max}"),
             TooManyNodes { max } => write!(f, "XML document has more than {max} nodes"),
+            TooManyAttributes { max } => write!(f, "XML element has more than {max} attributes"),
+            TooManyNamespaces { max } => write!(f, "more than {max} XML namespace declarations in scope"),
+            NameTooLong { max } => write!(f, "XML name longer than {max} bytes"),
+            TooMuchText { max } => write!(f, "XML document has more than {max} bytes of text"),
             DuplicateAttribute(a) => write!(f, "duplicate attribute {a:?}"),
             UndeclaredPrefix(p) => write!(f, "undeclared namespace prefix {p:?}"),
             InvalidNamespaceDeclaration(d) => write!(f, "invalid namespace declaration {d:?}"),
@@ -481,11 +549,18 @@ struct Builder<'l> {
     nodes: Vec<Node>,
     /// Open elements, innermost last.
     open: Vec<NodeId>,
-    /// Namespace scopes, one per open element: prefix ("" = default) to URI ("" = none).
-    scopes: Vec<Vec<(String, String)>>,
+    /// Namespace bindings in scope: prefix ("" = default) to the URIs declared for it by
+    /// the open elements, innermost last ("" = the default undeclared). One map lookup per
+    /// name, however many declarations are in scope.
+    bindings: PrefixMap<String, Vec<String>>,
+    /// Per open element, the prefixes it declared (unbound again at its end tag).
+    declared: Vec<Vec<String>>,
+    /// Declarations in scope (the sum of `declared`).
+    in_scope: usize,
     pending_text: Option<String>,
     root: Option<NodeId>,
     count: usize,
+    text_bytes: usize,
     seen_event: bool,
 }
 
@@ -495,10 +570,13 @@ impl<'l> Builder<'l> {
             limits,
             nodes: Vec::new(),
             open: Vec::new(),
-            scopes: Vec::new(),
+            bindings: PrefixMap::default(),
+            declared: Vec::new(),
+            in_scope: 0,
             pending_text: None,
             root: None,
             count: 0,
+            text_bytes: 0,
             seen_event: false,
         }
     }
@@ -511,6 +589,23 @@ impl<'l> Builder<'l> {
         Ok(())
     }
 
+    /// Counts `n` bytes of character data, comment or attribute value.
+    fn text_budget(&mut self, n: usize) -> Result<(), XmlError> {
+        self.text_bytes = self.text_bytes.saturating_add(n);
+        if self.text_bytes > self.limits.max_text_bytes {
+            return Err(XmlError::TooMuchText { max: self.limits.max_text_bytes });
+        }
+        Ok(())
+    }
+
+    /// Splits and checks a name as written, within the length limit.
+    fn name(&self, raw: &str) -> Result<(Option<String>, String), XmlError> {
+        if raw.len() > self.limits.max_name_bytes {
+            return Err(XmlError::NameTooLong { max: self.limits.max_name_bytes });
+        }
+        split_qname(raw)
+    }
+
     fn push_text(&mut self, s: &str) -> Result<(), XmlError> {
         if self.open.is_empty() {
             // Outside the document element only whitespace may appear.
@@ -519,6 +614,7 @@ impl<'l> Builder<'l> {
             }
             return Err(XmlError::ContentOutsideDocumentElement);
         }
+        self.text_budget(s.len())?;
         let buf = self.pending_text.get_or_insert_with(String::new);
         normalize_newlines(s, buf)
     }
@@ -527,6 +623,7 @@ impl<'l> Builder<'l> {
         if self.open.is_empty() {
             return Err(XmlError::ContentOutsideDocumentElement);
         }
+        self.text_budget(c.len_utf8())?;
         self.pending_text.get_or_insert_with(String::new).push(c);
         Ok(())
     }
@@ -557,12 +654,7 @@ impl<'l> Builder<'l> {
         if prefix == "xml" {
             return Some(XML_NS);
         }
-        for scope in self.scopes.iter().rev() {
-            if let Some((_, uri)) = scope.iter().rev().find(|(p, _)| p == prefix) {
-                return Some(uri.as_str());
-            }
-        }
-        None
+        self.bindings.get(prefix).and_then(|uris| uris.last()).map(String::as_str)
     }
 
     fn start(&mut self, e: &BytesStart<'_>) -> Result<(), XmlError> {
@@ -574,29 +666,33 @@ impl<'l> Builder<'l> {
         if self.open.len() >= max_depth {
             return Err(XmlError::TooDeep { max: max_depth });
         }
-        let (prefix, local) = split_qname(e.name().as_ref())?;
+        let (prefix, local) = self.name(e.name().as_ref())?;
 
-        // Attributes: first as written, checking duplicates by qualified name.
+        // Attributes as written. Each is counted (attributes per element, nodes, text) as it
+        // is read, and duplicates by qualified name are found in a sorted set, so the work
+        // is proportional to the tag's length, whatever it holds.
         let mut raw_attrs: Vec<(Option<String>, String, String)> = Vec::new();
         let mut decls: Vec<NamespaceDecl> = Vec::new();
-        // Duplicates are checked below, by qualified and by expanded name.
+        let mut qnames: BTreeSet<String> = BTreeSet::new();
         for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| XmlError::Syntax(err.to_string()))?;
-            let (ap, al) = split_qname(attr.key.as_ref())?;
+            if qnames.len() >= self.limits.max_attributes {
+                return Err(XmlError::TooManyAttributes { max: self.limits.max_attributes });
+            }
+            self.bump(1)?;
+            let raw_name = attr.key.as_ref();
+            let (ap, al) = self.name(raw_name)?;
+            // `xmlns:p` and `xmlns` are qualified names like any other: one set finds
+            // repeated attributes and repeated declarations alike.
+            if !qnames.insert(raw_name.to_owned()) {
+                return Err(XmlError::DuplicateAttribute(raw_name.to_owned()));
+            }
+            self.text_budget(attr.value.len())?;
             let value = normalize_attribute(&attr.value)?;
             let qn = match &ap {
                 Some(p) => format!("{p}:{al}"),
                 None => al.clone(),
             };
-            let dup_raw = raw_attrs.iter().any(|(p, l, _)| p == &ap && l == &al);
-            let dup_decl = decls.iter().any(|d| match (&ap, &d.prefix) {
-                (None, None) => al == "xmlns",
-                (Some(x), Some(dp)) => x == "xmlns" && dp == &al,
-                _ => false,
-            });
-            if dup_raw || dup_decl {
-                return Err(XmlError::DuplicateAttribute(qn));
-            }
             match (ap.as_deref(), al.as_str()) {
                 (None, "xmlns") => {
                     if value == XML_NS || value == XMLNS_NS {
@@ -618,9 +714,17 @@ impl<'l> Builder<'l> {
                 _ => raw_attrs.push((ap, al, value)),
             }
         }
-        self.bump(raw_attrs.len().saturating_add(decls.len()))?;
-        self.scopes
-            .push(decls.iter().map(|d| (d.prefix.clone().unwrap_or_default(), d.uri.clone())).collect::<Vec<_>>());
+        self.in_scope = self.in_scope.saturating_add(decls.len());
+        if self.in_scope > self.limits.max_namespaces {
+            return Err(XmlError::TooManyNamespaces { max: self.limits.max_namespaces });
+        }
+        let mut declared = Vec::with_capacity(decls.len());
+        for d in &decls {
+            let key = d.prefix.clone().unwrap_or_default();
+            self.bindings.entry(key.clone()).or_default().push(d.uri.clone());
+            declared.push(key);
+        }
+        self.declared.push(declared);
 
         let namespace = match &prefix {
             Some(p) => {
@@ -632,13 +736,14 @@ impl<'l> Builder<'l> {
             None => self.lookup("").filter(|u| !u.is_empty()).map(str::to_owned),
         };
         let mut attributes: Vec<Attribute> = Vec::with_capacity(raw_attrs.len());
+        let mut expanded: BTreeSet<(Option<String>, String)> = BTreeSet::new();
         for (ap, al, value) in raw_attrs {
             let ans = match &ap {
                 Some(p) => Some(self.lookup(p).ok_or_else(|| XmlError::UndeclaredPrefix(p.clone()))?.to_owned()),
                 None => None,
             };
             // Two attributes with different prefixes bound to one namespace are duplicates too.
-            if attributes.iter().any(|a| a.local == al && a.namespace == ans) {
+            if !expanded.insert((ans.clone(), al.clone())) {
                 return Err(XmlError::DuplicateAttribute(al));
             }
             attributes.push(Attribute { prefix: ap, local: al, namespace: ans, value });
@@ -661,7 +766,15 @@ impl<'l> Builder<'l> {
     fn end(&mut self) -> Result<(), XmlError> {
         self.flush_text()?;
         self.open.pop().ok_or_else(|| XmlError::Syntax("unmatched end tag".into()))?;
-        self.scopes.pop();
+        for prefix in self.declared.pop().unwrap_or_default() {
+            self.in_scope = self.in_scope.saturating_sub(1);
+            if let Some(uris) = self.bindings.get_mut(&prefix) {
+                uris.pop();
+                if uris.is_empty() {
+                    self.bindings.remove(&prefix);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -714,6 +827,9 @@ impl<'l> Builder<'l> {
                 }
                 Event::Comment(c) => {
                     self.flush_text()?;
+                    if !self.open.is_empty() {
+                        self.text_budget(c.len())?;
+                    }
                     let mut body = String::new();
                     normalize_newlines(&c, &mut body)?;
                     if !self.open.is_empty() {
@@ -805,6 +921,47 @@ mod tests {
         assert_eq!(Document::parse(deeper.as_bytes(), &lax).unwrap_err(), XmlError::TooDeep { max: HARD_MAX_DEPTH });
         let wide = format!("<r>{}</r>", "<a/>".repeat(30_000));
         assert_eq!(parse(&wide).unwrap_err(), XmlError::TooManyNodes { max: 20_000 });
+    }
+
+    #[test]
+    fn attributes_are_counted_as_they_are_read() {
+        // 74 000 distinct attributes on one start tag: refused at the limit, before the
+        // rest of the tag is looked at (the broken attribute at the end is never reached).
+        let mut bomb = String::from("<r");
+        for i in 0..74_000 {
+            bomb.push_str(&format!(" a{i}=\"\""));
+        }
+        bomb.push_str(" z=\"<\"/>");
+        let limits = XmlLimits { max_bytes: 2 << 20, ..XmlLimits::default() };
+        assert_eq!(Document::parse(bomb.as_bytes(), &limits).unwrap_err(), XmlError::TooManyAttributes { max: 128 });
+        // The node limit too is counted attribute by attribute.
+        let few = XmlLimits { max_nodes: 50, ..limits };
+        assert_eq!(Document::parse(bomb.as_bytes(), &few).unwrap_err(), XmlError::TooManyNodes { max: 50 });
+        // Namespace declarations count as attributes.
+        let decls: String = (0..200).map(|i| format!(" xmlns:p{i}=\"urn:{i}\"")).collect();
+        assert_eq!(parse(&format!("<r{decls}/>")).unwrap_err(), XmlError::TooManyAttributes { max: 128 });
+        // At the limit the element is accepted.
+        let ok: String = (0..127).map(|i| format!(" a{i}=\"\"")).collect();
+        assert!(parse(&format!("<r xmlns=\"urn:x\"{ok}/>")).is_ok());
+    }
+
+    #[test]
+    fn namespace_scope_names_and_text_are_bounded() {
+        // 40 declarations on each of 4 nested elements: 160 in scope at the innermost.
+        let level = |d: usize| (0..40).map(|i| format!(" xmlns:p{d}x{i}=\"urn:{i}\"")).collect::<String>();
+        let nested = format!("<a{}><b{}><c{}><d{}/></c></b></a>", level(0), level(1), level(2), level(3));
+        assert_eq!(parse(&nested).unwrap_err(), XmlError::TooManyNamespaces { max: 128 });
+        // Siblings do not add up: each one's declarations leave scope at its end tag.
+        let siblings = format!("<a>{}</a>", (0..20).map(|_| format!("<b{}/>", level(0))).collect::<String>());
+        assert!(parse(&siblings).is_ok());
+        let long = "n".repeat(300);
+        assert_eq!(parse(&format!("<{long}/>")).unwrap_err(), XmlError::NameTooLong { max: 256 });
+        assert_eq!(parse(&format!("<r {long}=\"1\"/>")).unwrap_err(), XmlError::NameTooLong { max: 256 });
+        let limits = XmlLimits { max_text_bytes: 100, ..XmlLimits::default() };
+        let text = format!("<r a=\"{}\">{}</r>", "v".repeat(60), "t".repeat(60));
+        assert_eq!(Document::parse(text.as_bytes(), &limits).unwrap_err(), XmlError::TooMuchText { max: 100 });
+        let comments = format!("<r>{}</r>", "<!--ccccccccc-->".repeat(20));
+        assert_eq!(Document::parse(comments.as_bytes(), &limits).unwrap_err(), XmlError::TooMuchText { max: 100 });
     }
 
     #[test]

@@ -382,6 +382,11 @@ fn candidate_keys(doc: &Document, data: NodeId, siblings: &[NodeId]) -> Result<V
     let mut out = Vec::new();
     if let Some(key_info) = only_child(doc, data, DSIG_NS, "KeyInfo")? {
         for c in doc.child_elements(key_info) {
+            if out.len() >= MAX_ENCRYPTED_KEYS
+                && (doc.is_element(c, XMLENC_NS, "EncryptedKey") || doc.is_element(c, DSIG_NS, "RetrievalMethod"))
+            {
+                return Err(XmlEncError::TooManyKeys(out.len() + 1));
+            }
             if doc.is_element(c, XMLENC_NS, "EncryptedKey") {
                 out.push(c);
             } else if doc.is_element(c, DSIG_NS, "RetrievalMethod") {
@@ -424,6 +429,10 @@ pub fn decrypt_element(doc: &Document, container: NodeId, key: &RsaPrivateKey) -
         if doc.is_element(c, XMLENC_NS, "EncryptedData") && data.is_none() {
             data = Some(c);
         } else if doc.is_element(c, XMLENC_NS, "EncryptedKey") {
+            // Counted as found: every later step looks through the siblings.
+            if siblings.len() >= MAX_ENCRYPTED_KEYS {
+                return Err(XmlEncError::TooManyKeys(siblings.len() + 1));
+            }
             siblings.push(c);
         } else {
             return Err(XmlEncError::Unexpected(qname(doc, c)));

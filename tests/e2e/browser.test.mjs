@@ -406,7 +406,12 @@ describe('TOTP second factor in the browser', { timeout: 180_000 }, () => {
     await withPage(t, async ({ page }) => {
       await signIn(page, 'stepup', 'bob');
       const { secret } = await enrol(page, 'stepup');
+      // Enrolling is not a verification: the step-up rule asks for a code first.
       await page.goto(site('/admin/panel'));
+      assert.equal(pathOf(page), '/_portcullis/mfa?rd=%2Fadmin%2Fpanel&reason=step_up');
+      await nextStep();
+      await page.fill('#code', totp(secret));
+      await Promise.all([page.waitForURL(site('/admin/panel')), page.getByRole('button', { name: 'Verify' }).click()]);
       assert.equal(page.url(), site('/admin/panel'), 'a fresh second factor needs no step-up');
       await shot(page, 'stepup-admin-fresh');
 

@@ -132,6 +132,31 @@ describe('SAML SP-initiated login', () => {
     assert.equal(final.json().path, '/m');
   });
 
+  test('adding a factor asks the IdP for a fresh sign-in (ForceAuthn) and checks its AuthnInstant', async () => {
+    idp.reset();
+    idp.set({ key: 'rsa', sign: 'assertion' });
+    const { client, final } = await login('/docs');
+    assert.equal(final.status, 200, final.text);
+    const page = await client.get(site('/_portcullis/mfa/enroll?rd=%2Fdocs'), { headers: NAVIGATION_HEADERS });
+    assert.equal(page.status, 302);
+    const again = page.headers.get('location');
+    assert.match(again, /^\/_portcullis\/login\?provider=corp&reauth=1&/);
+    // An IdP that answers from an older sign-in (ForceAuthn ignored) is refused.
+    idp.set({ authnInstantOffset: -3600 });
+    let { final: toIdpPage } = await client.navigate(site(again));
+    assert.equal(idp.requests.at(-1).forceAuthn, 'true');
+    let { final: answer } = await submitForm(client, toIdpPage.url, parseForms(toIdpPage.text)[0]);
+    await refusal(answer, 401, 'fresh_sign_in_required', /fresh sign-in/);
+    // A fresh one leads to enrolment.
+    idp.set({ authnInstantOffset: 0 });
+    ({ final: toIdpPage } = await client.navigate(site(again)));
+    ({ final: answer } = await submitForm(client, toIdpPage.url, parseForms(toIdpPage.text)[0]));
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(new URL(answer.url).pathname, '/_portcullis/mfa/enroll');
+    assert.match(answer.text, /id="totp-secret"/);
+    idp.reset();
+  });
+
   test('the AuthnRequest names our ACS, entity id and a fresh ID', async () => {
     idp.reset();
     idp.set({ key: 'rsa', sign: 'assertion' });
@@ -213,6 +238,22 @@ describe('SAML SP-initiated login', () => {
     const evil = Buffer.from('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol">&x;</samlp:Response>').toString('base64');
     const d = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: evil }), { headers: NAVIGATION_HEADERS });
     await refusal(d, 401, 'invalid_saml_response', /DOCTYPE/i);
+  });
+
+  test('refused: one 518 KB start tag with 74,000 distinct attributes, and a 5,000-prefix PrefixList', async () => {
+    // The attribute bomb is refused at the attribute limit, as the tag is read.
+    let tag = '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"';
+    for (let i = 0; tag.length < 518_000; i += 1) tag += ` a${i}=""`;
+    const bomb = Buffer.from(`${tag}/>`).toString('base64');
+    const r = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: bomb }), { headers: NAVIGATION_HEADERS });
+    await refusal(r, 401, 'invalid_saml_response', /more than 128 attributes/);
+    // A signature whose InclusiveNamespaces list names thousands of prefixes is refused
+    // before anything is canonicalized.
+    const prefixes = Array.from({ length: 5000 }, (_, i) => `p${i}`).join(' ');
+    const signed = fs.readFileSync(new URL('../fixtures/saml/signed/response-signed-rsa.xml', import.meta.url), 'utf8')
+      .replace('PrefixList="xs"', `PrefixList="${prefixes}"`);
+    const p = await new Client().post(site('/_portcullis/saml/acs?ws=corp'), new URLSearchParams({ SAMLResponse: Buffer.from(signed).toString('base64') }), { headers: NAVIGATION_HEADERS });
+    await refusal(p, 401, 'invalid_saml_response', /PrefixList has more than 32 prefixes/);
   });
 });
 

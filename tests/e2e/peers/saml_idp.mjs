@@ -132,6 +132,7 @@ const DEFAULTS = Object.freeze({
   attributes: DEFAULT_ATTRIBUTES,
   lifetime: 300,
   clockOffset: 0,
+  authnInstantOffset: 0, // seconds added to AuthnInstant only (an older sign-in at the IdP)
   status: STATUS_SUCCESS,
   statusMessage: undefined,
   subStatus: undefined,
@@ -346,7 +347,7 @@ function buildResponse(cfg, ctx, entityId) {
 <saml:Audience>${xmlEscape(audience)}</saml:Audience>
 </saml:AudienceRestriction>`}
 </saml:Conditions>
-<saml:AuthnStatement AuthnInstant="${samlTime(now)}" SessionIndex="${sessionIndex}"${optAttr('SessionNotOnOrAfter', sessionNotOnOrAfter)}>
+<saml:AuthnStatement AuthnInstant="${samlTime(now + cfg.authnInstantOffset * 1000)}" SessionIndex="${sessionIndex}"${optAttr('SessionNotOnOrAfter', sessionNotOnOrAfter)}>
 <saml:AuthnContext>
 <saml:AuthnContextClassRef>${AUTHN_CONTEXT_PPT}</saml:AuthnContextClassRef>
 </saml:AuthnContext>
@@ -489,6 +490,7 @@ function checkOptions(opts) {
  * @param {Record<string,string|string[]>} [opts.attributes]
  * @param {number} [opts.lifetime=300] seconds (Conditions and SubjectConfirmationData)
  * @param {number} [opts.clockOffset=0] seconds added to every timestamp
+ * @param {number} [opts.authnInstantOffset=0] seconds added to AuthnInstant alone
  * @param {string} [opts.status] StatusCode URI or its last part ('Responder'); default Success
  * @param {string} [opts.statusMessage]
  * @param {string} [opts.subStatus] second-level StatusCode (URI or last part)
