@@ -113,4 +113,12 @@ pub struct AssertionClaims<'a> {
     pub idp: &'a str,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: &'a std::collections::BTreeMap<String, Vec<String>>,
+    /// `user` (a person) or `machine` (a client for itself, by bearer token).
+    pub principal: &'a str,
+    /// A bearer token's client (`client_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a str>,
+    /// A bearer token's scopes, space-separated (RFC 9068 2.2.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'a str>,
 }

@@ -201,9 +201,13 @@ pub struct Tenant {
     pub headers: HeaderSettings,
     #[serde(default)]
     pub groups: GroupSettings,
-    /// Access rules per path, first match wins; no match: any signed-in user.
+    /// Access rules per path, first match wins; no match: `policy_default`.
     #[serde(default)]
     pub policy: Vec<AccessRule>,
+    /// What happens when no rule decides: `allow` (any signed-in user or accepted bearer
+    /// principal; the default) or `deny`.
+    #[serde(default)]
+    pub policy_default: Effect,
     #[serde(default)]
     pub providers: Vec<Provider>,
     #[serde(default)]
@@ -222,6 +226,123 @@ pub struct Tenant {
     /// `drop` (default) or `honour` the `X-HTTP-Method-Override` family of headers.
     #[serde(default)]
     pub method_override: crate::path::MethodOverride,
+    /// Milliseconds to wait for the origin's response headers before answering 504 (the
+    /// body then streams without a deadline). Default 100 s, as Cloudflare's own proxy.
+    #[serde(default = "default_origin_timeout")]
+    pub origin_timeout_ms: u64,
+    /// Issuers whose JWT access tokens are accepted as `Authorization: Bearer` instead of a
+    /// session (API clients, CI jobs, services). Empty: bearer tokens are not looked at.
+    #[serde(default)]
+    pub bearer: Vec<BearerIssuer>,
+    /// Accept static service tokens (an id and secret pair created through the admin API,
+    /// sent as `X-Portcullis-Client-Id`/`-Secret` or `CF-Access-Client-Id`/`-Secret`).
+    #[serde(default)]
+    pub service_tokens: bool,
+}
+
+/// Who may present a bearer token from an issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    /// A client for itself (client credentials).
+    Machine,
+    /// A client for a user (a delegated access token).
+    User,
+}
+
+/// One issuer of JWT access tokens (RFC 9068) accepted as bearer tokens: one of the
+/// tenant's OIDC providers (`provider`), or another issuer by its discovery URL (`issuer`
+/// with `name`). Keys come from the issuer's JWKS through the same caches as sign-in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerIssuer {
+    /// A provider of this tenant (type `oidc`): its issuer, discovery and key caches.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Another issuer: a name for logs and caches (`a-z 0-9 - _`)...
+    #[serde(default)]
+    pub name: Option<String>,
+    /// ... and its issuer identifier or discovery URL.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The token's `aud` must contain one of these (the resource identifiers of this site).
+    pub audiences: Vec<String>,
+    /// Scopes every token must grant (`scope` or `scp`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Accepted signature algorithms (asymmetric only).
+    #[serde(default = "default_bearer_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Require the JOSE header `typ: at+jwt` (RFC 9068 2.1).
+    #[serde(default)]
+    pub require_typ: bool,
+    /// Whose tokens are accepted: `machine` (client credentials, the default) and/or
+    /// `user` (tokens a client holds for a user).
+    #[serde(default = "default_principals")]
+    pub principals: Vec<PrincipalKind>,
+    #[serde(default = "default_skew")]
+    pub clock_skew: u64,
+    /// Cache lifetimes for an issuer given by `issuer` (a `provider` uses its own).
+    #[serde(default = "default_cache_ttl")]
+    pub discovery_ttl: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub jwks_ttl: u64,
+}
+
+fn default_origin_timeout() -> u64 {
+    100_000
+}
+
+fn default_bearer_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"].map(str::to_owned).to_vec()
+}
+fn default_principals() -> Vec<PrincipalKind> {
+    vec![PrincipalKind::Machine]
+}
+
+impl BearerIssuer {
+    /// What this issuer is called in logs and the principal's `idp`.
+    pub fn label(&self) -> &str {
+        self.provider.as_deref().or(self.name.as_deref()).unwrap_or_default()
+    }
+
+    /// The discovery and key source: the tenant's provider, or one made for the issuer
+    /// (named `bearer:NAME`, which no provider name can be, so caches never mix).
+    pub fn source(&self, tenant: &Tenant) -> Option<std::borrow::Cow<'_, OidcProvider>> {
+        if let Some(p) = &self.provider {
+            return tenant
+                .providers
+                .iter()
+                .find(|x| x.name() == p)
+                .and_then(Provider::as_oidc)
+                .map(|o| std::borrow::Cow::Owned(o.clone()));
+        }
+        let issuer = self.issuer.clone()?;
+        Some(std::borrow::Cow::Owned(OidcProvider {
+            name: format!("bearer:{}", self.name.as_deref().unwrap_or_default()),
+            button: Button::default(),
+            issuer,
+            client_id: String::new(),
+            client_secret: None,
+            token_auth: TokenAuth::None,
+            scopes: Vec::new(),
+            extra_params: BTreeMap::new(),
+            pkce: true,
+            trusted_audiences: Vec::new(),
+            clock_skew: self.clock_skew,
+            iat_window: default_iat_window(),
+            discovery_ttl: self.discovery_ttl,
+            jwks_ttl: self.jwks_ttl,
+            claims: ClaimMap::default(),
+            require_verified_email: false,
+            allowed_email_domains: Vec::new(),
+            allow_hmac_id_tokens: false,
+            refresh: false,
+            rp_logout: false,
+            accept_idp_mfa: false,
+            per_provider_callback: false,
+        }))
+    }
 }
 
 /// The TOTP second factor for a tenant.
@@ -340,6 +461,61 @@ pub struct AccessRule {
     pub allow_emails: Vec<String>,
     #[serde(default)]
     pub allow_email_domains: Vec<String>,
+    /// Scopes the request's bearer token must grant (a session grants none).
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    /// The kind of principal the rule admits: `user` (a person: a session, or a bearer
+    /// token held for a user) or `machine` (a client for itself). Unset: either.
+    #[serde(default)]
+    pub principal: Option<PrincipalKind>,
+    /// A name for refusals and logs (default: the rule's index).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `allow` (default): the first allow rule whose path matches decides, allowing when its
+    /// conditions hold. `deny`: refuses when its path matches and its conditions hold, and
+    /// otherwise lets the next rule decide.
+    #[serde(default)]
+    pub effect: Effect,
+    /// Claim conditions, all of which must hold.
+    #[serde(default)]
+    pub claims: Vec<ClaimMatch>,
+    /// The request's country (`request.cf.country`) is one of these.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// The request's autonomous system (`request.cf.asn`) is one of these.
+    #[serde(default)]
+    pub asns: Vec<u64>,
+    /// `true`: the client presented a TLS certificate that verified (mTLS); `false`: it did
+    /// not.
+    #[serde(default)]
+    pub client_cert_verified: Option<bool>,
+    /// The Bot Management score is present and at least / at most this.
+    #[serde(default)]
+    pub min_bot_score: Option<u64>,
+    #[serde(default)]
+    pub max_bot_score: Option<u64>,
+}
+
+/// What a policy rule does when it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// A condition on one claim of the principal (a dotted path or a whole key, as the claim
+/// mapping reads them): `equals` a value, or `contains` one (an item of a list, or a
+/// substring of a string).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMatch {
+    pub claim: String,
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default)]
+    pub contains: Option<serde_json::Value>,
 }
 
 impl AccessRule {
@@ -400,6 +576,10 @@ pub struct HeaderSettings {
     pub roles: Option<String>,
     pub amr: Option<String>,
     pub assertion: Option<String>,
+    /// Scopes of a bearer token (default `X-Portcullis-Scopes`).
+    pub scopes: Option<String>,
+    /// `user` or `machine` (default `X-Portcullis-Principal`).
+    pub principal: Option<String>,
 }
 
 /// The identity header names after applying the preset.
@@ -414,6 +594,8 @@ pub struct HeaderNames {
     pub roles: Option<String>,
     pub amr: Option<String>,
     pub assertion: Option<String>,
+    pub scopes: Option<String>,
+    pub principal: Option<String>,
 }
 
 impl HeaderNames {
@@ -428,6 +610,8 @@ impl HeaderNames {
             &self.roles,
             &self.amr,
             &self.assertion,
+            &self.scopes,
+            &self.principal,
         ]
         .into_iter()
         .filter_map(|h| h.as_deref())
@@ -475,6 +659,8 @@ impl HeaderSettings {
             roles: pick(&self.roles, p[6]),
             amr: pick(&self.amr, p[7]),
             assertion: pick(&self.assertion, Some("X-Portcullis-Assertion")),
+            scopes: pick(&self.scopes, Some("X-Portcullis-Scopes")),
+            principal: pick(&self.principal, Some("X-Portcullis-Principal")),
         }
     }
 }
@@ -1072,6 +1258,25 @@ impl Config {
             }
             for (i, r) in t.policy.iter().enumerate() {
                 check_path_rule(&mut c, &format!("{tp}.policy[{i}]"), &r.as_path_rule());
+                for (ci, m) in r.claims.iter().enumerate() {
+                    if m.claim.is_empty() || m.equals.is_some() == m.contains.is_some() {
+                        c.err(
+                            format!("{tp}.policy[{i}].claims[{ci}]"),
+                            "needs a claim and exactly one of equals, contains",
+                        );
+                    }
+                }
+                for (ci, country) in r.countries.iter().enumerate() {
+                    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+                        c.err(
+                            format!("{tp}.policy[{i}].countries[{ci}]"),
+                            "must be an upper-case ISO 3166-1 alpha-2 code",
+                        );
+                    }
+                }
+                if r.name.as_deref().is_some_and(|n| n.is_empty() || n.len() > 64) {
+                    c.err(format!("{tp}.policy[{i}].name"), "must be 1-64 characters");
+                }
             }
             for (i, p) in t.verbatim_paths.iter().enumerate() {
                 if let Err(e) = crate::path::check_verbatim_prefix(p) {
@@ -1131,6 +1336,10 @@ impl Config {
                     c.err(format!("{tp}.headers"), format!("invalid header name {n:?}"));
                 }
             }
+            validate_bearer(&mut c, &tp, t);
+            if !(1..=600_000).contains(&t.origin_timeout_ms) {
+                c.err(format!("{tp}.origin_timeout_ms"), "must be between 1 and 600000 milliseconds");
+            }
             let mut pnames = std::collections::BTreeSet::new();
             for (pi, p) in t.providers.iter().enumerate() {
                 let pp = format!("{tp}.providers[{pi}]");
@@ -1184,6 +1393,56 @@ fn strip_port(host: &str) -> &str {
 fn is_css_color(v: &str) -> bool {
     let hex = v.strip_prefix('#').unwrap_or("");
     matches!(hex.len(), 3 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn validate_bearer(c: &mut Check, tp: &str, t: &Tenant) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, b) in t.bearer.iter().enumerate() {
+        let bp = format!("{tp}.bearer[{i}]");
+        match (&b.provider, &b.name, &b.issuer) {
+            (Some(p), None, None) => {
+                if !t.providers.iter().any(|x| x.name() == p && x.as_oidc().is_some()) {
+                    c.err(format!("{bp}.provider"), format!("no OIDC provider {p:?} in this tenant"));
+                }
+            }
+            (None, Some(n), Some(issuer)) => {
+                if !is_name(n) {
+                    c.err(format!("{bp}.name"), "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+                }
+                check_idp_url(c, &format!("{bp}.issuer"), issuer);
+            }
+            _ => c.err(&bp, "needs either \"provider\", or \"name\" and \"issuer\""),
+        }
+        if !names.insert(b.label().to_owned()) {
+            c.err(&bp, format!("{} is listed twice", b.label()));
+        }
+        if b.audiences.is_empty() || b.audiences.iter().any(String::is_empty) {
+            c.err(format!("{bp}.audiences"), "at least one audience is required (the resource this site is)");
+        }
+        if b.algorithms.is_empty() {
+            c.err(format!("{bp}.algorithms"), "at least one algorithm is required");
+        }
+        for (ai, a) in b.algorithms.iter().enumerate() {
+            if !crate::oidc::id_token::ASYMMETRIC_ALGS.contains(&a.as_str()) {
+                c.err(format!("{bp}.algorithms[{ai}]"), format!("{a:?} is not an accepted asymmetric algorithm"));
+            }
+        }
+        if b.principals.is_empty() {
+            c.err(format!("{bp}.principals"), "at least one of \"machine\" and \"user\" is required");
+        }
+        if b.principals.contains(&PrincipalKind::User) && t.mfa.required {
+            c.err(
+                format!("{bp}.principals"),
+                "\"user\" tokens cannot pass a second factor, and this tenant requires one (mfa.required)",
+            );
+        }
+        if b.clock_skew > 600 {
+            c.err(format!("{bp}.clock_skew"), "must be at most 600 seconds");
+        }
+        if b.discovery_ttl < 60 || b.jwks_ttl < 60 {
+            c.err(format!("{bp}.discovery_ttl"), "cache TTLs must be at least 60 seconds (the KV minimum)");
+        }
+    }
 }
 
 fn validate_oidc(

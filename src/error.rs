@@ -23,9 +23,15 @@ pub enum Refusal {
     },
     NoRoles,
     Forbidden {
-        rule: usize,
+        denied: crate::policy::Denied,
     },
+    /// A bearer token was presented and not accepted (RFC 6750 3.1).
+    Bearer(BearerError),
     OriginUnreachable(String),
+    /// The origin sent no response headers within the tenant's `origin_timeout_ms`.
+    OriginTimeout {
+        after_ms: u64,
+    },
     Csrf,
     /// A session needed the IdP (refresh) and it could not be reached.
     IdpUnavailable(String),
@@ -76,8 +82,10 @@ impl fmt::Display for Refusal {
             Refusal::Storage(e) => write!(f, "{e}"),
             Refusal::Oidc { provider, error } => write!(f, "provider {provider}: {error}"),
             Refusal::NoRoles => f.write_str("no mapped group or role for this user"),
-            Refusal::Forbidden { rule } => write!(f, "denied by policy rule {rule}"),
+            Refusal::Forbidden { denied } => write!(f, "denied by {}", denied.label()),
+            Refusal::Bearer(e) => e.fmt(f),
             Refusal::OriginUnreachable(e) => write!(f, "origin unreachable: {e}"),
+            Refusal::OriginTimeout { after_ms } => write!(f, "origin did not answer within {after_ms} ms"),
             Refusal::Csrf => f.write_str("CSRF token missing or wrong"),
             Refusal::IdpUnavailable(e) => write!(f, "identity provider unavailable: {e}"),
             Refusal::MfaRequired { step_up: true } => f.write_str("recent second factor required (step-up)"),
@@ -98,6 +106,66 @@ impl fmt::Display for Refusal {
             Refusal::SamlReplay { connection } => {
                 write!(f, "SAML connection {connection}: assertion already used (replay)")
             }
+        }
+    }
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerError {
+    /// The token's (unverified) `iss` is none of the tenant's bearer issuers.
+    UnknownIssuer(Option<String>),
+    /// The token failed the issuer's checks.
+    Token { issuer: String, error: IdTokenError },
+    /// The token speaks for a kind of principal this issuer is not accepted for.
+    Principal { issuer: String, kind: &'static str },
+    /// The issuer's discovery document or keys could not be had.
+    Unavailable { issuer: String, cause: String },
+    /// A policy rule (or the default) refused the principal; `scopes` are the ones the
+    /// rule requires.
+    Denied { denied: crate::policy::Denied, scopes: Vec<String> },
+    /// A path with a step-up rule: a bearer token carries no second factor of this gateway.
+    StepUp,
+    /// Service-token credentials that name no live token of this tenant, or the wrong
+    /// secret.
+    ServiceToken,
+}
+
+impl BearerError {
+    /// The RFC 6750 3.1 error code for `WWW-Authenticate`, when there is one.
+    pub fn rfc6750_error(&self) -> Option<&'static str> {
+        match self {
+            BearerError::Token { error: IdTokenError::ScopeMissing(_), .. } => Some("insufficient_scope"),
+            BearerError::Denied { scopes, .. } if !scopes.is_empty() => Some("insufficient_scope"),
+            BearerError::UnknownIssuer(_) | BearerError::Token { .. } | BearerError::Principal { .. } => {
+                Some("invalid_token")
+            }
+            _ => None,
+        }
+    }
+
+    /// The scopes to name in `WWW-Authenticate` with `insufficient_scope`.
+    pub fn scope(&self) -> Option<String> {
+        match self {
+            BearerError::Token { error: IdTokenError::ScopeMissing(s), .. } => Some(s.clone()),
+            BearerError::Denied { scopes, .. } if !scopes.is_empty() => Some(scopes.join(" ")),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BearerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BearerError::UnknownIssuer(iss) => write!(f, "bearer token from an issuer that is not accepted: {iss:?}"),
+            BearerError::Token { issuer, error } => write!(f, "bearer token from {issuer}: {error}"),
+            BearerError::Principal { issuer, kind } => {
+                write!(f, "bearer token from {issuer}: {kind} tokens are not accepted from this issuer")
+            }
+            BearerError::Unavailable { issuer, cause } => write!(f, "bearer issuer {issuer} unavailable: {cause}"),
+            BearerError::Denied { denied, .. } => write!(f, "bearer principal denied by {}", denied.label()),
+            BearerError::StepUp => f.write_str("path needs a recent second factor, which a bearer token cannot carry"),
+            BearerError::ServiceToken => f.write_str("service token unknown, expired, revoked or with a wrong secret"),
         }
     }
 }
@@ -145,7 +213,12 @@ impl Refusal {
             Refusal::UnknownProvider(_) => p(404, "unknown_provider", "Unknown sign-in method", "That sign-in method does not exist for this site. Choose one from the sign-in page.", Login),
             Refusal::Storage(_) => p(503, "storage_unavailable", "Temporarily unavailable", "Sign-in is temporarily unavailable because the gateway cannot reach its storage. Please try again in a minute.", Reload),
             Refusal::NoRoles => p(403, "no_roles", "No access assigned", "You signed in successfully, but your account has no roles assigned for this site. Ask your administrator to grant you access.", None),
-            Refusal::Forbidden { .. } => p(403, "forbidden", "Access denied", "Your account is not allowed to open this page. Ask your administrator if you need access.", None),
+            Refusal::Forbidden { denied } => p(403, "forbidden", "Access denied", match &denied.name {
+                Some(n) => format!("Your account is not allowed to open this page (the site's rule \"{n}\"). Ask your administrator if you need access."),
+                Option::None => "Your account is not allowed to open this page. Ask your administrator if you need access.".to_owned(),
+            }, None),
+            Refusal::Bearer(e) => present_bearer(e),
+            Refusal::OriginTimeout { after_ms } => p(504, "origin_timeout", "Site too slow", format!("You are signed in, but the site behind the gateway did not answer within {} seconds. Please try again in a moment.", after_ms.div_ceil(1000)), Reload),
             Refusal::OriginUnreachable(_) => p(502, "origin_unreachable", "Site unreachable", "You are signed in, but the site behind the gateway did not answer. Please try again in a moment.", Reload),
             Refusal::Csrf => p(403, "csrf", "Request refused", "This form has expired or was not sent from this site. Go back, reload the page and try again.", None),
             Refusal::IdpUnavailable(_) => p(503, "idp_unavailable", "Identity provider unavailable", "Your session needs to be renewed, but your identity provider cannot be reached. Please try again in a minute.", Reload),
@@ -176,6 +249,24 @@ impl Refusal {
             Refusal::AdminUnauthenticated | Refusal::AdminForbidden => "admin_refused",
             _ => "refusal",
         }
+    }
+}
+
+fn present_bearer(e: &BearerError) -> Presentation {
+    use Retry::None;
+    match e {
+        BearerError::Token { error: IdTokenError::ScopeMissing(s), .. } => p(403, "insufficient_scope", "Access denied", format!("The access token does not grant the scope {s:?} this site requires."), None),
+        BearerError::Token { error: IdTokenError::Expired { .. }, .. } => p(401, "invalid_token", "Access token expired", "The access token has expired. Get a new one from the issuer and try again.", None),
+        BearerError::UnknownIssuer(_) | BearerError::Token { .. } => p(401, "invalid_token", "Access token refused", "The access token failed verification (issuer, signature, audience, type or time). The log line with this reference names the check.", None),
+        BearerError::Principal { kind, .. } => p(401, "invalid_token", "Access token refused", format!("Access tokens for a {kind} are not accepted from this issuer."), None),
+        BearerError::Unavailable { .. } => p(503, "idp_unavailable", "Token issuer unavailable", "The access token's issuer could not be reached to get its keys. Please try again in a minute.", None),
+        BearerError::Denied { scopes, .. } if !scopes.is_empty() => p(403, "insufficient_scope", "Access denied", format!("This path needs an access token with the scopes {scopes:?}."), None),
+        BearerError::Denied { denied, .. } => p(403, "forbidden", "Access denied", match &denied.name {
+            Some(n) => format!("This client is not allowed to use this path (the site's rule \"{n}\")."),
+            Option::None => "This client is not allowed to use this path.".to_owned(),
+        }, None),
+        BearerError::ServiceToken => p(401, "invalid_client", "Service token refused", "The service token's id and secret were not accepted (unknown, expired, revoked, or a wrong secret).", None),
+        BearerError::StepUp => p(403, "step_up_required", "Access denied", "This path needs a recent two-step verification, which only a signed-in person can give.", None),
     }
 }
 

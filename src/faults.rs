@@ -1,6 +1,7 @@
 //! KV failure handling: the deadline every KV call gets in the Worker, and a test switch
 //! that makes KV fail, hang or answer stale values, so the end-to-end tests can show that
-//! every flow fails closed.
+//! every flow fails closed. The same switch lets tests set the request's edge context
+//! ([`TEST_CF_HEADER`]).
 //!
 //! The switch exists only when the Worker variable `PORTCULLIS_TEST_FAULTS` is `"1"`: the
 //! shell then answers `GET`/`POST {prefix}/_test/faults` with [`Faults::route`] and wraps
@@ -32,6 +33,11 @@ use crate::ports::{Kv, KvError, LocalFuture, Runtime};
 pub const ENV_VAR: &str = "PORTCULLIS_TEST_FAULTS";
 /// The switch's route, under the gateway prefix.
 pub const ROUTE: &str = "/_test/faults";
+/// With the switch on, a request header whose JSON (an [`crate::http::EdgeContext`]:
+/// `{"country": "FR", "asn": 64500, "client_cert_verified": true, "bot_score": 12}`) the
+/// shell uses instead of `request.cf`, which local workerd does not fill. Ignored when the
+/// switch is off; never forwarded (the gateway owns `X-Portcullis-*`).
+pub const TEST_CF_HEADER: &str = "x-portcullis-test-cf";
 /// Most keys whose reads are remembered in stale mode (bounded memory).
 const MAX_REMEMBERED: usize = 10_000;
 

@@ -116,6 +116,25 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Client address as the platform reports it (`CF-Connecting-IP`), if any.
     pub client_ip: Option<String>,
+    /// What the edge knows about the request (`request.cf`).
+    pub edge: EdgeContext,
+}
+
+/// The request's edge context, from the platform's `request.cf`: only what policy rules
+/// look at. Every field is absent where the platform does not say (local development,
+/// Bot Management or mTLS not enabled).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct EdgeContext {
+    /// ISO 3166-1 alpha-2 country of the client (`cf.country`).
+    pub country: Option<String>,
+    /// The client's autonomous system number (`cf.asn`).
+    pub asn: Option<u64>,
+    /// Whether the client presented a TLS certificate that verified against the zone's mTLS
+    /// CA (`cf.tlsClientAuth.certVerified == "SUCCESS"`).
+    pub client_cert_verified: Option<bool>,
+    /// Bot Management score, 1 (bot) to 99 (human) (`cf.botManagement.score`).
+    pub bot_score: Option<u64>,
 }
 
 impl Request {
@@ -126,6 +145,7 @@ impl Request {
             headers: Headers::new(),
             body: Vec::new(),
             client_ip: None,
+            edge: EdgeContext::default(),
         })
     }
 

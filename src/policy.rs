@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{AccessRule, GroupSettings, PathMatch, PathRule, Tenant};
+use serde_json::{Map, Value};
+
+use crate::config::{AccessRule, ClaimMatch, Effect, GroupSettings, PathMatch, PathRule, PrincipalKind, Tenant};
+use crate::http::EdgeContext;
 use crate::path::{CanonicalPath, Decided};
 
 /// Glob match: `*` matches within one segment, `**` across segments.
@@ -107,15 +110,83 @@ pub struct Subject<'a> {
     pub email_verified: bool,
     pub groups: &'a [String],
     pub roles: &'a [String],
+    /// Scopes of the bearer token (none for a session).
+    pub scopes: &'a [String],
+    /// A client acting for itself (client credentials), not a person.
+    pub machine: bool,
+    /// The claims rules can match: a bearer token's, or a session's identity as claims.
+    pub claims: &'a Map<String, Value>,
+    /// The request's edge context.
+    pub edge: &'a EdgeContext,
 }
 
+/// The refusal of a request: by a rule (its index and name), or by the tenant's default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
-    pub rule: usize,
+    /// The refusing rule's index; `None` for `policy_default: deny`.
+    pub rule: Option<usize>,
+    pub name: Option<String>,
     pub path: String,
 }
 
+impl Denied {
+    /// How log lines and refusals name the rule.
+    pub fn label(&self) -> String {
+        match (&self.name, self.rule) {
+            (Some(n), Some(i)) => format!("policy rule {i} ({n})"),
+            (None, Some(i)) => format!("policy rule {i}"),
+            _ => "the tenant's default (policy_default: deny)".to_owned(),
+        }
+    }
+}
+
+/// What decided a request: the rule (index and name) or the default, and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub rule: Option<usize>,
+    pub name: Option<String>,
+    pub effect: Effect,
+    pub method: String,
+}
+
+fn claim_holds(m: &ClaimMatch, claims: &Map<String, Value>) -> bool {
+    let Some(value) = crate::oidc::claim(claims, &m.claim) else {
+        return false;
+    };
+    if let Some(expected) = &m.equals {
+        return value == expected;
+    }
+    match (m.contains.as_ref(), value) {
+        (Some(item), Value::Array(items)) => items.contains(item),
+        (Some(Value::String(part)), Value::String(s)) => s.contains(part.as_str()),
+        _ => false,
+    }
+}
+
+/// Whether the request's edge context satisfies the rule's conditions on it. A condition on
+/// something the edge does not report does not hold.
+fn edge_holds(rule: &AccessRule, e: &EdgeContext) -> bool {
+    (rule.countries.is_empty()
+        || e.country.as_ref().is_some_and(|c| rule.countries.iter().any(|r| r.eq_ignore_ascii_case(c))))
+        && (rule.asns.is_empty() || e.asn.is_some_and(|a| rule.asns.contains(&a)))
+        && rule.client_cert_verified.is_none_or(|want| e.client_cert_verified.unwrap_or(false) == want)
+        && rule.min_bot_score.is_none_or(|min| e.bot_score.is_some_and(|s| s >= min))
+        && rule.max_bot_score.is_none_or(|max| e.bot_score.is_some_and(|s| s <= max))
+}
+
 fn rule_allows(rule: &AccessRule, s: &Subject<'_>) -> bool {
+    let kind_ok = match rule.principal {
+        None => true,
+        Some(PrincipalKind::Machine) => s.machine,
+        Some(PrincipalKind::User) => !s.machine,
+    };
+    if !kind_ok || !rule.require_scopes.iter().all(|r| s.scopes.contains(r)) {
+        return false;
+    }
+    if !rule.claims.iter().all(|m| claim_holds(m, s.claims)) || !edge_holds(rule, s.edge) {
+        return false;
+    }
     let unrestricted = rule.allow_groups.is_empty()
         && rule.allow_roles.is_empty()
         && rule.allow_emails.is_empty()
@@ -134,19 +205,94 @@ fn rule_allows(rule: &AccessRule, s: &Subject<'_>) -> bool {
             }))
 }
 
-/// First matching rule decides; no matching rule allows any signed-in user. With an
-/// honoured method override, the request must be allowed under each of its methods.
+/// The decision for one method: rules in order; an allow rule whose path matches decides
+/// (allowed when its conditions hold); a deny rule whose path matches refuses when its
+/// conditions hold and otherwise passes to the next rule; no decision: `policy_default`.
+pub fn decide(tenant: &Tenant, request: &Decided, method: &str, subject: &Subject<'_>) -> Decision {
+    let decision = |allowed, rule: Option<(usize, &AccessRule)>, effect| Decision {
+        allowed,
+        rule: rule.map(|(i, _)| i),
+        name: rule.and_then(|(_, r)| r.name.clone()),
+        effect,
+        method: method.to_owned(),
+    };
+    for (i, rule) in tenant.policy.iter().enumerate() {
+        if !rule_matches(&rule.as_path_rule(), method, &request.path) {
+            continue;
+        }
+        let holds = rule_allows(rule, subject);
+        match rule.effect {
+            Effect::Allow => return decision(holds, Some((i, rule)), Effect::Allow),
+            Effect::Deny if holds => return decision(false, Some((i, rule)), Effect::Deny),
+            Effect::Deny => {}
+        }
+    }
+    decision(tenant.policy_default == Effect::Allow, None, tenant.policy_default)
+}
+
+/// Every method of the request must be allowed (with an honoured method override, both).
 pub fn authorize(tenant: &Tenant, request: &Decided, subject: &Subject<'_>) -> Result<(), Denied> {
     for method in &request.methods {
-        let rules = tenant.policy.iter().enumerate();
-        if let Some((i, rule)) = rules.into_iter().find(|(_, r)| rule_matches(&r.as_path_rule(), method, &request.path))
-        {
-            if !rule_allows(rule, subject) {
-                return Err(Denied { rule: i, path: request.path.matching.clone() });
-            }
+        let d = decide(tenant, request, method, subject);
+        if !d.allowed {
+            return Err(Denied { rule: d.rule, name: d.name, path: request.path.matching.clone() });
         }
     }
     Ok(())
+}
+
+/// A question for [`check`]: would this request, by this principal, from this edge
+/// context, be let through, and by which rule?
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckQuery {
+    pub method: String,
+    pub path: String,
+    /// `user` (default) or `machine`.
+    pub principal: Option<PrincipalKind>,
+    /// The IdP's groups, mapped through the tenant's `groups` as at sign-in.
+    pub groups: Vec<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub scopes: Vec<String>,
+    /// Further claims for claim conditions (a session's identity claims, or a token's).
+    pub claims: Map<String, Value>,
+    pub edge: EdgeContext,
+}
+
+/// Answers a [`CheckQuery`] with the same path decision, public paths and rules as a real
+/// request: `{"allowed", "public", "rule", "name", "effect", "groups", "roles"}`, or
+/// `{"allowed": false, "ambiguous_path": …}`. Identity beyond the rules (a valid session
+/// or token, the second factor, step-up) is assumed.
+pub fn check(tenant: &Tenant, q: &CheckQuery) -> Value {
+    let method = if q.method.is_empty() { "GET".to_owned() } else { q.method.to_ascii_uppercase() };
+    let path = match crate::path::canonical(&q.path, tenant.path_case, &tenant.verbatim_paths) {
+        Ok(p) => p,
+        Err(a) => return serde_json::json!({"allowed": false, "ambiguous_path": a.to_string()}),
+    };
+    let decided = Decided { path, methods: vec![method.clone()] };
+    if is_public(tenant, &decided) {
+        return serde_json::json!({"allowed": true, "public": true, "method": method});
+    }
+    let mapped = map_groups(&tenant.groups, &q.groups);
+    let mut claims = q.claims.clone();
+    claims.entry("groups").or_insert_with(|| serde_json::json!(mapped.groups));
+    claims.entry("roles").or_insert_with(|| serde_json::json!(mapped.roles));
+    let subject = Subject {
+        email: q.email.as_deref(),
+        email_verified: q.email_verified,
+        groups: &mapped.groups,
+        roles: &mapped.roles,
+        scopes: &q.scopes,
+        machine: q.principal == Some(PrincipalKind::Machine),
+        claims: &claims,
+        edge: &q.edge,
+    };
+    let d = decide(tenant, &decided, &method, &subject);
+    serde_json::json!({
+        "allowed": d.allowed, "public": false, "rule": d.rule, "name": d.name, "effect": d.effect,
+        "method": method, "groups": mapped.groups, "roles": mapped.roles,
+    })
 }
 
 #[cfg(test)]
@@ -200,11 +346,22 @@ mod tests {
         assert!(is_public(&t, &d));
         d.methods.push("DELETE".into());
         assert!(!is_public(&t, &d));
-        let s = Subject { email: None, email_verified: false, groups: &[], roles: &[] };
+        let claims = Map::new();
+        let edge = EdgeContext::default();
+        let s = Subject {
+            email: None,
+            email_verified: false,
+            groups: &[],
+            roles: &[],
+            scopes: &[],
+            machine: false,
+            claims: &claims,
+            edge: &edge,
+        };
         let mut d = decided("/items/1", "POST", PathCase::Sensitive);
         assert!(authorize(&t, &d, &s).is_ok());
         d.methods.push("DELETE".into());
-        assert_eq!(authorize(&t, &d, &s), Err(Denied { rule: 0, path: "/items/1".into() }));
+        assert_eq!(authorize(&t, &d, &s), Err(Denied { rule: Some(0), name: None, path: "/items/1".into() }));
     }
 
     #[test]

@@ -38,6 +38,9 @@ const OWNED_PREFIXES: &[&str] = &[
     "x-original-url",
     "x-original-uri",
     "x-rewrite-url",
+    // Service-token credentials (the gateway's, and Cloudflare Access's names): a secret
+    // for the gateway, never for the origin.
+    "cf-access-client",
 ];
 
 /// Cookie names the gateway owns; the origin never sees them.
@@ -55,6 +58,10 @@ pub struct IdentityHeaders {
     pub roles: Vec<String>,
     pub amr: Vec<String>,
     pub assertion: Option<String>,
+    /// A bearer token's scopes (none for a session).
+    pub scopes: Option<Vec<String>>,
+    /// `user` or `machine`.
+    pub principal: Option<&'static str>,
 }
 
 /// Makes a value safe for a header: no control characters; bytes outside printable ASCII
@@ -162,6 +169,12 @@ pub fn upstream_headers(
         if let Some(a) = &id.assertion {
             put(&names.assertion, a.clone());
         }
+        if let Some(s) = &id.scopes {
+            put(&names.scopes, header_list(s));
+        }
+        if let Some(p) = id.principal {
+            put(&names.principal, p.to_owned());
+        }
     }
     out
 }
@@ -185,6 +198,15 @@ pub fn downstream_headers(origin: &Headers) -> Headers {
         !HOP_BY_HOP.contains(&lower.as_str()) && !gateway_cookie
     });
     out
+}
+
+/// Whether a request asks to become a WebSocket (RFC 6455 4.1: a GET with `Upgrade:
+/// websocket` and `Connection: Upgrade`, tokens in any case).
+pub fn is_websocket_upgrade(method: &str, headers: &Headers) -> bool {
+    let has_token = |name: &str, token: &str| {
+        headers.get_all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    method == "GET" && has_token("upgrade", "websocket") && has_token("connection", "upgrade")
 }
 
 /// The origin URL for a request path and query.

@@ -235,6 +235,36 @@ pub enum Expiry {
 }
 
 impl SessionRecord {
+    /// The session's identity as claims, for policy rules' claim conditions: `sub` (the
+    /// user id), `user`, `idp`, `email`, `email_verified`, `name`, `given_name`,
+    /// `family_name`, `preferred_username`, `groups`, `roles`, `amr`, and the mapped
+    /// attributes by name.
+    pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.attributes {
+            m.insert(k.clone(), json!(v));
+        }
+        let mut put = |k: &str, v: serde_json::Value| {
+            if !v.is_null() {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put("sub", json!(self.user_id));
+        put("user", json!(self.user));
+        put("idp", json!(self.provider));
+        put("email", json!(self.email));
+        put("email_verified", json!(self.email_verified));
+        put("name", json!(self.name));
+        put("given_name", json!(self.given_name));
+        put("family_name", json!(self.family_name));
+        put("preferred_username", json!(self.preferred_username));
+        put("groups", json!(self.groups));
+        put("roles", json!(self.roles));
+        put("amr", json!(self.amr));
+        m
+    }
+
     /// When the session was created, in milliseconds.
     pub fn created_ms(&self) -> u64 {
         self.created_ms.unwrap_or(self.created.saturating_mul(1000))

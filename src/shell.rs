@@ -427,19 +427,64 @@ fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
     to_worker_response(r)
 }
 
-async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Response, String> {
+/// The request's edge context from `request.cf`. With the test switch on (never in a
+/// deployment: `PORTCULLIS_TEST_FAULTS`), a JSON `X-Portcullis-Test-Cf` header stands in for
+/// it, so tests can be a request from another country or with a client certificate; the
+/// header is one the gateway owns and never reaches the origin.
+fn edge_context(req: &worker::Request, headers: &Headers, test_switch: bool) -> crate::http::EdgeContext {
+    if test_switch {
+        if let Some(e) = headers.get(faults::TEST_CF_HEADER).and_then(|v| serde_json::from_str(v).ok()) {
+            return e;
+        }
+    }
+    let Some(cf) = req.cf() else {
+        return Default::default();
+    };
+    crate::http::EdgeContext {
+        country: cf.country(),
+        asn: cf.asn().map(u64::from),
+        client_cert_verified: cf.tls_client_auth().map(|t| t.cert_verified() == "SUCCESS"),
+        bot_score: cf.bot_management().map(|b| u64::from(b.score())),
+    }
+}
+
+/// Why a forward produced no response.
+enum ForwardError {
+    Unreachable(String),
+    TimedOut(u64),
+}
+
+/// Sends the request to the origin and hands its answer back: the body as a stream (never
+/// read into memory), a WebSocket as the client's new connection. Only the wait for the
+/// response headers has a deadline.
+async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Response, ForwardError> {
+    let unreachable = |e: worker::Error| ForwardError::Unreachable(e.to_string());
     let mut init = RequestInit::new();
     let m = original.method();
     init.with_method(m.clone()).with_headers(to_worker_headers(&f.headers)).with_redirect(RequestRedirect::Manual);
     if !matches!(m, Method::Get | Method::Head) {
         init.with_body(original.inner().body().map(JsValue::from));
     }
-    let request = worker::Request::new_with_init(&f.url, &init).map_err(|e| e.to_string())?;
-    let resp = worker::Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+    let request = worker::Request::new_with_init(&f.url, &init).map_err(unreachable)?;
+    let fetch = worker::Fetch::Request(request);
+    let send = Box::pin(fetch.send());
+    let deadline = Box::pin(Delay::from(Duration::from_millis(f.timeout_ms)));
+    let resp = match futures_util::future::select(send, deadline).await {
+        futures_util::future::Either::Left((sent, _)) => sent.map_err(unreachable)?,
+        futures_util::future::Either::Right(_) => return Err(ForwardError::TimedOut(f.timeout_ms)),
+    };
     let headers = proxy::downstream_headers(&from_worker_headers(resp.headers()));
     let status = resp.status_code();
+    if status == 101 {
+        let Some(ws) = resp.websocket() else {
+            return Err(ForwardError::Unreachable("101 from the origin without a WebSocket".into()));
+        };
+        return Ok(worker::Response::from_websocket(ws)
+            .map_err(unreachable)?
+            .with_headers(to_worker_headers(&headers)));
+    }
     Ok(worker::Response::from_body(resp.body().clone())
-        .map_err(|e| e.to_string())?
+        .map_err(unreachable)?
         .with_status(status)
         .with_headers(to_worker_headers(&headers)))
 }
@@ -471,8 +516,9 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         }
     }
     let client_ip = headers.get("cf-connecting-ip").map(str::to_owned);
+    let edge = edge_context(&req, &headers, test_faults_enabled(&env));
     // The method as sent: the `worker` crate's `Method` reads every unknown token as GET.
-    let core_req = Request { method: req.inner().method(), url, headers, body, client_ip };
+    let core_req = Request { method: req.inner().method(), url, headers, body, client_ip, edge };
 
     let fault_switch = test_faults_enabled(&env).then(|| FAULTS.with(Rc::clone));
     if let Some(f) = &fault_switch {
@@ -503,7 +549,8 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
             Ok(r) => Ok(r),
-            Err(e) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
+            Err(ForwardError::Unreachable(e)) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
+            Err(ForwardError::TimedOut(ms)) => to_worker_response(gw.origin_timed_out(ports, &core_req, ms)),
         },
     };
     let jobs = gw.take_deferred();

@@ -201,3 +201,32 @@ fn the_documented_example_is_config_example_json() {
     let documented: Value = serde_json::from_str(block).unwrap();
     assert_eq!(documented, example(), "docs/configuration.md's example and config/example.json differ");
 }
+
+#[test]
+fn policy_answers_whether_and_by_which_rule_for_a_host() {
+    let dir = std::env::temp_dir().join(format!("portcullis-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.json");
+    let doc = serde_json::json!({
+        "gateway": {"cookie_keys": [{"id": "c1", "secret": "COOKIE_KEY"}]},
+        "tenants": [{"id": "acme", "hosts": ["app.test"], "origin": "https://o.test",
+            "groups": {"map": {"fin": ["finance"]}},
+            "policy": [
+                {"name": "embargo", "path": "/", "match": "prefix", "effect": "deny", "countries": ["KP"]},
+                {"name": "finance-only", "path": "/finance", "match": "prefix", "allow_groups": ["finance"]}]}]
+    });
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, _) = run(&["policy", f, "--host", "app.test", r#"{"path": "/finance/q1", "groups": ["fin"]}"#]);
+    assert_eq!(code, 0, "{out}");
+    let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((answer["allowed"].as_bool(), answer["name"].as_str()), (Some(true), Some("finance-only")));
+    let q = r#"{"path": "/finance/q1", "groups": ["fin"], "edge": {"country": "KP"}}"#;
+    let (code, out, _) = run(&["policy", f, "--host", "app.test", q]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(r#""name":"embargo""#), "{out}");
+    let (code, _, err) = run(&["policy", f, "--host", "other.test", "{}"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no tenant serves host other.test"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

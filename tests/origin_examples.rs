@@ -46,6 +46,9 @@ fn sign(key: &SigningKey, aud: &str, iat: u64) -> String {
         amr: &[],
         idp: "corp",
         attributes: &Default::default(),
+        principal: "user",
+        client_id: None,
+        scope: None,
     };
     key.sign(&claims, iat).unwrap()
 }

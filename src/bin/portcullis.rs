@@ -6,13 +6,43 @@
 //! from a dotenv file; `--bundle` writes the accepted document as the JavaScript module the
 //! Worker's entry imports (scripts/build.sh); `--list-secrets` prints only the names of the
 //! Worker secrets the document uses, one a line.
+//!
+//! `portcullis policy CONFIG --host HOST QUERY` answers "would this request by this
+//! identity be allowed, and by which rule?" for the tenant serving HOST, with the rules the
+//! Worker runs (the admin API's `policy/check`): QUERY is the same JSON, e.g.
+//! `{"path": "/finance", "groups": ["finance"], "edge": {"country": "FR"}}`. Prints the
+//! answer as JSON; exits 0 when allowed, 1 when refused, 2 on a usage or file error.
 
 use std::process::ExitCode;
 
 use portcullis::check;
 
 const USAGE: &str =
-    "usage: portcullis check CONFIG.json|CONFIG.toml [--secrets DOTENV] [--bundle OUT.mjs] [--list-secrets]";
+    "usage: portcullis check CONFIG.json|CONFIG.toml [--secrets DOTENV] [--bundle OUT.mjs] [--list-secrets]
+       portcullis policy CONFIG.json|CONFIG.toml --host HOST QUERY_JSON";
+
+/// `portcullis policy`: one policy question against a configuration file.
+fn policy(args: &[String]) -> Result<ExitCode, String> {
+    let (mut file, mut host, mut query) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--host" => host = Some(it.next().ok_or(USAGE)?.clone()),
+            _ if file.is_none() && !a.starts_with('-') => file = Some(a.clone()),
+            _ if query.is_none() && !a.starts_with('-') => query = Some(a.clone()),
+            _ => return Err(format!("unexpected argument {a}\n{USAGE}")),
+        }
+    }
+    let (file, host, query) = (file.ok_or(USAGE)?, host.ok_or(USAGE)?, query.ok_or(USAGE)?);
+    let json = check::to_json(&read(&file)?, check::Format::of(&file)).map_err(|e| format!("{file}: {e}"))?;
+    let config: portcullis::config::Config = serde_json::from_str(&json).map_err(|e| format!("{file}: {e}"))?;
+    let tenant = config.tenant_for_host(&host).ok_or_else(|| format!("no tenant serves host {host}"))?;
+    let query: portcullis::policy::CheckQuery =
+        serde_json::from_str(&query).map_err(|e| format!("the query is not a policy question: {e}"))?;
+    let answer = portcullis::policy::check(tenant, &query);
+    println!("{answer}");
+    Ok(if answer["allowed"] == true { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))
@@ -20,8 +50,10 @@ fn read(path: &str) -> Result<String, String> {
 
 fn run(args: &[String]) -> Result<ExitCode, String> {
     let mut it = args.iter();
-    if it.next().map(String::as_str) != Some("check") {
-        return Err(USAGE.into());
+    match it.next().map(String::as_str) {
+        Some("check") => {}
+        Some("policy") => return policy(&args[1..]),
+        _ => return Err(USAGE.into()),
     }
     let (mut file, mut secrets, mut bundle, mut list) = (None, None, None, false);
     while let Some(a) = it.next() {

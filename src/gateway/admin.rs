@@ -180,6 +180,77 @@ impl Gateway {
                     json!({ "provider": name, "issuer": m.issuer, "kids": keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>() }),
                 )
             }
+            ("GET", "/service-tokens") => {
+                let prefix = super::bearer::service_token_prefix(&tenant.id);
+                let mut list = Vec::new();
+                for key in ports.kv.list(&prefix, 1000).await? {
+                    if let Some(t) = ports
+                        .kv
+                        .get(&key)
+                        .await?
+                        .and_then(|raw| serde_json::from_str::<super::bearer::ServiceToken>(&raw).ok())
+                    {
+                        list.push(json!({"client_id": &key[prefix.len()..], "name": t.name, "scopes": t.scopes,
+                                         "created": t.created, "expires": t.expires}));
+                    }
+                }
+                Ok(json!({ "service_tokens": list }))
+            }
+            ("POST", "/service-tokens") => {
+                if !tenant.service_tokens {
+                    return Err(Refusal::BadInput(
+                        "this tenant does not accept service tokens (service_tokens)".into(),
+                    ));
+                }
+                let body: Value = serde_json::from_slice(&req.body)
+                    .map_err(|e| Refusal::BadInput(format!("body is not JSON: {e}")))?;
+                let name = body
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty() && n.len() <= 64)
+                    .ok_or_else(|| Refusal::BadInput("field name (1-64 characters) is required".into()))?;
+                let scopes: Vec<String> = match body.get("scopes") {
+                    None => Vec::new(),
+                    Some(v) => serde_json::from_value(v.clone())
+                        .map_err(|_| Refusal::BadInput("field scopes must be a list of strings".into()))?,
+                };
+                let ttl_days = body.get("ttl_days").and_then(Value::as_u64).filter(|d| (1..=3650).contains(d));
+                let now = ports.now();
+                let expires = ttl_days.map(|d| now + d * 86400);
+                let client_id = format!("st-{}", crypto::hex(&ports.random::<8>()));
+                let secret = crate::crypto::b64url(&ports.random::<32>());
+                let stored = super::bearer::ServiceToken {
+                    name: name.to_owned(),
+                    secret_sha256: crypto::sha256_hex(secret.as_bytes()),
+                    scopes: scopes.clone(),
+                    created: now,
+                    expires,
+                };
+                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&tenant.id));
+                let value = serde_json::to_string(&stored).map_err(|e| Refusal::BadInput(e.to_string()))?;
+                ports.kv.put(&key, &value, ttl_days.map(|d| d * 86400)).await?;
+                // The secret is shown once, in this answer only.
+                Ok(
+                    json!({"client_id": client_id, "client_secret": secret, "name": name, "scopes": scopes, "expires": expires}),
+                )
+            }
+            ("POST", "/service-tokens/revoke") => {
+                let client_id = body_field(req, "client_id")?;
+                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&tenant.id));
+                if ports.kv.get(&key).await?.is_none() {
+                    return Err(Refusal::NotFound);
+                }
+                ports.kv.delete(&key).await?;
+                Ok(json!({ "client_id": client_id, "revoked": true }))
+            }
+            ("POST", "/policy/check") => {
+                let query: crate::policy::CheckQuery = serde_json::from_slice(&req.body)
+                    .map_err(|e| Refusal::BadInput(format!("body is not a policy check: {e}")))?;
+                if query.path.is_empty() {
+                    return Err(Refusal::BadInput("field path (string) is required".into()));
+                }
+                Ok(crate::policy::check(tenant, &query))
+            }
             ("GET", "/keys") => {
                 let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
                 let ids = |keys: &[crate::crypto::KeyWithId]| keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();

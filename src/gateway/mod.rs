@@ -9,6 +9,7 @@
 //! 3. response filter: [`proxy::downstream_headers`] on the origin's answer.
 
 mod admin;
+mod bearer;
 #[cfg(feature = "bench")]
 mod bench;
 mod logout;
@@ -86,6 +87,12 @@ pub struct Forward {
     pub tenant: String,
     /// Session handle for log lines (never the id).
     pub session: Option<String>,
+    /// A WebSocket upgrade, passed to the origin after the checks; the shell hands the
+    /// origin's WebSocket back to the client.
+    pub websocket: bool,
+    /// How long to wait for the origin's response headers (the tenant's
+    /// `origin_timeout_ms`); the body then streams through without a deadline.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -375,6 +382,9 @@ impl Gateway {
                 r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
             }
             Refusal::RateLimited { retry_after } => r.headers.set("retry-after", retry_after.to_string()),
+            Refusal::Bearer(e) => {
+                r.headers.set("www-authenticate", bearer::challenge(tenant.map(|t| t.id.as_str()).unwrap_or(""), e))
+            }
             _ => {}
         }
         r
@@ -424,6 +434,13 @@ impl Gateway {
     pub fn origin_failed(&self, ports: Ports<'_>, req: &Request, cause: &str) -> Response {
         let tenant = self.config().and_then(|l| l.config.tenant_for_host(&req.host()));
         self.refuse(ports, req, tenant, &Refusal::OriginUnreachable(cause.to_owned()))
+    }
+
+    /// The 504 page when the origin did not answer within the tenant's
+    /// `origin_timeout_ms` (the shell calls this).
+    pub fn origin_timed_out(&self, ports: Ports<'_>, req: &Request, after_ms: u64) -> Response {
+        let tenant = self.config().and_then(|l| l.config.tenant_for_host(&req.host()));
+        self.refuse(ports, req, tenant, &Refusal::OriginTimeout { after_ms })
     }
 
     /// Entry point: everything a request can lead to.
@@ -566,7 +583,21 @@ impl Gateway {
         let url = proxy::upstream_url(&tenant.origin, &decided.path.raw, req.url.query());
         if policy::is_public(tenant, decided) {
             let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
-            return Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: None }));
+            return Ok(to_origin(req, tenant, url, headers, None));
+        }
+        // A bearer token, where the tenant accepts them, decides alone: a client that sends
+        // one is judged by it, never by a cookie that came along.
+        if !tenant.bearer.is_empty() {
+            if let Some(raw) = bearer::bearer_token(req) {
+                let credential = bearer::Credential::Bearer(raw);
+                return self.protected_bearer(ports, req, tenant, decided, (url, &client), credential).await;
+            }
+        }
+        if tenant.service_tokens {
+            if let Some(pair) = bearer::service_credentials(req) {
+                let credential = bearer::Credential::Service(pair);
+                return self.protected_bearer(ports, req, tenant, decided, (url, &client), credential).await;
+            }
         }
         let session = match self.lookup_session(ports, req, tenant).await? {
             Lookup::Active(session) => *session,
@@ -591,9 +622,13 @@ impl Gateway {
             email_verified: record.email_verified,
             groups: &record.groups,
             roles: &record.roles,
+            scopes: &[],
+            machine: false,
+            claims: &record.claims(),
+            edge: &req.edge,
         };
         if let Err(denied) = policy::authorize(tenant, decided, &subject) {
-            return Err(Refusal::Forbidden { rule: denied.rule });
+            return Err(Refusal::Forbidden { denied });
         }
         if self.step_up_due(ports, tenant, decided, record) {
             return self.mfa_needed(req, true).map(Action::Respond);
@@ -610,9 +645,11 @@ impl Gateway {
             roles: record.roles.clone(),
             amr: record.amr.clone(),
             assertion: self.assertion_for(ports, tenant, id, record),
+            scopes: None,
+            principal: Some("user"),
         };
         let headers = proxy::upstream_headers(&req.headers, tenant, &client, Some(&identity));
-        Ok(Action::Forward(Forward { url, headers, tenant: tenant.id.clone(), session: Some(id.handle()) }))
+        Ok(to_origin(req, tenant, url, headers, Some(id.handle())))
     }
 
     /// No usable session: browsers go to the login page, other clients get a 401.
@@ -634,6 +671,7 @@ impl Gateway {
             let mut r =
                 json_error(401, if ended { "session_expired" } else { "unauthenticated" }, "Sign-in required.", "");
             r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}", login="{prefix}/login""#, tenant.id));
+            bearer::add_challenge(&mut r, tenant);
             r
         };
         if req.headers.cookie(SESSION_COOKIE).is_some() {
@@ -805,6 +843,9 @@ impl Gateway {
             amr: &record.amr,
             idp: &record.provider,
             attributes: &record.attributes,
+            principal: "user",
+            client_id: None,
+            scope: None,
         };
         let token = key.sign(&claims, now)?;
         if let Some(c) = self.sessions.borrow_mut().get_mut(&cache_key) {
@@ -1618,14 +1659,37 @@ impl Gateway {
     }
 }
 
-/// Verifies an ID token: the signature with the runtime's own crypto when the shell offers
+/// The forward of a request that passed every check: a WebSocket upgrade keeps its
+/// `Upgrade` (dropped as hop-by-hop otherwise), and the tenant's origin deadline goes along.
+pub(crate) fn to_origin(
+    req: &Request,
+    tenant: &Tenant,
+    url: String,
+    mut headers: Headers,
+    session: Option<String>,
+) -> Action {
+    let websocket = proxy::is_websocket_upgrade(&req.method, &req.headers);
+    if websocket {
+        headers.set("upgrade", "websocket");
+    }
+    Action::Forward(Forward {
+        url,
+        headers,
+        tenant: tenant.id.clone(),
+        session,
+        websocket,
+        timeout_ms: tenant.origin_timeout_ms,
+    })
+}
+
+/// Verifies a signed token (ID token or access token, by the profile): the signature with the runtime's own crypto when the shell offers
 /// it (WebCrypto), else with the pure-Rust verifier; the claim checks are the same either way.
-async fn check_token(
+async fn check_token<P: oidc::id_token::TokenProfile>(
     ports: Ports<'_>,
     token: &UntrustedIdToken,
     keys: &[Jwk],
-    exp: &oidc::id_token::Expectations<'_>,
-) -> Result<oidc::VerifiedIdToken, oidc::IdTokenError> {
+    exp: &P,
+) -> Result<P::Verified, oidc::IdTokenError> {
     if let (Some(verifier), Ok(parts)) = (ports.verifier, token.signing_parts()) {
         let key = token.key_for(keys, &parts)?;
         if let Some(valid) = verifier.verify(&parts.alg, &key.public_jwk, parts.signed(), parts.signature()).await {

@@ -83,6 +83,12 @@ pub enum IdTokenError {
     CriticalHeader(Vec<String>),
     /// Back-Channel Logout 1.0, 2.4: a `typ` other than `logout+jwt`.
     LogoutTokenType(String),
+    /// RFC 9068 2.1 / 4: an access token must be typed `at+jwt` where that is required.
+    WrongType(Option<String>),
+    /// RFC 9068 4: `aud` names none of the resources the gateway accepts.
+    AudienceNotAccepted(Vec<String>),
+    /// The token lacks a scope the issuer's configuration requires.
+    ScopeMissing(String),
 }
 
 impl fmt::Display for IdTokenError {
@@ -120,6 +126,9 @@ impl fmt::Display for IdTokenError {
                 write!(f, "header marks parameters as critical that are not understood: {names:?}")
             }
             LogoutTokenType(t) => write!(f, "typ {t:?} is not logout+jwt"),
+            WrongType(t) => write!(f, "typ {t:?} is not at+jwt"),
+            AudienceNotAccepted(a) => write!(f, "aud {a:?} names no accepted audience"),
+            ScopeMissing(s) => write!(f, "scope {s:?} is missing"),
         }
     }
 }
@@ -200,7 +209,89 @@ pub fn half_hash(alg: &str, token: &str) -> Option<String> {
     Some(b64url(&full[..full.len() / 2]))
 }
 
-type TokenClaims = Claims<Map<String, Value>>;
+/// Registered claims parsed, the rest as JSON.
+pub type TokenClaims = Claims<Map<String, Value>>;
+
+/// What one kind of token must satisfy besides its signature. The verifier shared by every
+/// JWT the gateway accepts ([`UntrustedIdToken::verify`] and
+/// [`UntrustedIdToken::verify_with_checked_signature`]) decodes the token, refuses `crit`,
+/// checks the algorithm, picks the key from the issuer's JWKS and verifies the signature the
+/// same way for all of them; a profile adds its own header and claim rules (ID tokens:
+/// [`Expectations`]; access tokens: [`crate::oidc::access_token::AccessTokenExpectations`]).
+pub trait TokenProfile {
+    type Verified;
+    /// The HMAC key, for a profile that accepts HMAC-signed tokens.
+    fn hmac_secret(&self) -> Option<&[u8]> {
+        None
+    }
+    /// Whether `alg`, already on the asymmetric allow-list, is accepted by this profile.
+    fn accepts_alg(&self, _alg: &str) -> bool {
+        true
+    }
+    /// Header rules beyond `alg`, `kid` and `crit` (e.g. `typ`).
+    fn check_header(&self, _header: &Map<String, Value>) -> Result<(), IdTokenError> {
+        Ok(())
+    }
+    /// The claim rules, on claims whose signature verified.
+    fn check_claims(
+        &self,
+        claims: TokenClaims,
+        alg: String,
+        kid: Option<String>,
+    ) -> Result<Self::Verified, IdTokenError>;
+}
+
+impl TokenProfile for Expectations<'_> {
+    type Verified = VerifiedIdToken;
+    fn hmac_secret(&self) -> Option<&[u8]> {
+        self.hmac_secret
+    }
+    fn check_claims(
+        &self,
+        claims: TokenClaims,
+        alg: String,
+        kid: Option<String>,
+    ) -> Result<VerifiedIdToken, IdTokenError> {
+        check_claims(claims, alg, kid, self)
+    }
+}
+
+/// RFC 7519 4.1.1: `iss` exactly equals the expected issuer (byte for byte, no
+/// normalisation of trailing slashes or case). Shared by every profile.
+pub fn check_issuer<'c>(claims: &'c TokenClaims, expected: &str) -> Result<&'c str, IdTokenError> {
+    let iss = claims.custom.get("iss").and_then(Value::as_str).unwrap_or_default();
+    if iss != expected {
+        return Err(IdTokenError::IssuerMismatch { expected: expected.to_owned(), actual: iss.to_owned() });
+    }
+    Ok(iss)
+}
+
+/// The time rules every profile shares: `exp` present and not past (plus skew), `nbf`
+/// reached (minus skew), `iat` present and not in the future. Returns (`exp`, `iat`).
+pub fn check_times(claims: &TokenClaims, now: u64, skew: u64) -> Result<(i64, i64), IdTokenError> {
+    // Saturating: no configured duration or claimed time can overflow (or wrap) the checks.
+    let n = i64::try_from(now).unwrap_or(i64::MAX);
+    let sk = i64::try_from(skew).unwrap_or(i64::MAX);
+    let exp = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
+    if n >= exp.saturating_add(sk) {
+        return Err(IdTokenError::Expired { exp, now });
+    }
+    if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
+        if n.saturating_add(sk) < nbf {
+            return Err(IdTokenError::NotYetValid { nbf, now });
+        }
+    }
+    let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
+    if iat > n.saturating_add(sk) {
+        return Err(IdTokenError::IatInFuture { iat, now });
+    }
+    Ok((exp, iat))
+}
+
+/// The `aud` claim as a list (a single string or an array of strings).
+pub fn audience_list(claims: &TokenClaims) -> Vec<String> {
+    audiences(claims.custom.get("aud"))
+}
 
 fn check_signature(token: &UntrustedToken<'_>, alg: &str, key: &PublicKey) -> Result<TokenClaims, IdTokenError> {
     let result = match (alg, key) {
@@ -246,10 +337,10 @@ impl UntrustedIdToken {
     /// and a key from the JWKS (or the client secret for opted-in HMAC). The header's
     /// `jwk`, `jku`, `x5u` and `x5c` are never used: keys come only from the provider's
     /// JWKS, fetched from its discovery document over TLS.
-    fn signed_claims(
+    fn signed_claims<P: TokenProfile + ?Sized>(
         &self,
         keys: &[Jwk],
-        exp: &Expectations<'_>,
+        profile: &P,
         kind: TokenKind,
     ) -> Result<(TokenClaims, String, Option<String>), IdTokenError> {
         let token = UntrustedToken::new(&self.raw).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
@@ -259,12 +350,13 @@ impl UntrustedIdToken {
         check_header(&header, kind)?;
         let alg = token.algorithm().to_owned();
         let kid = token.header().key_id.clone();
+        profile.check_header(&self.header()?)?;
         // Steps 7 and 8: the algorithm must be on the allow-list; `none` never is; HMAC only
         // when configured, keyed with the client secret.
         let claims = if HMAC_ALGS.contains(&alg.as_str()) {
-            let secret = exp.hmac_secret.ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
+            let secret = profile.hmac_secret().ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg.clone()))?;
             check_hmac(&token, &alg, secret)?
-        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+        } else if ASYMMETRIC_ALGS.contains(&alg.as_str()) && profile.accepts_alg(&alg) {
             // Step 6: the signature, with the key the JWKS has under `kid`.
             let key = select_key(keys, &alg, kid.as_deref())?;
             check_signature(&token, &alg, &key.key)?
@@ -278,13 +370,32 @@ impl UntrustedIdToken {
         Self { raw: raw.into() }
     }
 
+    /// The JOSE header as JSON, for a profile's own header rules (the shared ones, `crit`
+    /// among them, are [`check_header`]'s).
+    fn header(&self) -> Result<Map<String, Value>, IdTokenError> {
+        let first = self.raw.split('.').next().unwrap_or_default();
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, first)
+            .map_err(|_| IdTokenError::Malformed("header is not base64url".into()))?;
+        serde_json::from_slice(&bytes).map_err(|_| IdTokenError::Malformed("header is not a JSON object".into()))
+    }
+
+    /// The `iss` claim, unverified: only to choose which issuer's keys and rules to verify
+    /// the token with.
+    pub fn unverified_issuer(&self) -> Option<String> {
+        let payload = self.raw.split('.').nth(1)?;
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
+        let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+        claims.get("iss").and_then(Value::as_str).map(str::to_owned)
+    }
+
     /// The `kid` from the header, unverified (to decide whether the JWKS needs a refetch).
     pub fn kid(&self) -> Option<String> {
         UntrustedToken::new(&self.raw).ok().and_then(|t| t.header().key_id.clone())
     }
 
-    /// Runs every check; `keys` is the provider's JWKS.
-    pub fn verify(&self, keys: &[Jwk], exp: &Expectations<'_>) -> Result<VerifiedIdToken, IdTokenError> {
+    /// Runs every check of the profile (an ID token's [`Expectations`], or an access
+    /// token's); `keys` is the issuer's JWKS.
+    pub fn verify<P: TokenProfile + ?Sized>(&self, keys: &[Jwk], exp: &P) -> Result<P::Verified, IdTokenError> {
         // Step 1: encrypted ID tokens (JWE, five segments) are not accepted.
         let segments = self.raw.split('.').count();
         if segments == 5 {
@@ -293,34 +404,39 @@ impl UntrustedIdToken {
         if segments != 3 || self.raw.len() > 64 * 1024 {
             return Err(IdTokenError::Malformed("not a compact JWS".into()));
         }
+        // ID and access tokens share the header rules; only logout tokens add their `typ`.
         let (claims, alg, kid) = self.signed_claims(keys, exp, TokenKind::IdToken)?;
-        check_claims(claims, alg, kid, exp)
+        exp.check_claims(claims, alg, kid)
     }
 
     /// For a signature already verified by the runtime's own crypto (the Worker shell's
     /// WebCrypto port) against `key` from the provider's JWKS: the same algorithm and key
     /// rules, then every claim check of [`UntrustedIdToken::verify`]. `parts` are this
     /// token's own [`UntrustedIdToken::signing_parts`], so the token is decoded only once.
-    pub fn verify_with_checked_signature(
+    pub fn verify_with_checked_signature<P: TokenProfile + ?Sized>(
         &self,
         parts: SigningParts<'_>,
         key: &Jwk,
         checked: SignatureChecked,
-        exp: &Expectations<'_>,
-    ) -> Result<VerifiedIdToken, IdTokenError> {
+        exp: &P,
+    ) -> Result<P::Verified, IdTokenError> {
         let SignatureChecked(()) = checked;
         let SigningParts { alg, kid, signed, claims, .. } = parts;
         // The parts must be this token's: a proof for other bytes proves nothing here.
         if signed.as_ptr() != self.raw.as_ptr() {
             return Err(IdTokenError::BadSignature);
         }
+        if !exp.accepts_alg(&alg) {
+            return Err(IdTokenError::AlgorithmNotAllowed(alg));
+        }
         if !key.key.fits(&alg) || key.alg.as_deref().is_some_and(|a| a != alg) || !key.usable_for_signatures() {
             return Err(IdTokenError::KeyAlgorithmMismatch { alg, kid });
         }
+        exp.check_header(&self.header()?)?;
         // As `UntrustedToken::deserialize_claims_unchecked` (JSON claims).
         let claims: TokenClaims = serde_json::from_slice(&claims)
             .map_err(|e| map_validation_error(jwt_compact::ValidationError::MalformedClaims(e)))?;
-        check_claims(claims, alg, kid, exp)
+        exp.check_claims(claims, alg, kid)
     }
 
     /// What an external verifier needs: algorithm, key id, the signed bytes and the
@@ -437,10 +553,7 @@ fn check_claims(
 
     // Step 2: `iss` exactly equals the issuer from discovery (byte-for-byte, no
     // normalisation of trailing slashes or case).
-    let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
-    if iss != exp.issuer {
-        return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
-    }
+    let iss = check_issuer(&claims, exp.issuer)?;
     // Step 3: `aud` contains the client id; every other audience must be trusted.
     let aud = audiences(c.get("aud"));
     if !aud.iter().any(|a| a == exp.client_id) {
@@ -466,22 +579,10 @@ fn check_claims(
     let now = i64::try_from(exp.now).unwrap_or(i64::MAX);
     let skew = i64::try_from(exp.skew).unwrap_or(i64::MAX);
     let iat_window = i64::try_from(exp.iat_window).unwrap_or(i64::MAX);
-    // Step 9: the current time is before `exp` (plus the allowed skew).
-    let exp_ts = claims.expiration.map(|t| t.timestamp()).ok_or(IdTokenError::MissingExp)?;
-    if now >= exp_ts.saturating_add(skew) {
-        return Err(IdTokenError::Expired { exp: exp_ts, now: exp.now });
-    }
-    // RFC 7519 4.1.5: not before `nbf` (minus skew).
-    if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-        if now.saturating_add(skew) < nbf {
-            return Err(IdTokenError::NotYetValid { nbf, now: exp.now });
-        }
-    }
-    // Step 10: `iat` is present, not in the future, and not older than the window.
-    let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(IdTokenError::MissingIat)?;
-    if iat > now.saturating_add(skew) {
-        return Err(IdTokenError::IatInFuture { iat, now: exp.now });
-    }
+    // Step 9: the current time is before `exp` (plus the allowed skew); RFC 7519 4.1.5: not
+    // before `nbf` (minus skew); step 10: `iat` is present, not in the future...
+    let (exp_ts, iat) = check_times(&claims, exp.now, exp.skew)?;
+    // ... and not older than the window.
     if now.saturating_sub(iat) > iat_window.saturating_add(skew) {
         return Err(IdTokenError::IatTooOld { iat, now: exp.now });
     }
@@ -527,10 +628,7 @@ impl UntrustedIdToken {
         }
         let (claims, _, _) = self.signed_claims(keys, exp, TokenKind::Logout)?;
         let c = &claims.custom;
-        let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
-        if iss != exp.issuer {
-            return Err(IdTokenError::IssuerMismatch { expected: exp.issuer.to_owned(), actual: iss.to_owned() });
-        }
+        let iss = check_issuer(&claims, exp.issuer)?;
         let aud = audiences(c.get("aud"));
         if !aud.iter().any(|a| a == exp.client_id) {
             return Err(IdTokenError::AudienceMissingClient);

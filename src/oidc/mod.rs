@@ -3,6 +3,7 @@
 //! gateway passes in fetched documents and the clock, and performs the requests these
 //! functions describe.
 
+pub mod access_token;
 pub mod id_token;
 pub mod jwks;
 

@@ -96,6 +96,42 @@ impl Idp {
         Es256.token(&Header::empty().with_key_id(self.kid.clone()), &c, &self.key).unwrap()
     }
 
+    /// A client-credentials JWT access token (RFC 9068) for `ci-client` with `scope` and
+    /// `aud`, signed with the IdP's key; `claims` overrides (null removes), `header` sets
+    /// JOSE header fields (`typ` defaults to `at+jwt`).
+    pub fn access_token(&self, claims: Value, header: Value) -> String {
+        self.access_token_with(&self.key, claims, header)
+    }
+
+    /// As [`Idp::access_token`], signed with `key` (a forger's) under the IdP's `kid`.
+    pub fn access_token_with(&self, key: &p256::ecdsa::SigningKey, claims: Value, header: Value) -> String {
+        let now = self.clock.now();
+        let mut body = json!({
+            "iss": self.issuer_in_token, "sub": "ci-client", "client_id": "ci-client",
+            "aud": "https://api.acme.test", "scope": "api read", "jti": format!("at-{now}"),
+        });
+        for (k, v) in claims.as_object().unwrap() {
+            if v.is_null() {
+                body.as_object_mut().unwrap().remove(k);
+            } else {
+                body[k] = v.clone();
+            }
+        }
+        let mut c = Claims::new(body);
+        c.issued_at = chrono::DateTime::from_timestamp(now as i64, 0);
+        c.expiration = chrono::DateTime::from_timestamp(now as i64 + 300, 0);
+        let mut fields = json!({"typ": "at+jwt"});
+        for (k, v) in header.as_object().unwrap() {
+            if v.is_null() {
+                fields.as_object_mut().unwrap().remove(k);
+            } else {
+                fields[k] = v.clone();
+            }
+        }
+        let h = Header::new(fields).with_key_id(self.kid.clone());
+        Es256.token(&h, &c, key).unwrap()
+    }
+
     fn mode(&self, m: &Mode, ok: impl FnOnce() -> Inbound) -> Result<Inbound, FetchError> {
         match m {
             Mode::Ok => Ok(ok()),

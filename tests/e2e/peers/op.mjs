@@ -29,7 +29,7 @@ import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 // oidc-provider warns on import when the Node.js release line is not the one it
 // targets; that notice is irrelevant for a local test peer.
-const { default: Provider } = await (async () => {
+const { default: Provider, errors } = await (async () => {
   const warn = console.warn;
   console.warn = () => {};
   try {
@@ -163,6 +163,11 @@ async function listen(server, port) {
  *   hosted IdPs do); when true, oidc-provider's own rule applies and
  *   `offline_access` is dropped unless the request also carries `prompt=consent`
  * @param {boolean} [opts.quiet=true] silence oidc-provider's development warnings
+ * @param {object} [opts.resources] resource servers for client credentials with JWT
+ *   access tokens (RFC 8707 resource indicators, RFC 9068 tokens typed `at+jwt`):
+ *   `{ 'https://api.example': { scope: 'api read', ttl: 300, alg: 'RS256' } }`. A client
+ *   with `grant_types: ['client_credentials']` then gets a token for
+ *   `POST /token grant_type=client_credentials&resource=URL&scope=…`.
  */
 export async function startOp(opts = {}) {
   const {
@@ -174,6 +179,7 @@ export async function startOp(opts = {}) {
     sessionTtl = 86400,
     strictOfflineAccess = false,
     quiet = true,
+    resources = {},
   } = opts;
 
   const store = new ExpiringStore();
@@ -302,6 +308,24 @@ ${form}
         },
         backchannelLogout: { enabled: true },
         revocation: { enabled: true },
+        clientCredentials: { enabled: Object.keys(resources).length > 0 },
+        resourceIndicators: {
+          enabled: Object.keys(resources).length > 0,
+          // A client-credentials request names its resource; an unknown one is refused.
+          defaultResource: () => undefined,
+          useGrantedResource: () => true,
+          getResourceServerInfo: (ctx, resource) => {
+            const r = resources[resource];
+            if (!r) throw new errors.InvalidTarget();
+            return {
+              scope: r.scope,
+              audience: resource,
+              accessTokenTTL: r.ttl ?? 300,
+              accessTokenFormat: 'jwt',
+              jwt: { sign: { alg: r.alg ?? 'RS256' } },
+            };
+          },
+        },
       },
       issueRefreshToken: async (ctx, client, code) => {
         if (!client.grantTypeAllowed('refresh_token')) return false;
@@ -320,6 +344,7 @@ ${form}
         AuthorizationCode: 60,
         IdToken: idTokenTtl,
         RefreshToken: refreshTokenTtl,
+        ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 300,
         Interaction: 3600,
         Session: sessionTtl,
         Grant: Math.max(sessionTtl, refreshTokenTtl),

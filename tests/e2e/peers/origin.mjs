@@ -8,11 +8,16 @@
 //   GET /redirect      302 to /elsewhere
 //   GET /slow?ms=N     answers after N milliseconds
 //   GET /html          small HTML page listing the X-Portcullis-* headers received
+//   GET /big?mb=N      N MiB (at most 1024) of 'x', streamed in 64 KiB chunks without a
+//                      content-length, written only as fast as the reader takes them
+//   GET /ws            a WebSocket upgrade: an echo socket (text frames come back as
+//                      "echo:TEXT"); the upgrade's headers are recorded in `upgrades`
 //
 // CLI: node tests/e2e/peers/origin.mjs --port 9100
 
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
+import { echoUpgrade } from '../lib/websocket.mjs';
 
 function htmlEscape(s) {
   return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -65,7 +70,10 @@ ${rows ? `<table>\n${rows}\n</table>` : '<p>No X-Portcullis-* headers were recei
  */
 export async function startOrigin({ port = 0 } = {}) {
   const requests = [];
+  const upgrades = [];
   const timers = new Set();
+  // Bytes written by /big so far (a test compares them with what the client has read).
+  const big = { written: 0 };
 
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -107,6 +115,23 @@ export async function startOrigin({ port = 0 } = {}) {
           clearTimeout(t);
           timers.delete(t);
         });
+      } else if (req.method === 'GET' && url.pathname === '/big') {
+        const total = Math.max(0, Math.min(Number(url.searchParams.get('mb')) || 1, 1024)) * 1024 * 1024;
+        const chunk = Buffer.alloc(64 * 1024, 0x78);
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        big.written = 0;
+        const writeMore = () => {
+          while (big.written < total) {
+            big.written += chunk.length;
+            if (!res.write(chunk)) {
+              res.once('drain', writeMore);
+              return;
+            }
+          }
+          res.end();
+        };
+        res.on('error', () => {});
+        writeMore();
       } else if (req.method === 'GET' && url.pathname === '/html') {
         const body = htmlPage(record);
         res.writeHead(200, {
@@ -118,6 +143,11 @@ export async function startOrigin({ port = 0 } = {}) {
         json(200);
       }
     });
+  });
+
+  server.on('upgrade', (req, socket, head) => {
+    upgrades.push({ path: req.url, headers: collectHeaders(req.rawHeaders) });
+    echoUpgrade(req, socket, head);
   });
 
   await new Promise((resolve, reject) => {
@@ -134,6 +164,8 @@ export async function startOrigin({ port = 0 } = {}) {
     url: `http://127.0.0.1:${actualPort}`,
     port: actualPort,
     requests,
+    upgrades,
+    big,
     async close() {
       if (closed) return;
       closed = true;
