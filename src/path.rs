@@ -79,6 +79,10 @@ pub enum Ambiguity {
     EmptySegment,
     /// A segment ending in `.` or a space, which Windows servers drop.
     TrailingDotOrSpace,
+    /// `%3F` or `%23`: a query or fragment delimiter inside the path, which servers that
+    /// decode and then split again (nginx `$uri` in `proxy_pass`, Apache `mod_rewrite`)
+    /// cut the path at.
+    EncodedDelimiter,
 }
 
 impl fmt::Display for Ambiguity {
@@ -97,6 +101,7 @@ impl fmt::Display for Ambiguity {
             Ambiguity::DotSegment => "dot segment",
             Ambiguity::EmptySegment => "empty segment (//)",
             Ambiguity::TrailingDotOrSpace => "segment ending in a dot or space",
+            Ambiguity::EncodedDelimiter => "encoded ? or # in the path",
         })
     }
 }
@@ -167,6 +172,7 @@ pub fn canonical(raw: &str, case: PathCase, verbatim_prefixes: &[String]) -> Res
                     b'\\' => return Err(Ambiguity::EncodedSeparator),
                     b'/' if !verbatim => return Err(Ambiguity::EncodedSeparator),
                     b';' if !verbatim => return Err(Ambiguity::PathParameter),
+                    b'?' | b'#' => return Err(Ambiguity::EncodedDelimiter),
                     0..=0x1f | 0x7f => return Err(Ambiguity::ControlCharacter),
                     _ => decoded.push(d),
                 }
@@ -196,7 +202,21 @@ pub fn canonical(raw: &str, case: PathCase, verbatim_prefixes: &[String]) -> Res
             return Err(Ambiguity::TrailingDotOrSpace);
         }
     }
+    // Under a verbatim prefix rules see what Java servers route: each segment up to its
+    // `;` (so `/files/a;v=1` is matched as `/files/a`, never outside a rule for it).
+    let decoded = if verbatim {
+        let names: Vec<&str> = segments.iter().map(|s| s.split(';').next().unwrap_or_default()).collect();
+        format!("/{}", names.join("/"))
+    } else {
+        decoded.clone()
+    };
     let case_insensitive = case == PathCase::Insensitive;
+    // A non-ASCII letter whose lower case is ASCII (U+212A KELVIN SIGN is `k`, U+0130 is
+    // `i` + a dot) folds differently on different servers (IIS and .NET do not fold it):
+    // refused where case is folded.
+    if case_insensitive && decoded.chars().any(|c| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii())) {
+        return Err(Ambiguity::Confusable);
+    }
     let matching = if case_insensitive { decoded.to_lowercase() } else { decoded };
     Ok(CanonicalPath { raw: raw.to_owned(), matching, case_insensitive, verbatim })
 }
@@ -364,7 +384,7 @@ mod tests {
         let p = ok("/files/a%2Fb;v=1").unwrap();
         assert!(p.verbatim);
         assert_eq!(p.raw, "/files/a%2Fb;v=1");
-        assert_eq!(p.matching, "/files/a/b;v=1");
+        assert_eq!(p.matching, "/files/a/b", "rules see each segment up to its `;`");
         assert!(ok("/blobs;x").unwrap().verbatim);
         assert!(ok("/blobs/x;y").unwrap().verbatim);
         assert_eq!(ok("/blobsx;y"), Err(Ambiguity::PathParameter));

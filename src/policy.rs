@@ -9,32 +9,42 @@ use crate::config::{AccessRule, ClaimMatch, Effect, GroupSettings, PathMatch, Pa
 use crate::http::EdgeContext;
 use crate::path::{CanonicalPath, Decided};
 
-/// Glob match: `*` matches within one segment, `**` across segments.
+/// Glob match: `*` matches within one segment, `**` across segments. Each (pattern
+/// position, path position) pair is decided once, so a match costs at most
+/// |pattern| × |path| steps whatever the wildcards (a naive backtracking matcher is
+/// exponential in them, and public paths are matched before any authentication).
 fn glob_match(pattern: &str, path: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') if p.get(1) == Some(&b'*') => {
-                let rest = &p[2..];
-                (0..=s.len()).any(|i| go(rest, &s[i..]))
-            }
+    const UNKNOWN: u8 = 0;
+    const NO: u8 = 1;
+    const YES: u8 = 2;
+    fn go(p: &[u8], s: &[u8], i: usize, j: usize, memo: &mut [u8]) -> bool {
+        let k = i * (s.len() + 1) + j;
+        if memo[k] != UNKNOWN {
+            return memo[k] == YES;
+        }
+        let r = match p.get(i) {
+            None => j == s.len(),
+            Some(b'*') if p.get(i + 1) == Some(&b'*') => (j..=s.len()).any(|x| go(p, s, i + 2, x, memo)),
             Some(b'*') => {
-                let rest = &p[1..];
-                let mut i = 0;
+                let mut x = j;
                 loop {
-                    if go(rest, &s[i..]) {
-                        return true;
+                    if go(p, s, i + 1, x, memo) {
+                        break true;
                     }
-                    if i == s.len() || s[i] == b'/' {
-                        return false;
+                    if x == s.len() || s[x] == b'/' {
+                        break false;
                     }
-                    i += 1;
+                    x += 1;
                 }
             }
-            Some(c) => s.first() == Some(c) && go(&p[1..], &s[1..]),
-        }
+            Some(c) => s.get(j) == Some(c) && go(p, s, i + 1, j + 1, memo),
+        };
+        memo[k] = if r { YES } else { NO };
+        r
     }
-    go(pattern.as_bytes(), path.as_bytes())
+    let (p, s) = (pattern.as_bytes(), path.as_bytes());
+    let mut memo = vec![UNKNOWN; (p.len() + 1) * (s.len() + 1)];
+    go(p, s, 0, 0, &mut memo)
 }
 
 pub fn path_matches(kind: PathMatch, pattern: &str, path: &str) -> bool {

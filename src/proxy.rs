@@ -38,6 +38,11 @@ const OWNED_PREFIXES: &[&str] = &[
     "x-original-url",
     "x-original-uri",
     "x-rewrite-url",
+    // Read by WSGI "reverse proxied" middleware as the mount point (stripped from the path)
+    // and the scheme, and by Envoy-fronted apps as the original path.
+    "x-script-name",
+    "x-scheme",
+    "x-envoy-original-path",
     // Service-token credentials (the gateway's, and Cloudflare Access's names): a secret
     // for the gateway, never for the origin.
     "cf-access-client",
@@ -182,6 +187,8 @@ pub fn upstream_headers(
 /// Whether a `Set-Cookie` value sets one of the gateway's own cookies (any case: browsers
 /// read the `__Host-` prefix case-insensitively).
 fn sets_gateway_cookie(value: &str) -> bool {
+    // A nameless cookie (`=__Host-…=v`) is stored by some browsers under its value's name.
+    let value = value.trim_start().strip_prefix('=').unwrap_or(value);
     let name = value.split(['=', ';']).next().unwrap_or_default().trim().trim_matches('"');
     name.len() >= COOKIE_PREFIX.len()
         && name.get(..COOKIE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(COOKIE_PREFIX))

@@ -268,3 +268,94 @@ fn paths_reflected_into_pages_go_through_the_return_url_rule() {
         assert!(text.contains(expected), "{path}: {text}");
     }
 }
+
+#[test]
+fn under_a_verbatim_prefix_path_parameters_do_not_take_a_path_out_of_its_rules() {
+    let h = Harness::new(&config(
+        json!({
+            "verbatim_paths": ["/blobs", "/files/"],
+            "policy": [
+                {"path": "/blobs", "match": "prefix", "allow_roles": ["auditor"]},
+                {"path": "/files/private/", "match": "prefix", "allow_roles": ["auditor"]},
+                {"path": "/files/report.pdf", "match": "exact", "allow_roles": ["auditor"]},
+            ],
+        }),
+        json!({}),
+    ));
+    let cookie = h.login();
+    // Tomcat, Jetty and Spring read each of these as a path of the rules above.
+    for p in [
+        "/blobs",
+        "/blobs/x",
+        "/files/private/doc",
+        "/files/report.pdf",
+        "/blobs;x",
+        "/blobs;x/y",
+        "/files/private;x/doc",
+        "/files/report.pdf;v=1",
+    ] {
+        assert_eq!(h.respond(&with_session(api(p), &cookie)).status, 403, "{p}");
+    }
+}
+
+#[test]
+fn an_encoded_query_or_fragment_delimiter_in_the_path_is_refused() {
+    // nginx (`proxy_pass http://app$uri`) and Apache mod_rewrite decode and split again:
+    // `/static/..%3F` becomes `/static/..` = `/` there.
+    let h = Harness::new(&config(json!({}), json!({})));
+    for p in ["/static/..%3F", "/static/..%3f", "/static/x/..%3F", "/static/..%23", "/static/admin.php%3F"] {
+        match h.handle(&api(p)) {
+            Action::Respond(r) => assert_eq!(r.status, 400, "{p}"),
+            Action::Forward(f) => panic!("{p} forwarded to {}", f.url),
+        }
+    }
+}
+
+#[test]
+fn mount_point_and_scheme_headers_of_wsgi_middleware_never_reach_the_origin() {
+    let h = Harness::new(&config(json!({}), json!({})));
+    let f = h.forward(
+        &api("/static/admin")
+            .header("X-Script-Name", "/static")
+            .header("X_Scheme", "http")
+            .header("X-Envoy-Original-Path", "/admin"),
+    );
+    for n in ["x-script-name", "x_scheme", "x-scheme", "x-envoy-original-path"] {
+        assert_eq!(f.headers.get(n), None, "{n}");
+    }
+}
+
+#[test]
+fn globs_cost_at_most_pattern_times_path() {
+    use portcullis::config::PathMatch;
+    // Backtracking takes minutes here (three `**` over a 3 KB path); memoised, it is instant.
+    let path = format!("/{}", "a/".repeat(1500));
+    assert!(!portcullis::policy::path_matches(PathMatch::Glob, "/**/a/**/a/**/b", &path));
+    assert!(portcullis::policy::path_matches(PathMatch::Glob, "/**/a/**/a/**/a/", &path));
+    let segment = format!("/{}", "a".repeat(3000));
+    assert!(!portcullis::policy::path_matches(PathMatch::Glob, "/*a*a*a*a*b", &segment));
+}
+
+#[test]
+fn case_insensitive_tenants_refuse_letters_that_fold_onto_ascii() {
+    // U+212A KELVIN SIGN lower-cases to `k` in Unicode; IIS and .NET do not fold it.
+    let h = Harness::new(&config(
+        json!({"path_case": "insensitive", "public_paths": [{"path": "/kiosk/", "match": "prefix"}]}),
+        json!({}),
+    ));
+    match h.handle(&api("/%E2%84%AAiosk/x")) {
+        Action::Respond(r) => assert_eq!(r.status, 400),
+        Action::Forward(f) => panic!("forwarded as public: {}", f.url),
+    }
+    assert!(matches!(h.handle(&api("/KIOSK/x")), Action::Forward(_)));
+}
+
+#[test]
+fn a_nameless_set_cookie_spelling_a_gateway_cookie_is_dropped() {
+    let h = portcullis::http::Headers::from_pairs([
+        ("Set-Cookie", "=__Host-portcullis_session=x; Path=/; Secure"),
+        ("Set-Cookie", "theme=dark; Path=/"),
+    ]);
+    let out = portcullis::proxy::downstream_headers(&h);
+    assert_eq!(out.get_all("set-cookie").collect::<Vec<_>>(), vec!["theme=dark; Path=/"]);
+}
