@@ -276,6 +276,11 @@ pub struct BearerIssuer {
     /// Require the JOSE header `typ: at+jwt` (RFC 9068 2.1).
     #[serde(default)]
     pub require_typ: bool,
+    /// Map the token's `groups` claim through the tenant's group mapping, as at sign-in.
+    /// Off by default: a machine's token does not get people's roles unless the operator
+    /// trusts this issuer's groups.
+    #[serde(default)]
+    pub groups: bool,
     /// Whose tokens are accepted: `machine` (client credentials, the default) and/or
     /// `user` (tokens a client holds for a user).
     #[serde(default = "default_principals")]

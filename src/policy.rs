@@ -160,32 +160,39 @@ pub struct Decision {
     pub method: String,
 }
 
-fn claim_holds(m: &ClaimMatch, claims: &Map<String, Value>) -> bool {
+/// Whether a claim condition holds. `contains` is membership: an item of a list claim, or a
+/// space-separated word of a string claim (never a substring: `admin` is not in
+/// `superadmin`, `@acme.test` not in `x@acme.test.evil`). A claim that is absent holds as
+/// `unknown` says.
+fn claim_holds(m: &ClaimMatch, claims: &Map<String, Value>, unknown: bool) -> bool {
     let Some(value) = crate::oidc::claim(claims, &m.claim) else {
-        return false;
+        return unknown;
     };
     if let Some(expected) = &m.equals {
         return value == expected;
     }
     match (m.contains.as_ref(), value) {
         (Some(item), Value::Array(items)) => items.contains(item),
-        (Some(Value::String(part)), Value::String(s)) => s.contains(part.as_str()),
+        (Some(Value::String(word)), Value::String(s)) => s.split_whitespace().any(|w| w == word),
         _ => false,
     }
 }
 
 /// Whether the request's edge context satisfies the rule's conditions on it. A condition on
-/// something the edge does not report does not hold.
-fn edge_holds(rule: &AccessRule, e: &EdgeContext) -> bool {
+/// something the edge does not report holds as `unknown` says: not for an allow rule, and
+/// for a deny rule it does (a deny rule fails closed).
+fn edge_holds(rule: &AccessRule, e: &EdgeContext, unknown: bool) -> bool {
     (rule.countries.is_empty()
-        || e.country.as_ref().is_some_and(|c| rule.countries.iter().any(|r| r.eq_ignore_ascii_case(c))))
-        && (rule.asns.is_empty() || e.asn.is_some_and(|a| rule.asns.contains(&a)))
-        && rule.client_cert_verified.is_none_or(|want| e.client_cert_verified.unwrap_or(false) == want)
-        && rule.min_bot_score.is_none_or(|min| e.bot_score.is_some_and(|s| s >= min))
-        && rule.max_bot_score.is_none_or(|max| e.bot_score.is_some_and(|s| s <= max))
+        || e.country.as_ref().map_or(unknown, |c| rule.countries.iter().any(|r| r.eq_ignore_ascii_case(c))))
+        && (rule.asns.is_empty() || e.asn.map_or(unknown, |a| rule.asns.contains(&a)))
+        && rule.client_cert_verified.is_none_or(|want| e.client_cert_verified.map_or(unknown, |v| v == want))
+        && rule.min_bot_score.is_none_or(|min| e.bot_score.map_or(unknown, |s| s >= min))
+        && rule.max_bot_score.is_none_or(|max| e.bot_score.map_or(unknown, |s| s <= max))
 }
 
 fn rule_allows(rule: &AccessRule, s: &Subject<'_>) -> bool {
+    // What a deny rule cannot know counts as holding: it refuses.
+    let unknown = rule.effect == Effect::Deny;
     let kind_ok = match rule.principal {
         None => true,
         Some(PrincipalKind::Machine) => s.machine,
@@ -194,7 +201,7 @@ fn rule_allows(rule: &AccessRule, s: &Subject<'_>) -> bool {
     if !kind_ok || !rule.require_scopes.iter().all(|r| s.scopes.contains(r)) {
         return false;
     }
-    if !rule.claims.iter().all(|m| claim_holds(m, s.claims)) || !edge_holds(rule, s.edge) {
+    if !rule.claims.iter().all(|m| claim_holds(m, s.claims, unknown)) || !edge_holds(rule, s.edge, unknown) {
         return false;
     }
     let unrestricted = rule.allow_groups.is_empty()

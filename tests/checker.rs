@@ -217,7 +217,8 @@ fn policy_answers_whether_and_by_which_rule_for_a_host() {
     });
     std::fs::write(&file, doc.to_string()).unwrap();
     let f = file.to_str().unwrap();
-    let (code, out, _) = run(&["policy", f, "--host", "app.test", r#"{"path": "/finance/q1", "groups": ["fin"]}"#]);
+    let q = r#"{"path": "/finance/q1", "groups": ["fin"], "edge": {"country": "DE"}}"#;
+    let (code, out, _) = run(&["policy", f, "--host", "app.test", q]);
     assert_eq!(code, 0, "{out}");
     let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!((answer["allowed"].as_bool(), answer["name"].as_str()), (Some(true), Some("finance-only")));

@@ -43,8 +43,9 @@ fn a_deny_rule_refuses_when_its_conditions_hold_and_passes_on_otherwise() {
         r.text().contains("no-embargoed-countries")
             || json_body(&r)["message"].as_str().unwrap().contains("no-embargoed-countries")
     );
-    // Without a country from the edge the deny condition does not hold.
-    h.forward(&with_session(api("/reports"), &cookie));
+    // Without a country from the edge a deny rule cannot know: it refuses (fails closed).
+    let r = h.respond(&with_session(api("/reports"), &cookie));
+    assert_eq!(refused_by(&h, &r), "denied by policy rule 0 (no-embargoed-countries)");
     // The allow rule behind it still decides its paths.
     let r = h.respond(&from(with_session(api("/finance/q1"), &cookie), country("FR")));
     assert_eq!(refused_by(&h, &r), "denied by policy rule 1 (finance-only)");
@@ -67,7 +68,7 @@ fn claim_conditions_match_any_claim_path_by_equals_or_contains() {
     let h = Harness::new(&config(
         json!({"policy": [
             {"name": "verified-example", "path": "/a", "match": "prefix", "claims": [
-                {"claim": "email_verified", "equals": true}, {"claim": "email", "contains": "@example.com"}]},
+                {"claim": "email_verified", "equals": true}, {"claim": "email", "equals": "alice@example.com"}]},
             {"name": "eng-group", "path": "/b", "match": "prefix", "claims": [{"claim": "groups", "contains": "eng"}]},
             {"name": "wrong-idp", "path": "/c", "match": "prefix", "claims": [{"claim": "idp", "equals": "other"}]},
             {"name": "block-admins", "path": "/d", "match": "prefix", "effect": "deny", "claims": [{"claim": "roles", "contains": "superuser"}]},
@@ -144,26 +145,31 @@ fn the_admin_check_route_says_whether_and_by_which_rule() {
         ]}),
         json!({}),
     ));
-    let a = check(&h, json!({"path": "/eng/x", "groups": ["engineering"]}));
+    let fr = json!({"country": "FR"});
+    let a = check(&h, json!({"path": "/eng/x", "groups": ["engineering"], "edge": fr}));
     assert_eq!((a["allowed"].as_bool(), a["rule"].as_u64(), a["name"].as_str()), (Some(true), Some(1), Some("eng")));
+    // Without the country the deny rule cannot know, and refuses.
+    let a = check(&h, json!({"path": "/eng/x", "groups": ["engineering"]}));
+    assert_eq!((a["allowed"].as_bool(), a["name"].as_str()), (Some(false), Some("no-kp")));
     assert_eq!(a["groups"], json!(["eng"]));
     let a = check(&h, json!({"path": "/eng/x", "groups": ["engineering"], "edge": {"country": "KP"}}));
     assert_eq!(
         (a["allowed"].as_bool(), a["name"].as_str(), a["effect"].as_str()),
         (Some(false), Some("no-kp"), Some("deny"))
     );
-    let a = check(&h, json!({"path": "/api/x", "method": "post", "principal": "machine", "scopes": ["read"]}));
+    let a =
+        check(&h, json!({"path": "/api/x", "method": "post", "principal": "machine", "scopes": ["read"], "edge": fr}));
     assert_eq!(
         (a["allowed"].as_bool(), a["name"].as_str(), a["method"].as_str()),
         (Some(false), Some("api-writers"), Some("POST"))
     );
-    let a = check(&h, json!({"path": "/api/x", "principal": "machine", "scopes": ["write"]}));
+    let a = check(&h, json!({"path": "/api/x", "principal": "machine", "scopes": ["write"], "edge": fr}));
     assert_eq!(a["allowed"], true);
     let a = check(&h, json!({"path": "/health"}));
     assert_eq!((a["allowed"].as_bool(), a["public"].as_bool()), (Some(true), Some(true)));
     let a = check(&h, json!({"path": "/static/..;/admin"}));
     assert_eq!(a["allowed"], false);
     assert!(a["ambiguous_path"].is_string());
-    let a = check(&h, json!({"path": "/other"}));
+    let a = check(&h, json!({"path": "/other", "edge": fr}));
     assert_eq!((a["allowed"].as_bool(), a["rule"].clone()), (Some(true), Value::Null));
 }

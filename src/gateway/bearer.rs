@@ -77,6 +77,8 @@ fn short_description(e: &IdTokenError) -> &'static str {
 struct Principal {
     label: String,
     token: VerifiedAccessToken,
+    /// Whether the issuer's `groups` are mapped (`bearer[].groups`).
+    groups: bool,
 }
 
 /// KV key prefix of a tenant's service tokens.
@@ -150,7 +152,7 @@ impl Gateway {
         if !b.principals.contains(&kind) {
             return Err(BearerError::Principal { issuer: label, kind: verified.kind.as_str() });
         }
-        Ok(Principal { label, token: verified })
+        Ok(Principal { label, token: verified, groups: b.groups })
     }
 
     /// Checks service-token credentials against the tenant's stored tokens (one KV read;
@@ -161,6 +163,10 @@ impl Gateway {
         tenant: &Tenant,
         (id, secret): (&str, &str),
     ) -> Result<Principal, Refusal> {
+        // Ids are the gateway's own (`st-` and hex): anything else is refused before KV.
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Refusal::Bearer(BearerError::ServiceToken));
+        }
         let key = format!("{}{id}", service_token_prefix(&tenant.id));
         let Some(raw) = ports.kv.get(&key).await? else {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
@@ -181,7 +187,7 @@ impl Gateway {
             exp: stored.expires.unwrap_or(0) as i64,
             claims: json!({"sub": id, "client_id": id, "name": stored.name}).as_object().cloned().unwrap_or_default(),
         };
-        Ok(Principal { label: "service-token".to_owned(), token })
+        Ok(Principal { label: "service-token".to_owned(), token, groups: false })
     }
 
     /// A protected request with a bearer token: verified, authorised by the tenant's policy
@@ -202,11 +208,20 @@ impl Gateway {
         };
         let t = &principal.token;
         let machine = t.kind == oidc::access_token::PrincipalKind::Machine;
-        let groups: Vec<String> = match t.claims.get("groups") {
+        let groups: Vec<String> = match t.claims.get("groups").filter(|_| principal.groups) {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
             _ => Vec::new(),
         };
         let mapped = policy::map_groups(&tenant.groups, &groups);
+        // The tenant's "no mapped group, no access" holds for machines as for people.
+        if tenant.groups.require_mapped_group && !mapped.any_mapped {
+            let denied = policy::Denied {
+                rule: None,
+                name: Some("require_mapped_group".to_owned()),
+                path: decided.path.matching.clone(),
+            };
+            return Err(Refusal::Bearer(BearerError::Denied { denied, scopes: Vec::new() }));
+        }
         let subject = policy::Subject {
             email: None,
             email_verified: false,

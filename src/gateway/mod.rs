@@ -633,6 +633,14 @@ impl Gateway {
         if self.step_up_due(ports, tenant, decided, record) {
             return self.mfa_needed(req, true).map(Action::Respond);
         }
+        // A page on another origin can open a WebSocket with the browser's cookies
+        // (cross-site WebSocket hijacking): a cookie-authenticated upgrade must come from
+        // this site's own pages.
+        if proxy::is_websocket_upgrade(&req.method, &req.headers)
+            && req.headers.get("origin").is_some_and(|o| o != base_url(req))
+        {
+            return Err(Refusal::Csrf);
+        }
         self.touch(ports, tenant, &mut session).await;
         let (id, record) = (session.id(), session.record());
         let identity = IdentityHeaders {

@@ -117,6 +117,11 @@ impl TokenProfile for AccessTokenExpectations<'_> {
         // Step 7 (and `nbf`, `iat`), as for an ID token.
         let (exp, _) = check_times(&claims, self.now, self.skew)?;
         let c = claims.custom;
+        // An ID token is no access token, even for an audience both share: `nonce` and
+        // `at_hash` exist only in ID tokens (OIDC Core 2, 3.1.3.6).
+        if c.contains_key("nonce") || c.contains_key("at_hash") {
+            return Err(IdTokenError::WrongKind("an ID token (nonce or at_hash) is not an access token"));
+        }
         let str_claim = |n: &str| c.get(n).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
         let client_id = str_claim("client_id").or_else(|| str_claim("azp"));
         let sub = str_claim("sub");

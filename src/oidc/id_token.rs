@@ -85,6 +85,9 @@ pub enum IdTokenError {
     LogoutTokenType(String),
     /// RFC 9068 2.1 / 4: an access token must be typed `at+jwt` where that is required.
     WrongType(Option<String>),
+    /// A token of the other kind: an ID token presented as an access token (it carries
+    /// `nonce` or `at_hash`), or an access token (`typ: at+jwt`) presented as an ID token.
+    WrongKind(&'static str),
     /// RFC 9068 4: `aud` names none of the resources the gateway accepts.
     AudienceNotAccepted(Vec<String>),
     /// The token lacks a scope the issuer's configuration requires.
@@ -127,6 +130,7 @@ impl fmt::Display for IdTokenError {
             }
             LogoutTokenType(t) => write!(f, "typ {t:?} is not logout+jwt"),
             WrongType(t) => write!(f, "typ {t:?} is not at+jwt"),
+            WrongKind(what) => write!(f, "{what}"),
             AudienceNotAccepted(a) => write!(f, "aud {a:?} names no accepted audience"),
             ScopeMissing(s) => write!(f, "scope {s:?} is missing"),
         }
@@ -243,6 +247,16 @@ pub trait TokenProfile {
 
 impl TokenProfile for Expectations<'_> {
     type Verified = VerifiedIdToken;
+    /// RFC 9068 2.1: an access token says `typ: at+jwt` precisely so that it is never taken
+    /// for an ID token.
+    fn check_header(&self, header: &Map<String, Value>) -> Result<(), IdTokenError> {
+        match header.get("typ").and_then(Value::as_str) {
+            Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
+                Err(IdTokenError::WrongKind("an access token (typ at+jwt) is not an ID token"))
+            }
+            _ => Ok(()),
+        }
+    }
     fn hmac_secret(&self) -> Option<&[u8]> {
         self.hmac_secret
     }
