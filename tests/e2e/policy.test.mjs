@@ -98,7 +98,8 @@ describe('policy rules on requests: deny, country, principal kind, explain', () 
     const get = (path, headers = {}) => fetch(`http://localhost:${plainPort}${path}`, {
       headers: { cookie, accept: 'application/json', ...headers },
     });
-    // The embargo does not fire: no country is known without the switch.
+    // The embargo does not fire: without the switch the header is ignored, and the
+    // country the runtime itself reports is not KP.
     let r = await get('/eng/x', { [CF]: JSON.stringify({ country: 'KP' }) });
     assert.equal(r.status, 403);
     assert.match((await r.json()).message, /"eng-only"/, 'bob is refused by eng-only, not by the embargo');
@@ -116,13 +117,14 @@ describe('policy rules on requests: deny, country, principal kind, explain', () 
       assert.equal(r.status, 200, await r.clone().text());
       return r.json();
     };
-    let a = await ask({ path: '/eng/x', groups: ['engineering'] });
+    const fr = { country: 'FR' };
+    let a = await ask({ path: '/eng/x', groups: ['engineering'], edge: fr });
     assert.deepEqual([a.allowed, a.rule, a.name], [true, 2, 'eng-only']);
     a = await ask({ path: '/eng/x', groups: ['engineering'], edge: { country: 'KP' } });
     assert.deepEqual([a.allowed, a.name, a.effect], [false, 'embargo', 'deny']);
-    a = await ask({ path: '/api/v1', principal: 'machine' });
+    a = await ask({ path: '/api/v1', principal: 'machine', edge: fr });
     assert.deepEqual([a.allowed, a.name], [true, 'machines-only']);
-    a = await ask({ path: '/nothing' });
+    a = await ask({ path: '/nothing', edge: fr });
     assert.deepEqual([a.allowed, a.rule], [true, null]);
   });
 });
