@@ -117,7 +117,7 @@ pub fn upstream_headers(
 ) -> Headers {
     let names = tenant.headers.names();
     // Headers listed in `Connection` are hop-by-hop for this connection too.
-    let connection_listed: Vec<String> = incoming
+    let connection_listed: std::collections::HashSet<String> = incoming
         .get_all("connection")
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
