@@ -15,6 +15,16 @@ fn with_bearer(req: Request, token: &str) -> Request {
     req.header("authorization", &format!("Bearer {token}"))
 }
 
+/// A browser's WebSocket upgrade to `/chat` with the session cookie, sent from `origin`.
+fn websocket_upgrade(cookie: &str, origin: &str) -> Request {
+    with_session(get("/chat"), cookie)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("origin", origin)
+}
+
 fn status(h: &Harness, req: &Request) -> u16 {
     match h.handle(req) {
         Action::Forward(_) => 200,
@@ -103,12 +113,7 @@ fn id_token_is_not_an_access_token_without_require_typ() {
 fn cookie_websocket_from_a_foreign_origin_is_refused() {
     let h = Harness::new(&config(json!({}), json!({})));
     let cookie = h.login();
-    let req = with_session(get("/chat"), &cookie)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("origin", "https://evil.example");
+    let req = websocket_upgrade(&cookie, "https://evil.example");
     match h.handle(&req) {
         Action::Forward(f) => panic!("forwarded (websocket={}) with a foreign Origin", f.websocket),
         Action::Respond(r) => assert_eq!(r.status, 403),
@@ -132,12 +137,7 @@ fn an_issuer_trusted_for_groups_maps_them() {
 fn a_cookie_websocket_from_this_site_is_forwarded() {
     let h = Harness::new(&config(json!({}), json!({})));
     let cookie = h.login();
-    let req = with_session(get("/chat"), &cookie)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("origin", &format!("https://{HOST}"));
+    let req = websocket_upgrade(&cookie, &format!("https://{HOST}"));
     match h.handle(&req) {
         Action::Forward(f) => assert!(f.websocket),
         Action::Respond(r) => panic!("refused {} {}", r.status, r.text()),
