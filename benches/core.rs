@@ -152,7 +152,7 @@ fn bench_request_path() {
         .header("cookie", &format!("__Host-portcullis_session={cookie}; other=1"))
         .header("x-portcullis-user", "spoofed")
         .header("accept", "text/html");
-    let mut run = || match pollster::block_on(gw.handle(ports, &req)) {
+    let mut run = || match pollster::block_on(gw.handle(ports, &req)).action {
         Action::Forward(f) => {
             black_box(f);
         }
@@ -165,7 +165,7 @@ fn bench_request_path() {
     // With the in-isolate cache off: one KV read per request (in memory here).
     let uncached =
         Gateway::new(&CONFIG.replace(r#""gateway":{"#, r#""gateway":{"session_cache_ttl":0,"#), &secrets(&assertion));
-    let mut cold = || match pollster::block_on(uncached.handle(ports, &req)) {
+    let mut cold = || match pollster::block_on(uncached.handle(ports, &req)).action {
         Action::Forward(f) => {
             black_box(f);
         }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::audit::AuditEvent;
 use crate::oidc::{IdTokenError, OidcError};
 use crate::ports::{FetchError, KvError};
 
@@ -238,16 +239,16 @@ impl Refusal {
         }
     }
 
-    /// The log event name for this refusal.
-    pub fn event(&self) -> &'static str {
+    /// The audit event this refusal is, if any (a failed sign-in, a refused admin call).
+    pub fn audit_event(&self) -> Option<AuditEvent> {
         match self {
             Refusal::Oidc { .. }
             | Refusal::NoRoles
             | Refusal::Saml { .. }
             | Refusal::SamlReplay { .. }
-            | Refusal::FreshSignInNotConfirmed { .. } => "login_failure",
-            Refusal::AdminUnauthenticated | Refusal::AdminForbidden => "admin_refused",
-            _ => "refusal",
+            | Refusal::FreshSignInNotConfirmed { .. } => Some(AuditEvent::LoginFailure),
+            Refusal::AdminUnauthenticated | Refusal::AdminForbidden => Some(AuditEvent::AdminRefused),
+            _ => None,
         }
     }
 }

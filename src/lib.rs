@@ -6,6 +6,7 @@
 //! compiled for `wasm32` only, so `cargo test` exercises the whole core natively.
 
 pub mod assertion;
+pub mod audit;
 pub mod check;
 pub mod config;
 pub mod coord;

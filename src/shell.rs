@@ -545,7 +545,8 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         verifier: Some(&WebCrypto),
         coord: coordinator.as_ref().map(|c| c as &dyn crate::ports::Coordinator),
     };
-    let response = match gw.handle(ports, &core_req).await {
+    let outcome = gw.handle(ports, &core_req).await;
+    let response = match outcome.action {
         Action::Respond(r) => to_worker_response(r),
         Action::Forward(f) => match forward(&req, f).await {
             Ok(r) => Ok(r),
@@ -553,7 +554,7 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
             Err(ForwardError::TimedOut(ms)) => to_worker_response(gw.origin_timed_out(ports, &core_req, ms)),
         },
     };
-    let jobs = gw.take_deferred();
+    let jobs = outcome.deferred;
     if !jobs.is_empty() {
         let gw = gw.clone();
         ctx.wait_until(async move {

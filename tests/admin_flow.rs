@@ -221,7 +221,7 @@ fn audit_events_go_to_the_webhook_after_the_response_with_retries() {
     doc["gateway"]["audit_webhook"] = json!({"url": "https://siem.test/hook", "token": "ADMIN_TOKEN", "attempts": 3});
     let h = Harness::new(&doc.to_string());
     h.login();
-    let jobs = h.gw.take_deferred();
+    let jobs = h.take_deferred();
     assert_eq!(jobs.len(), 1, "one delivery per request, after the response");
     let body: Value = serde_json::from_slice(jobs[0].request.body.as_ref().unwrap()).unwrap();
     assert_eq!(body["events"][0]["event"], "login_success");
@@ -264,4 +264,95 @@ fn a_logout_token_is_used_once_even_where_kv_lags_when_the_object_decides() {
         let again = backchannel(&h, &logout_token(&h, claims)).status;
         assert_eq!(again, if coordinated { 400 } else { 200 }, "coordinated: {coordinated}");
     }
+}
+
+/// A KV that makes every read wait one turn, as a real store does: requests in one isolate
+/// then interleave.
+struct TakingTurnsKv<'a>(&'a portcullis::testing::MemoryKv);
+
+impl portcullis::ports::Kv for TakingTurnsKv<'_> {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> portcullis::ports::LocalFuture<'a, Result<Option<String>, portcullis::ports::KvError>> {
+        Box::pin(async move {
+            let mut waited = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut waited, true) {
+                    std::task::Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            self.0.get(key).await
+        })
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Option<u64>,
+    ) -> portcullis::ports::LocalFuture<'a, Result<(), portcullis::ports::KvError>> {
+        self.0.put(key, value, ttl)
+    }
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> portcullis::ports::LocalFuture<'a, Result<(), portcullis::ports::KvError>> {
+        self.0.delete(key)
+    }
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> portcullis::ports::LocalFuture<'a, Result<Vec<String>, portcullis::ports::KvError>> {
+        self.0.list(prefix, limit)
+    }
+}
+
+#[test]
+fn each_request_delivers_its_own_audit_events_when_requests_interleave() {
+    let mut doc: Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
+    doc["gateway"]["audit_webhook"] = json!({"url": "https://siem.test/hook", "attempts": 1});
+    let h = Harness::new(&doc.to_string());
+    h.login();
+    h.login();
+    h.take_deferred();
+    let kv = TakingTurnsKv(&h.kv);
+    let ports = portcullis::ports::Ports { kv: &kv, fetch: &h.fetch, rt: &h.rt, verifier: None, coord: None };
+    let mut revoke = Request::new("POST", "https://app.test/_portcullis/admin/sessions/revoke-user").unwrap();
+    revoke.headers.append("host", "app.test");
+    revoke.headers.append("authorization", format!("Bearer {ADMIN_TOKEN}"));
+    revoke.headers.append("content-type", "application/json");
+    revoke.body = json!({"user_id": USER}).to_string().into_bytes();
+    let mut refused = Request::new("GET", "https://app.test/_portcullis/admin/providers").unwrap();
+    refused.headers.append("host", "app.test");
+    refused.headers.append("authorization", "Bearer wrong");
+    // The revocation runs until it has revoked the first of two sessions and waits on KV…
+    let mut first = Box::pin(h.gw.handle(ports, &revoke));
+    let mut turn = std::task::Context::from_waker(std::task::Waker::noop());
+    while !h.rt.logs.borrow().iter().any(|l| l.contains("session_revoked")) {
+        assert!(std::future::Future::poll(first.as_mut(), &mut turn).is_pending());
+    }
+    // …while a refused admin call runs to its end in the same isolate.
+    let second = pollster::block_on(h.gw.handle(ports, &refused));
+    let first = pollster::block_on(first);
+    let events = |o: &portcullis::gateway::Outcome| -> Vec<String> {
+        o.deferred
+            .iter()
+            .flat_map(|d| {
+                let body: Value = serde_json::from_slice(d.request.body.as_ref().unwrap()).unwrap();
+                body["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["event"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert_eq!(events(&second), ["admin_refused"]);
+    assert_eq!(events(&first), ["session_revoked", "session_revoked", "admin_call"]);
 }

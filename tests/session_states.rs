@@ -1,12 +1,12 @@
 //! Every gateway route against every session state (none, waiting for the second factor,
-//! complete), from the table the gateway publishes (`ROUTE_SESSIONS`): a route acts only for
+//! complete), from the table the gateway publishes (`route_sessions`, from the route table): a route acts only for
 //! the states it names, and no route makes a waiting session forwardable without a code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::*;
-use portcullis::gateway::{Accepts, Action, ROUTE_SESSIONS};
+use portcullis::gateway::{route_sessions, Accepts, Action};
 use portcullis::http::Request;
 use portcullis::mfa::{base32_decode, totp_code, TotpParams};
 use serde_json::json;
@@ -72,7 +72,8 @@ fn every_route_acts_only_for_the_session_states_it_names() {
     let waiting_csrf = form_field(&prompt, "csrf");
     assert!(!forwarded(&h, &waiting));
 
-    for (method, route, accepts) in ROUTE_SESSIONS {
+    let rows: Vec<_> = route_sessions().collect();
+    for (method, route, accepts) in &rows {
         let none = status(&h, &request(method, route, None, ""));
         let w = status(&h, &request(method, route, Some(&waiting), &waiting_csrf));
         let c = status(&h, &request(method, route, Some(&complete), &complete_csrf));
@@ -102,7 +103,7 @@ fn every_route_acts_only_for_the_session_states_it_names() {
 
 #[test]
 fn the_enrolment_routes_take_a_first_factor_or_a_fresh_sign_in_only() {
-    let enrol_rows: Vec<_> = ROUTE_SESSIONS.iter().filter(|(_, _, a)| *a == Accepts::Enrolment).collect();
+    let enrol_rows: Vec<_> = route_sessions().filter(|(_, _, a)| *a == Accepts::Enrolment).collect();
     assert_eq!(enrol_rows.len(), 2);
     // A waiting session of a user without a factor, where the tenant requires one.
     let h = Harness::new(&config(json!({"mfa": {"required": true}}), json!({})));

@@ -2,30 +2,24 @@
 //! secret, compared by hash in constant time) or by a session with the `superuser` role;
 //! cookie-authenticated writes also need the session's CSRF token.
 
+use super::context::Cx;
+use crate::audit::AuditEvent;
 use serde_json::{json, Value};
 
 use super::sessions::user_index_key;
 use super::{Gateway, Lookup};
-use crate::config::Tenant;
 use crate::crypto;
 use crate::error::Refusal;
 use crate::http::{Request, Response};
-use crate::ports::Ports;
 use crate::session;
 
 pub const ADMIN_ROLE: &str = "superuser";
 
 impl Gateway {
     /// Who is calling, for the audit trail; refuses anyone who is not an admin.
-    async fn admin_actor(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        write: bool,
-    ) -> Result<String, Refusal> {
+    async fn admin_actor(&self, cx: &Cx<'_>, write: bool) -> Result<String, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        if let Some(auth) = req.headers.get("authorization") {
+        if let Some(auth) = cx.req.headers.get("authorization") {
             let presented = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
             let ok = loaded
                 .admin_token
@@ -33,7 +27,7 @@ impl Gateway {
                 .is_some_and(|t| crypto::ct_eq(&crypto::sha256(t.expose()), &crypto::sha256(presented.as_bytes())));
             return if ok { Ok("api-token".to_owned()) } else { Err(Refusal::AdminUnauthenticated) };
         }
-        match self.lookup_session(ports, req, tenant).await? {
+        match self.lookup_session(cx).await? {
             Lookup::Active(s) => {
                 // A session waiting for its second factor is nobody's admin yet.
                 let Some(s) = s.into_complete() else {
@@ -44,8 +38,8 @@ impl Gateway {
                     return Err(Refusal::AdminForbidden);
                 }
                 if write {
-                    let token = req.headers.get("x-csrf-token").unwrap_or_default();
-                    if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, id, token) {
+                    let token = cx.req.headers.get("x-csrf-token").unwrap_or_default();
+                    if !session::csrf_matches(&loaded.cookie_keys, &cx.tenant.id, id, token) {
                         return Err(Refusal::Csrf);
                     }
                 }
@@ -55,45 +49,40 @@ impl Gateway {
         }
     }
 
-    pub(super) async fn admin_route(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        route: &str,
-    ) -> Result<Response, Refusal> {
-        let write = req.method != "GET" && req.method != "HEAD";
-        let actor = self.admin_actor(ports, req, tenant, write).await?;
-        let result = match (req.method.as_str(), route) {
+    pub(super) async fn admin_route(&self, cx: &Cx<'_>, route: &str) -> Result<Response, Refusal> {
+        let write = cx.req.method != "GET" && cx.req.method != "HEAD";
+        let actor = self.admin_actor(cx, write).await?;
+        let result = match (cx.req.method.as_str(), route) {
             ("GET", "/mfa") => {
-                let user_id = req
+                let user_id = cx
+                    .req
                     .query("user_id")
                     .filter(|u| !u.is_empty())
                     .ok_or_else(|| Refusal::BadInput("query parameter user_id is required".into()))?;
-                let record = self.load_mfa(ports, tenant, &user_id).await?.ok_or(Refusal::UnknownUser)?;
-                let locked_until = self.mfa_locked(ports, tenant, &user_id, &record).await?;
+                let record = self.load_mfa(cx, &user_id).await?.ok_or(Refusal::UnknownUser)?;
+                let locked_until = self.mfa_locked(cx, &user_id, &record).await?;
                 Ok(json!({
                     "user_id": user_id, "enrolled": record.enabled, "enrolled_at": record.enrolled_at,
                     "backup_codes_left": record.backup_codes_left(), "locked_until": locked_until,
                 }))
             }
             ("POST", "/mfa/reset") => {
-                let body: Value = serde_json::from_slice(&req.body)
+                let body: Value = serde_json::from_slice(&cx.req.body)
                     .map_err(|e| Refusal::BadInput(format!("body is not JSON: {e}")))?;
                 let user_id = body
                     .get("user_id")
                     .and_then(Value::as_str)
                     .filter(|u| !u.is_empty())
                     .ok_or_else(|| Refusal::BadInput("field user_id (string) is required".into()))?;
-                if self.reset_mfa(ports, tenant, user_id, &actor).await? {
+                if self.reset_mfa(cx, user_id, &actor).await? {
                     Ok(json!({ "user_id": user_id, "reset": true }))
                 } else {
                     Err(Refusal::UnknownUser)
                 }
             }
             ("GET", "/sessions") => {
-                let user_id = required_query(req, "user_id")?;
-                let live = self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, &user_id)).await?;
+                let user_id = required_query(cx.req, "user_id")?;
+                let live = self.indexed_sessions(cx, &user_index_key(&cx.tenant.id, &user_id)).await?;
                 if live.is_empty() {
                     return Err(Refusal::UnknownUser);
                 }
@@ -107,84 +96,70 @@ impl Gateway {
                 Ok(json!({ "user_id": user_id, "sessions": list }))
             }
             ("POST", "/sessions/revoke") => {
-                let session = body_field(req, "session")?;
-                if self.revoke_session(ports, tenant, &session, &actor, "revoked by an admin").await? {
+                let session = body_field(cx.req, "session")?;
+                if self.revoke_session(cx, &session, &actor, "revoked by an admin").await? {
                     Ok(json!({ "revoked": 1 }))
                 } else {
                     Err(Refusal::UnknownSession)
                 }
             }
             ("POST", "/sessions/revoke-user") => {
-                let user_id = body_field(req, "user_id")?;
+                let user_id = body_field(cx.req, "user_id")?;
                 // With a coordinator, one entry revokes every session of the user at once,
                 // including any the (eventually consistent) index does not list yet.
-                let everywhere = self.mark_user_revoked(ports, tenant, &user_id).await?;
-                let live = self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, &user_id)).await?;
+                let everywhere = self.mark_user_revoked(cx, &user_id).await?;
+                let live = self.indexed_sessions(cx, &user_index_key(&cx.tenant.id, &user_id)).await?;
                 if live.is_empty() && !everywhere {
                     return Err(Refusal::UnknownUser);
                 }
                 let mut n = 0;
                 for (h, _) in live {
                     n += u32::from(
-                        self.revoke_session(
-                            ports,
-                            tenant,
-                            &h,
-                            &actor,
-                            "all of the user's sessions revoked by an admin",
-                        )
-                        .await?,
+                        self.revoke_session(cx, &h, &actor, "all of the user's sessions revoked by an admin").await?,
                     );
                 }
                 Ok(json!({ "user_id": user_id, "revoked": n }))
             }
             ("POST", "/sessions/revoke-provider") => {
-                let provider = body_field(req, "provider")?;
-                if !tenant.providers.iter().any(|p| p.name() == provider) {
+                let provider = body_field(cx.req, "provider")?;
+                if !cx.tenant.providers.iter().any(|p| p.name() == provider) {
                     return Err(Refusal::BadInput(format!("no provider named {provider:?} in this tenant")));
                 }
                 // An incident tool: walks the tenant's sessions (up to 1000 per call; call
                 // again until it reports 0).
-                let prefix = format!("sess:{}:", tenant.id);
+                let prefix = format!("sess:{}:", cx.tenant.id);
                 let mut n = 0;
-                for key in ports.kv.list(&prefix, 1000).await? {
-                    let Some(raw) = ports.kv.get(&key).await? else { continue };
+                for key in cx.ports.kv.list(&prefix, 1000).await? {
+                    let Some(raw) = cx.ports.kv.get(&key).await? else { continue };
                     if serde_json::from_str::<crate::session::SessionRecord>(&raw).is_ok_and(|r| r.provider == provider)
                     {
                         let hash = key.trim_start_matches(&prefix).to_owned();
                         n += u32::from(
-                            self.revoke_session(
-                                ports,
-                                tenant,
-                                &hash,
-                                &actor,
-                                "provider's sessions revoked by an admin",
-                            )
-                            .await?,
+                            self.revoke_session(cx, &hash, &actor, "provider's sessions revoked by an admin").await?,
                         );
                     }
                 }
                 Ok(json!({ "provider": provider, "revoked": n }))
             }
-            ("GET", "/providers") => Ok(json!({ "providers": self.provider_status(ports, tenant) })),
+            ("GET", "/providers") => Ok(json!({ "providers": self.provider_status(cx) })),
             ("POST", "/providers/refresh") => {
-                let name = body_field(req, "provider")?;
+                let name = body_field(cx.req, "provider")?;
                 let p = self
-                    .oidc_provider(tenant, &name)
+                    .oidc_provider(cx.tenant, &name)
                     .map_err(|_| Refusal::BadInput(format!("no OIDC provider named {name:?}")))?;
-                self.providers.borrow_mut().remove(&format!("{}:{}", tenant.id, p.name));
-                let m = self.metadata(ports, tenant, p).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
-                let keys =
-                    self.jwks(ports, tenant, p, &m, true).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+                self.providers.borrow_mut().remove(&format!("{}:{}", cx.tenant.id, p.name));
+                let m = self.metadata(cx, p).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+                let keys = self.jwks(cx, p, &m, true).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
                 Ok(
                     json!({ "provider": name, "issuer": m.issuer, "kids": keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>() }),
                 )
             }
             ("GET", "/service-tokens") => {
-                let prefix = super::bearer::service_token_prefix(&tenant.id);
+                let prefix = super::bearer::service_token_prefix(&cx.tenant.id);
                 let mut list = Vec::new();
-                for key in ports.kv.list(&prefix, 1000).await? {
-                    if let Some(t) = ports
+                for key in cx.ports.kv.list(&prefix, 1000).await? {
+                    if let Some(t) = cx
+                        .ports
                         .kv
                         .get(&key)
                         .await?
@@ -197,12 +172,12 @@ impl Gateway {
                 Ok(json!({ "service_tokens": list }))
             }
             ("POST", "/service-tokens") => {
-                if !tenant.service_tokens {
+                if !cx.tenant.service_tokens {
                     return Err(Refusal::BadInput(
                         "this tenant does not accept service tokens (service_tokens)".into(),
                     ));
                 }
-                let body: Value = serde_json::from_slice(&req.body)
+                let body: Value = serde_json::from_slice(&cx.req.body)
                     .map_err(|e| Refusal::BadInput(format!("body is not JSON: {e}")))?;
                 let name = body
                     .get("name")
@@ -215,10 +190,10 @@ impl Gateway {
                         .map_err(|_| Refusal::BadInput("field scopes must be a list of strings".into()))?,
                 };
                 let ttl_days = body.get("ttl_days").and_then(Value::as_u64).filter(|d| (1..=3650).contains(d));
-                let now = ports.now();
+                let now = cx.ports.now();
                 let expires = ttl_days.map(|d| now + d * 86400);
-                let client_id = format!("st-{}", crypto::hex(&ports.random::<8>()));
-                let secret = crate::crypto::b64url(&ports.random::<32>());
+                let client_id = format!("st-{}", crypto::hex(&cx.ports.random::<8>()));
+                let secret = crate::crypto::b64url(&cx.ports.random::<32>());
                 let stored = super::bearer::ServiceToken {
                     name: name.to_owned(),
                     secret_sha256: crypto::sha256_hex(secret.as_bytes()),
@@ -226,30 +201,30 @@ impl Gateway {
                     created: now,
                     expires,
                 };
-                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&tenant.id));
+                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&cx.tenant.id));
                 let value = serde_json::to_string(&stored).map_err(|e| Refusal::BadInput(e.to_string()))?;
-                ports.kv.put(&key, &value, ttl_days.map(|d| d * 86400)).await?;
+                cx.ports.kv.put(&key, &value, ttl_days.map(|d| d * 86400)).await?;
                 // The secret is shown once, in this answer only.
                 Ok(
                     json!({"client_id": client_id, "client_secret": secret, "name": name, "scopes": scopes, "expires": expires}),
                 )
             }
             ("POST", "/service-tokens/revoke") => {
-                let client_id = body_field(req, "client_id")?;
-                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&tenant.id));
-                if ports.kv.get(&key).await?.is_none() {
+                let client_id = body_field(cx.req, "client_id")?;
+                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&cx.tenant.id));
+                if cx.ports.kv.get(&key).await?.is_none() {
                     return Err(Refusal::NotFound);
                 }
-                ports.kv.delete(&key).await?;
+                cx.ports.kv.delete(&key).await?;
                 Ok(json!({ "client_id": client_id, "revoked": true }))
             }
             ("POST", "/policy/check") => {
-                let query: crate::policy::CheckQuery = serde_json::from_slice(&req.body)
+                let query: crate::policy::CheckQuery = serde_json::from_slice(&cx.req.body)
                     .map_err(|e| Refusal::BadInput(format!("body is not a policy check: {e}")))?;
                 if query.path.is_empty() {
                     return Err(Refusal::BadInput("field path (string) is required".into()));
                 }
-                Ok(crate::policy::check(tenant, &query))
+                Ok(crate::policy::check(cx.tenant, &query))
             }
             ("GET", "/keys") => {
                 let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
@@ -264,10 +239,10 @@ impl Gateway {
             ("GET", "/config") => {
                 // The document holds secret names only, never values.
                 let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-                Ok(json!({ "gateway": loaded.config.gateway, "tenant": tenant }))
+                Ok(json!({ "gateway": loaded.config.gateway, "tenant": cx.tenant }))
             }
             ("GET", "/audit") => {
-                let day = required_query(req, "date")?;
+                let day = required_query(cx.req, "date")?;
                 if day.len() != 10 || crate::saml::time::parse(&format!("{day}T00:00:00Z")).is_none() {
                     return Err(Refusal::BadInput("date must be YYYY-MM-DD".into()));
                 }
@@ -275,11 +250,11 @@ impl Gateway {
                     Ok(json!({ "date": day, "events": [], "stored": false,
                         "message": "Audit events are log lines only (Workers Logs, `wrangler tail`); set gateway.audit_kv to also keep them in KV." }))
                 } else {
-                    let user = req.query("user");
-                    let event = req.query("event");
+                    let user = cx.req.query("user");
+                    let event = cx.req.query("event");
                     let mut out = Vec::new();
-                    for key in ports.kv.list(&format!("audit:{}:{day}:", tenant.id), 1000).await? {
-                        let Some(raw) = ports.kv.get(&key).await? else { continue };
+                    for key in cx.ports.kv.list(&format!("audit:{}:{day}:", cx.tenant.id), 1000).await? {
+                        let Some(raw) = cx.ports.kv.get(&key).await? else { continue };
                         let Ok(v) = serde_json::from_str::<Value>(&raw) else { continue };
                         let matches = |field: &str, want: &Option<String>| {
                             want.as_deref().is_none_or(|w| v.get(field).and_then(Value::as_str) == Some(w))
@@ -293,9 +268,9 @@ impl Gateway {
             }
             _ => Err(Refusal::NotFound),
         };
-        self.log(
-            ports,
-            json!({"event": "admin_call", "tenant": tenant.id, "actor": actor, "method": req.method, "route": route,
+        cx.audit(
+            AuditEvent::AdminCall,
+            json!({"tenant": cx.tenant.id, "actor": actor, "method": cx.req.method, "route": route,
                    "outcome": if result.is_ok() { "ok" } else { "refused" }}),
         );
         let mut r = Response::json(200, &result?);

@@ -5,6 +5,7 @@
 //! same policy as a person and is forwarded with identity headers and a signed assertion.
 //! A bearer principal never gets a session: nothing is written to KV, no cookie is set.
 
+use super::context::Cx;
 use serde_json::json;
 
 use super::{check_token, Action, Gateway};
@@ -17,7 +18,6 @@ use crate::oidc::access_token::{AccessTokenExpectations, VerifiedAccessToken};
 use crate::oidc::{self, IdTokenError, UntrustedIdToken};
 use crate::path::Decided;
 use crate::policy;
-use crate::ports::Ports;
 use crate::proxy::{self, ClientInfo, IdentityHeaders};
 
 /// A machine credential a request carries.
@@ -109,11 +109,11 @@ pub(super) fn service_credentials(req: &Request) -> Option<(&str, &str)> {
 impl Gateway {
     /// Verifies a bearer token against the tenant's issuer whose identifier its `iss` names
     /// (read unverified only to choose the issuer; the verifier checks it again).
-    async fn bearer_principal(&self, ports: Ports<'_>, tenant: &Tenant, raw: &str) -> Result<Principal, BearerError> {
+    async fn bearer_principal(&self, cx: &Cx<'_>, raw: &str) -> Result<Principal, BearerError> {
         let token = UntrustedIdToken::new(raw);
         let claimed = token.unverified_issuer();
-        let found = tenant.bearer.iter().find_map(|b| {
-            let source = b.source(tenant)?;
+        let found = cx.tenant.bearer.iter().find_map(|b| {
+            let source = b.source(cx.tenant)?;
             (Some(source.issuer_id()) == claimed.as_deref()).then_some((b, source))
         });
         let Some((b, source)) = found else {
@@ -121,26 +121,23 @@ impl Gateway {
         };
         let label = b.label().to_owned();
         let unavailable = |e: oidc::OidcError| BearerError::Unavailable { issuer: label.clone(), cause: e.to_string() };
-        let m = self.metadata(ports, tenant, source.as_ref()).await.map_err(unavailable)?;
+        let m = self.metadata(cx, source.as_ref()).await.map_err(unavailable)?;
         let expectations = AccessTokenExpectations {
             issuer: &m.issuer,
             audiences: &b.audiences,
             scopes: &b.scopes,
             algorithms: &b.algorithms,
             require_typ: b.require_typ,
-            now: ports.now(),
+            now: cx.ports.now(),
             skew: b.clock_skew,
         };
-        let keys = self.jwks(ports, tenant, source.as_ref(), &m, false).await.map_err(unavailable)?;
-        let verified = match check_token(ports, &token, &keys, &expectations).await {
+        let keys = self.jwks(cx, source.as_ref(), &m, false).await.map_err(unavailable)?;
+        let verified = match check_token(cx.ports, &token, &keys, &expectations).await {
             // The issuer may have rotated its keys: refetch (at most once a minute).
             Err(IdTokenError::UnknownKey(_) | IdTokenError::BadSignature) => {
-                self.log(
-                    ports,
-                    json!({"event": "jwks_refetch", "tenant": tenant.id, "provider": label, "kid": token.kid()}),
-                );
-                let keys = self.jwks(ports, tenant, source.as_ref(), &m, true).await.map_err(unavailable)?;
-                check_token(ports, &token, &keys, &expectations).await
+                cx.log(json!({"event": "jwks_refetch", "tenant": cx.tenant.id, "provider": label, "kid": token.kid()}));
+                let keys = self.jwks(cx, source.as_ref(), &m, true).await.map_err(unavailable)?;
+                check_token(cx.ports, &token, &keys, &expectations).await
             }
             other => other,
         }
@@ -157,24 +154,19 @@ impl Gateway {
 
     /// Checks service-token credentials against the tenant's stored tokens (one KV read;
     /// the secret's hash compared in constant time).
-    async fn service_principal(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        (id, secret): (&str, &str),
-    ) -> Result<Principal, Refusal> {
+    async fn service_principal(&self, cx: &Cx<'_>, (id, secret): (&str, &str)) -> Result<Principal, Refusal> {
         // Ids are the gateway's own (`st-` and hex): anything else is refused before KV.
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
         }
-        let key = format!("{}{id}", service_token_prefix(&tenant.id));
-        let Some(raw) = ports.kv.get(&key).await? else {
+        let key = format!("{}{id}", service_token_prefix(&cx.tenant.id));
+        let Some(raw) = cx.ports.kv.get(&key).await? else {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
         };
         let stored: ServiceToken =
             serde_json::from_str(&raw).map_err(|_| Refusal::Bearer(BearerError::ServiceToken))?;
         let presented = crypto::sha256_hex(secret.as_bytes());
-        let live = stored.expires.is_none_or(|e| ports.now() < e);
+        let live = stored.expires.is_none_or(|e| cx.ports.now() < e);
         if !crypto::ct_eq(presented.as_bytes(), stored.secret_sha256.as_bytes()) || !live {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
         }
@@ -195,16 +187,14 @@ impl Gateway {
     /// made.
     pub(super) async fn protected_bearer(
         &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         decided: &Decided,
         (url, client): (String, &ClientInfo<'_>),
         credential: Credential<'_>,
     ) -> Result<Action, Refusal> {
         let principal = match credential {
-            Credential::Bearer(raw) => self.bearer_principal(ports, tenant, raw).await.map_err(Refusal::Bearer)?,
-            Credential::Service(pair) => self.service_principal(ports, tenant, pair).await?,
+            Credential::Bearer(raw) => self.bearer_principal(cx, raw).await.map_err(Refusal::Bearer)?,
+            Credential::Service(pair) => self.service_principal(cx, pair).await?,
         };
         let t = &principal.token;
         let machine = t.kind == oidc::access_token::PrincipalKind::Machine;
@@ -212,9 +202,9 @@ impl Gateway {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
             _ => Vec::new(),
         };
-        let mapped = policy::map_groups(&tenant.groups, &groups);
+        let mapped = policy::map_groups(&cx.tenant.groups, &groups);
         // The tenant's "no mapped group, no access" holds for machines as for people.
-        if tenant.groups.require_mapped_group && !mapped.any_mapped {
+        if cx.tenant.groups.require_mapped_group && !mapped.any_mapped {
             let denied = policy::Denied {
                 rule: None,
                 name: Some("require_mapped_group".to_owned()),
@@ -230,16 +220,17 @@ impl Gateway {
             scopes: &t.scopes,
             machine,
             claims: &t.claims,
-            edge: &req.edge,
+            edge: &cx.req.edge,
         };
-        if let Err(denied) = policy::authorize(tenant, decided, &subject) {
-            let rule = denied.rule.and_then(|i| tenant.policy.get(i));
+        if let Err(denied) = policy::authorize(cx.tenant, decided, &subject) {
+            let rule = denied.rule.and_then(|i| cx.tenant.policy.get(i));
             let missing = rule.is_some_and(|r| r.require_scopes.iter().any(|s| !t.scopes.contains(s)));
             let scopes = if missing { rule.map(|r| r.require_scopes.clone()).unwrap_or_default() } else { Vec::new() };
             return Err(Refusal::Bearer(BearerError::Denied { denied, scopes }));
         }
         // A step-up path needs this gateway's second factor, which only a person can give.
-        let step_up = tenant
+        let step_up = cx
+            .tenant
             .mfa
             .step_up
             .iter()
@@ -254,7 +245,7 @@ impl Gateway {
         let assertion = self.config().zip(self.signing_keys.first()).and_then(|(loaded, key)| {
             let claims = AssertionClaims {
                 iss: &loaded.config.gateway.issuer,
-                aud: &tenant.id,
+                aud: &cx.tenant.id,
                 sub: &user_id,
                 email: None,
                 name: None,
@@ -268,13 +259,10 @@ impl Gateway {
                 client_id: Some(&t.client_id),
                 scope: Some(&scope),
             };
-            key.sign(&claims, ports.now())
+            key.sign(&claims, cx.ports.now())
         });
-        self.log(
-            ports,
-            json!({"event": "bearer_accepted", "tenant": tenant.id, "issuer": principal.label,
-            "client_id": t.client_id, "principal": kind, "path": decided.path.matching}),
-        );
+        cx.log(json!({"event": "bearer_accepted", "tenant": cx.tenant.id, "issuer": principal.label,
+            "client_id": t.client_id, "principal": kind, "path": decided.path.matching}));
         let identity = IdentityHeaders {
             user_id,
             user,
@@ -288,8 +276,8 @@ impl Gateway {
             scopes: Some(t.scopes.clone()),
             principal: Some(kind),
         };
-        let headers = proxy::upstream_headers(&req.headers, tenant, client, Some(&identity));
-        Ok(super::to_origin(req, tenant, url, headers, None))
+        let headers = proxy::upstream_headers(&cx.req.headers, cx.tenant, client, Some(&identity));
+        Ok(super::to_origin(cx.req, cx.tenant, url, headers, None))
     }
 }
 

@@ -2,6 +2,7 @@
 //! inside the isolate so a client can time it in the real runtime (wall time of N runs
 //! minus wall time of 0 runs). The inputs come in the request body.
 
+use super::context::Cx;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,8 +23,8 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 }
 
 impl Gateway {
-    pub(super) async fn bench(&self, ports: crate::ports::Ports<'_>, req: &Request) -> Result<Response, Refusal> {
-        let b: BenchRequest = serde_json::from_slice(&req.body).map_err(|e| Refusal::BadInput(e.to_string()))?;
+    pub(super) async fn bench(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        let b: BenchRequest = serde_json::from_slice(&cx.req.body).map_err(|e| Refusal::BadInput(e.to_string()))?;
         let i = &b.input;
         let now = i.get("now").and_then(Value::as_u64).unwrap_or(0);
         let bad = |e: String| Refusal::BadInput(e);
@@ -44,7 +45,7 @@ impl Gateway {
                 };
                 for _ in 0..b.n {
                     if b.op == "id_token_port" {
-                        super::check_token(ports, &token, &keys, &exp).await.map_err(|e| bad(e.to_string()))?;
+                        super::check_token(cx.ports, &token, &keys, &exp).await.map_err(|e| bad(e.to_string()))?;
                     } else {
                         token.verify(&keys, &exp).map_err(|e| bad(e.to_string()))?;
                     }
@@ -71,7 +72,7 @@ impl Gateway {
                 for _ in 0..b.n {
                     let r =
                         SamlResponse::from_post_binding(s(i, "response"), &limits).map_err(|e| bad(e.to_string()))?;
-                    if let (Some(verifier), "saml_port") = (ports.verifier, b.op.as_str()) {
+                    if let (Some(verifier), "saml_port") = (cx.ports.verifier, b.op.as_str()) {
                         // Each run pays for the port's check, as a sign-in does.
                         crate::saml::dsig::forget_port_verdicts();
                         crate::saml::dsig::check_with_port(verifier, r.port_checks(&certs)).await;
@@ -100,15 +101,15 @@ impl Gateway {
                 // cache, policy, identity headers, cached assertion (no I/O once warm).
                 let record: crate::session::SessionRecord =
                     serde_json::from_value(i["record"].clone()).map_err(|e| bad(e.to_string()))?;
-                self.cache_session(s(i, "kv_key"), record, ports.rt.now_ms());
+                self.cache_session(s(i, "kv_key"), record, cx.ports.rt.now_ms());
                 let mut r = Request::new("GET", s(i, "url")).map_err(|e| bad(e.to_string()))?;
                 r.headers.append("host", s(i, "host"));
                 r.headers.append("cookie", s(i, "cookie"));
                 r.headers.append("accept", "text/html");
                 for _ in 0..b.n {
                     // Boxed: `handle` reaches this function again (the bench route).
-                    let handled: crate::ports::LocalFuture<'_, super::Action> = Box::pin(self.handle(ports, &r));
-                    if !matches!(handled.await, super::Action::Forward(_)) {
+                    let handled: crate::ports::LocalFuture<'_, super::Outcome> = Box::pin(self.handle(cx.ports, &r));
+                    if !matches!(handled.await.action, super::Action::Forward(_)) {
                         return Err(bad("the request was not forwarded".into()));
                     }
                 }

@@ -2,16 +2,17 @@
 //! every session of that IdP session (`sid`), or of the user (`sub`) when there is no `sid`,
 //! is revoked.
 
+use super::context::Cx;
+use crate::audit::AuditEvent;
 use serde_json::json;
 
 use super::sessions::{sid_index_key, user_index_key};
 use super::Gateway;
-use crate::config::{OidcProvider, Provider, Tenant};
+use crate::config::{OidcProvider, Provider};
 use crate::crypto;
-use crate::http::{Request, Response};
+use crate::http::Response;
 use crate::oidc::id_token::{Expectations, VerifiedLogoutToken};
 use crate::oidc::UntrustedIdToken;
-use crate::ports::Ports;
 
 fn unavailable() -> Response {
     let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
@@ -28,13 +29,12 @@ fn refuse(description: &str) -> Response {
 impl Gateway {
     async fn verify_logout_token(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         p: &OidcProvider,
         raw: &str,
     ) -> Result<VerifiedLogoutToken, String> {
         let loaded = self.config().ok_or("no configuration")?;
-        let m = self.metadata(ports, tenant, p).await.map_err(|e| e.to_string())?;
+        let m = self.metadata(cx, p).await.map_err(|e| e.to_string())?;
         let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
         let audiences = crate::oidc::audience_patterns(p);
         let exp = Expectations {
@@ -42,17 +42,17 @@ impl Gateway {
             client_id: &p.client_id,
             trusted_audiences: &audiences,
             hmac_secret: if p.allow_hmac_id_tokens { secret.map(|s| s.expose()) } else { None },
-            now: ports.now(),
+            now: cx.ports.now(),
             skew: p.clock_skew,
             iat_window: p.iat_window,
             nonce: None,
             access_token: None,
         };
         let token = UntrustedIdToken::new(raw);
-        let keys = self.jwks(ports, tenant, p, &m, false).await.map_err(|e| e.to_string())?;
+        let keys = self.jwks(cx, p, &m, false).await.map_err(|e| e.to_string())?;
         match token.verify_logout(&keys, &exp) {
             Err(crate::oidc::IdTokenError::UnknownKey(_) | crate::oidc::IdTokenError::BadSignature) => {
-                let keys = self.jwks(ports, tenant, p, &m, true).await.map_err(|e| e.to_string())?;
+                let keys = self.jwks(cx, p, &m, true).await.map_err(|e| e.to_string())?;
                 token.verify_logout(&keys, &exp).map_err(|e| e.to_string())
             }
             other => other.map_err(|e| e.to_string()),
@@ -60,19 +60,14 @@ impl Gateway {
     }
 
     /// `POST {prefix}/oidc/backchannel-logout` (or `/oidc/NAME/backchannel-logout`).
-    pub(super) async fn backchannel_logout(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        path_provider: Option<&str>,
-    ) -> Response {
-        let Some(raw) = req.form_value("logout_token").filter(|t| !t.is_empty()) else {
+    pub(super) async fn backchannel_logout(&self, cx: &Cx<'_>, path_provider: Option<&str>) -> Response {
+        let Some(raw) = cx.req.form_value("logout_token").filter(|t| !t.is_empty()) else {
             return refuse("logout_token is missing");
         };
         // Candidates: the named provider, or every OIDC provider (the token's own issuer and
         // audience decide which one verifies it).
-        let candidates: Vec<&OidcProvider> = tenant
+        let candidates: Vec<&OidcProvider> = cx
+            .tenant
             .providers
             .iter()
             .filter_map(Provider::as_oidc)
@@ -81,7 +76,7 @@ impl Gateway {
         let mut last_error = String::from("no OIDC provider");
         let mut verified = None;
         for p in candidates {
-            match self.verify_logout_token(ports, tenant, p, &raw).await {
+            match self.verify_logout_token(cx, p, &raw).await {
                 Ok(t) => {
                     verified = Some((p, t));
                     break;
@@ -90,49 +85,53 @@ impl Gateway {
             }
         }
         let Some((p, token)) = verified else {
-            self.log(ports, json!({"level": "warn", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "refused", "cause": last_error}));
+            cx.audit(
+                AuditEvent::BackchannelLogout,
+                json!({"level": "warn", "tenant": cx.tenant.id, "outcome": "refused", "cause": last_error}),
+            );
             return refuse("the logout token is not valid");
         };
         // Each logout token is accepted once.
         let jti_key =
-            format!("jti:{}:{}", tenant.id, crypto::sha256_hex(format!("{}\n{}", token.iss, token.jti).as_bytes()));
+            format!("jti:{}:{}", cx.tenant.id, crypto::sha256_hex(format!("{}\n{}", token.iss, token.jti).as_bytes()));
         let ttl = p.iat_window.saturating_add(p.clock_skew).max(60).saturating_mul(2);
-        match self.first_use(ports, tenant, "jti", &jti_key, ttl).await {
+        match self.first_use(cx, "jti", &jti_key, ttl).await {
             Ok(false) => {
-                self.log(ports, json!({"level": "warn", "event": "backchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "refused", "cause": "jti already used"}));
+                cx.audit(AuditEvent::BackchannelLogout, json!({"level": "warn", "tenant": cx.tenant.id, "provider": p.name, "outcome": "refused", "cause": "jti already used"}));
                 return refuse("the logout token was already used");
             }
             Ok(true) => {}
             Err(e) => {
-                self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
+                cx.audit(
+                    AuditEvent::BackchannelLogout,
+                    json!({"level": "error", "tenant": cx.tenant.id, "outcome": "failed", "cause": e.to_string()}),
+                );
                 return unavailable();
             }
         }
         let result: Result<u32, crate::error::Refusal> = async {
             let key = match (&token.sid, &token.sub) {
-                (Some(sid), _) => sid_index_key(&tenant.id, &p.name, sid),
-                (None, Some(sub)) => user_index_key(&tenant.id, &format!("{}/{sub}", token.iss)),
+                (Some(sid), _) => sid_index_key(&cx.tenant.id, &p.name, sid),
+                (None, Some(sub)) => user_index_key(&cx.tenant.id, &format!("{}/{sub}", token.iss)),
                 (None, None) => return Ok(0),
             };
             let user = token.sub.as_ref().map(|s| format!("{}/{s}", token.iss));
             let mut n = 0;
-            for (hash, record) in self.indexed_sessions(ports, tenant, &key).await? {
+            for (hash, record) in self.indexed_sessions(cx, &key).await? {
                 if record.provider != p.name || user.as_ref().is_some_and(|u| u != &record.user_id) {
                     continue;
                 }
-                n += u32::from(
-                    self.revoke_session(ports, tenant, &hash, &format!("idp:{}", p.name), "back-channel logout")
-                        .await?,
-                );
+                n +=
+                    u32::from(self.revoke_session(cx, &hash, &format!("idp:{}", p.name), "back-channel logout").await?);
             }
             Ok(n)
         }
         .await;
         match result {
             Ok(n) => {
-                self.log(
-                    ports,
-                    json!({"event": "backchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "ok",
+                cx.audit(
+                    AuditEvent::BackchannelLogout,
+                    json!({"tenant": cx.tenant.id, "provider": p.name, "outcome": "ok",
                     "revoked": n, "user": token.sub.map(|s| format!("{}/{s}", token.iss))}),
                 );
                 let mut r = Response::new(200);
@@ -140,7 +139,10 @@ impl Gateway {
                 r
             }
             Err(e) => {
-                self.log(ports, json!({"level": "error", "event": "backchannel_logout", "tenant": tenant.id, "outcome": "failed", "cause": e.to_string()}));
+                cx.audit(
+                    AuditEvent::BackchannelLogout,
+                    json!({"level": "error", "tenant": cx.tenant.id, "outcome": "failed", "cause": e.to_string()}),
+                );
                 unavailable()
             }
         }
@@ -151,31 +153,31 @@ impl Gateway {
     /// `GET {prefix}/oidc/frontchannel-logout?iss=…&sid=…` (Front-Channel Logout 1.0): the
     /// IdP loads this in an iframe; sessions of that IdP session are revoked. The page may
     /// be framed by the IdP only.
-    pub(super) async fn frontchannel_logout(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Response {
+    pub(super) async fn frontchannel_logout(&self, cx: &Cx<'_>) -> Response {
         let (Some(iss), Some(sid)) =
-            (req.query("iss").filter(|i| !i.is_empty()), req.query("sid").filter(|s| !s.is_empty()))
+            (cx.req.query("iss").filter(|i| !i.is_empty()), cx.req.query("sid").filter(|s| !s.is_empty()))
         else {
             return refuse("iss and sid are required");
         };
-        let provider = tenant.providers.iter().filter_map(Provider::as_oidc).find(|p| p.issuer_id() == iss);
+        let provider = cx.tenant.providers.iter().filter_map(Provider::as_oidc).find(|p| p.issuer_id() == iss);
         let Some(p) = provider else {
-            self.log(ports, json!({"level": "warn", "event": "frontchannel_logout", "tenant": tenant.id, "outcome": "refused", "cause": "iss names no provider"}));
+            cx.log(json!({"level": "warn", "event": "frontchannel_logout", "tenant": cx.tenant.id, "outcome": "refused", "cause": "iss names no provider"}));
             return refuse("iss names no provider of this site");
         };
         let mut n = 0;
-        let key = sid_index_key(&tenant.id, &p.name, &sid);
-        if let Ok(sessions) = self.indexed_sessions(ports, tenant, &key).await {
+        let key = sid_index_key(&cx.tenant.id, &p.name, &sid);
+        if let Ok(sessions) = self.indexed_sessions(cx, &key).await {
             for (hash, record) in sessions {
                 if record.provider == p.name {
                     n += u32::from(
-                        self.revoke_session(ports, tenant, &hash, &format!("idp:{}", p.name), "front-channel logout")
+                        self.revoke_session(cx, &hash, &format!("idp:{}", p.name), "front-channel logout")
                             .await
                             .unwrap_or(false),
                     );
                 }
             }
         }
-        self.log(ports, json!({"event": "frontchannel_logout", "tenant": tenant.id, "provider": p.name, "outcome": "ok", "revoked": n}));
+        cx.log(json!({"event": "frontchannel_logout", "tenant": cx.tenant.id, "provider": p.name, "outcome": "ok", "revoked": n}));
         let origin = url::Url::parse(&iss).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
         let mut r = Response::html(200, "<!doctype html><title>Signed out</title><p>Signed out.</p>".to_owned());
         r.headers.set("content-security-policy", format!("default-src 'none'; frame-ancestors {origin}"));

@@ -7,6 +7,9 @@
 //! [`FactorProof`], the only thing that turns a [`WaitingSession`] into a complete one or
 //! refreshes a step-up. Which session state each route takes is in `state.rs`.
 
+use super::context::Cx;
+use super::routes::RouteId;
+use crate::audit::AuditEvent;
 use serde_json::json;
 
 use super::state::{CompleteSession, Session};
@@ -74,7 +77,7 @@ pub(super) struct FactorProof {
     user_id: String,
     at: u64,
     amr: &'static [&'static str],
-    event: &'static str,
+    event: AuditEvent,
 }
 
 impl FactorProof {
@@ -236,13 +239,8 @@ struct PendingEnrolment {
 }
 
 impl Gateway {
-    pub(super) async fn load_mfa(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        user_id: &str,
-    ) -> Result<Option<MfaRecord>, Refusal> {
-        match ports.kv.get(&mfa_key(&tenant.id, user_id)).await? {
+    pub(super) async fn load_mfa(&self, cx: &Cx<'_>, user_id: &str) -> Result<Option<MfaRecord>, Refusal> {
+        match cx.ports.kv.get(&mfa_key(&cx.tenant.id, user_id)).await? {
             None => Ok(None),
             Some(raw) => serde_json::from_str(&raw)
                 .map(Some)
@@ -250,29 +248,22 @@ impl Gateway {
         }
     }
 
-    async fn save_mfa(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        user_id: &str,
-        record: &MfaRecord,
-    ) -> Result<(), Refusal> {
+    async fn save_mfa(&self, cx: &Cx<'_>, user_id: &str, record: &MfaRecord) -> Result<(), Refusal> {
         let value = serde_json::to_string(record).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&mfa_key(&tenant.id, user_id), &value, None).await?;
+        cx.ports.kv.put(&mfa_key(&cx.tenant.id, user_id), &value, None).await?;
         Ok(())
     }
 
     /// Whether the user has a second factor that sign-ins must pass.
-    async fn has_factor(&self, ports: Ports<'_>, tenant: &Tenant, user_id: &str) -> Result<bool, Refusal> {
-        Ok(self.load_mfa(ports, tenant, user_id).await?.is_some_and(|m| m.enabled))
+    async fn has_factor(&self, cx: &Cx<'_>, user_id: &str) -> Result<bool, Refusal> {
+        Ok(self.load_mfa(cx, user_id).await?.is_some_and(|m| m.enabled))
     }
 
     /// After the IdP signed the person in: decide whether a second factor is due, and
     /// where the browser goes next.
     pub(super) async fn decide_mfa(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         accept_idp_mfa: bool,
         record: &mut SessionRecord,
         return_to: &str,
@@ -284,10 +275,10 @@ impl Gateway {
             record.mfa_at = Some(record.created);
             return Ok(return_to.to_owned());
         }
-        if self.has_factor(ports, tenant, &record.user_id).await? {
+        if self.has_factor(cx, &record.user_id).await? {
             record.mfa = MfaState::Pending;
             Ok(format!("{prefix}/mfa?{rd}"))
-        } else if tenant.mfa.required {
+        } else if cx.tenant.mfa.required {
             record.mfa = MfaState::Pending;
             Ok(format!("{prefix}/mfa/enroll?{rd}"))
         } else {
@@ -297,15 +288,9 @@ impl Gateway {
     }
 
     /// Whether the request needs a fresher second factor than the session has.
-    pub(super) fn step_up_due(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        request: &crate::path::Decided,
-        record: &SessionRecord,
-    ) -> bool {
-        let now = ports.now();
-        tenant
+    pub(super) fn step_up_due(&self, cx: &Cx<'_>, request: &crate::path::Decided, record: &SessionRecord) -> bool {
+        let now = cx.ports.now();
+        cx.tenant
             .mfa
             .step_up
             .iter()
@@ -339,32 +324,25 @@ impl Gateway {
 
     /// The second-factor routes. The session is looked up once here; each handler takes
     /// the state it accepts (see `state.rs`).
-    pub(super) async fn mfa_route(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        method: &str,
-        route: &str,
-    ) -> Result<Response, Refusal> {
-        let session = match self.lookup_session(ports, req, tenant).await? {
+    pub(super) async fn mfa_route(&self, cx: &Cx<'_>, route: RouteId, post: bool) -> Result<Response, Refusal> {
+        let session = match self.lookup_session(cx).await? {
             Lookup::Active(s) => *s,
             Lookup::Ended | Lookup::NoSession { .. } => {
-                let rd = safe_return_path(&req.query("rd").unwrap_or_default(), self.prefix());
+                let rd = safe_return_path(&cx.req.query("rd").unwrap_or_default(), self.prefix());
                 let login = format!("{}/login?{}", self.prefix(), crate::http::query_encode(&[("rd", &rd)]));
                 return Ok(self.no_store_redirect(&login));
             }
         };
-        if method == "POST" {
-            self.check_csrf(req, tenant, session.id())?;
+        if post {
+            self.check_csrf(cx.req, cx.tenant, session.id())?;
         }
-        match (method, route) {
-            ("GET", "/mfa") => self.mfa_prompt(ports, req, tenant, session).await,
-            ("POST", "/mfa") => self.mfa_verify(ports, req, tenant, session).await,
-            ("GET", "/mfa/enroll") => self.mfa_enroll_page(ports, req, tenant, session, None).await,
-            ("POST", "/mfa/enroll") => self.mfa_enroll_confirm(ports, req, tenant, session).await,
-            ("POST", "/mfa/backup-codes") => match session {
-                Session::Complete(s) => self.mfa_regenerate_codes(ports, req, tenant, s).await,
+        match (post, route) {
+            (false, RouteId::Mfa) => self.mfa_prompt(cx, session).await,
+            (true, RouteId::Mfa) => self.mfa_verify(cx, session).await,
+            (false, RouteId::MfaEnroll) => self.mfa_enroll_page(cx, session, None).await,
+            (true, RouteId::MfaEnroll) => self.mfa_enroll_confirm(cx, session).await,
+            (true, RouteId::MfaBackupCodes) => match session {
+                Session::Complete(s) => self.mfa_regenerate_codes(cx, s).await,
                 // Managing factors is for complete sessions only.
                 Session::Waiting(_) => Err(Refusal::MfaRequired { step_up: false }),
             },
@@ -445,18 +423,17 @@ impl Gateway {
     /// one gets an empty record to count failures in).
     async fn attempt(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         session: &SessionRecord,
         record: &mut MfaRecord,
         check: Check<'_>,
     ) -> Result<Result<Passed, AttemptRefused>, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let user_id = session.user_id.as_str();
-        let now = ports.now();
-        let policy = tenant.mfa.lockout_policy();
-        let coord = ports.coord().map(|c| (c, coord::user_shard(&tenant.id, user_id)));
-        let local_key = mfa_key(&tenant.id, user_id);
+        let now = cx.ports.now();
+        let policy = cx.tenant.mfa.lockout_policy();
+        let coord = cx.ports.coord().map(|c| (c, coord::user_shard(&cx.tenant.id, user_id)));
+        let local_key = mfa_key(&cx.tenant.id, user_id);
         // Steps 1 and 2: the lock, and the reservation.
         let reserved = match &coord {
             Some((c, shard)) => c
@@ -469,7 +446,7 @@ impl Gateway {
                 )
                 .await?
                 .map_err(|ms| ms / 1000),
-            None => match self.kv_lock(ports, tenant, user_id).await? {
+            None => match self.kv_lock(cx, user_id).await? {
                 Some(until) => Err(until),
                 None => {
                     let local = self.mfa_local.borrow();
@@ -480,9 +457,9 @@ impl Gateway {
         };
         if let Err(until) = reserved {
             if coord.is_none() {
-                self.kv_lock_set(ports, tenant, user_id, until, &policy).await?;
+                self.kv_lock_set(cx, user_id, until, &policy).await?;
             }
-            self.audit_mfa(ports, tenant, session, "mfa_failed", "locked out");
+            self.audit_mfa(cx, session, AuditEvent::MfaFailed, "locked out");
             return Ok(Err(AttemptRefused::Locked(until)));
         }
         let _in_flight = coord.is_none().then(|| InFlight::enter(&self.mfa_local, &local_key, now, policy.window));
@@ -490,7 +467,7 @@ impl Gateway {
         const USED: &str = "That code was already used. Wait for the next code and enter it.";
         const WRONG: &str = "That code is not correct. Check the time on your device and try again.";
         let mut enrolled_step = None;
-        let verdict: Result<&'static str, &'static str> = match check {
+        let verdict: Result<AuditEvent, &'static str> = match check {
             Check::Totp(code) if record.enabled => {
                 let secret = self.totp_secret(record, user_id)?;
                 match mfa::verify_totp(secret.expose(), code, now, &record.params, record.last_step) {
@@ -501,7 +478,7 @@ impl Gateway {
                         };
                         if first {
                             record.record_success(step);
-                            Ok("mfa_verified")
+                            Ok(AuditEvent::MfaVerified)
                         } else {
                             Err(USED)
                         }
@@ -522,7 +499,7 @@ impl Gateway {
                     _ => true,
                 };
                 match found {
-                    Some(i) if claimed && record.use_backup(i) => Ok("backup_code_used"),
+                    Some(i) if claimed && record.use_backup(i) => Ok(AuditEvent::BackupCodeUsed),
                     _ => Err("That backup code is not valid (each code works once)."),
                 }
             }
@@ -531,7 +508,7 @@ impl Gateway {
                     Ok(step) => {
                         enrolled_step = Some(step);
                         record.failures.clear();
-                        Ok("mfa_enrolled")
+                        Ok(AuditEvent::MfaEnrolled)
                     }
                     Err(TotpError::Malformed) => Err("Enter the digits shown in your authenticator app."),
                     Err(_) => Err(WRONG),
@@ -543,7 +520,7 @@ impl Gateway {
         // Step 4: the outcome.
         match verdict {
             Ok(event) => {
-                self.save_mfa(ports, tenant, user_id, record).await?;
+                self.save_mfa(cx, user_id, record).await?;
                 match &coord {
                     Some((c, shard)) => c.attempt_succeeded(shard, MFA_FAILURES_KEY).await?,
                     None => self.mfa_local.borrow_mut().succeeded(&local_key),
@@ -577,24 +554,24 @@ impl Gateway {
                     }
                     None => {
                         // Read again: attempts that raced this one may have been recorded.
-                        let mut fresh = self.load_mfa(ports, tenant, user_id).await?.unwrap_or_else(|| record.clone());
+                        let mut fresh = self.load_mfa(cx, user_id).await?.unwrap_or_else(|| record.clone());
                         fresh.failures.retain(|t| *t <= now && now - *t < policy.window);
                         fresh.failures.push(now);
                         self.mfa_local.borrow_mut().entry(&local_key, now, policy.window).failures.push(now);
                         self.mfa_local.borrow().merge_into(&local_key, &mut fresh, now, policy.window);
                         let outcome = fresh.attempt_failed(now, &policy);
-                        self.save_mfa(ports, tenant, user_id, &fresh).await?;
+                        self.save_mfa(cx, user_id, &fresh).await?;
                         if let FailureOutcome::LockedUntil(until) = outcome {
-                            self.kv_lock_set(ports, tenant, user_id, until, &policy).await?;
+                            self.kv_lock_set(cx, user_id, until, &policy).await?;
                         }
                         *record = fresh;
                         outcome
                     }
                 };
-                self.audit_mfa(ports, tenant, session, "mfa_failed", "wrong code");
+                self.audit_mfa(cx, session, AuditEvent::MfaFailed, "wrong code");
                 match counted {
                     FailureOutcome::LockedUntil(until) => {
-                        self.audit_mfa(ports, tenant, session, "mfa_locked", &format!("locked until {until}"));
+                        self.audit_mfa(cx, session, AuditEvent::MfaLocked, &format!("locked until {until}"));
                         Ok(Err(AttemptRefused::Locked(until)))
                     }
                     FailureOutcome::Counted { remaining } => Ok(Err(AttemptRefused::Wrong(format!(
@@ -607,84 +584,71 @@ impl Gateway {
     }
 
     /// KV alone: the user's lock from its own key, or this isolate's memory of one.
-    async fn kv_lock(&self, ports: Ports<'_>, tenant: &Tenant, user_id: &str) -> Result<Option<u64>, Refusal> {
-        let now = ports.now();
-        let local = self.mfa_local.borrow().locked(&mfa_key(&tenant.id, user_id), now);
-        let stored = ports.kv.get(&lock_key(&tenant.id, user_id)).await?.and_then(|v| v.parse::<u64>().ok());
+    async fn kv_lock(&self, cx: &Cx<'_>, user_id: &str) -> Result<Option<u64>, Refusal> {
+        let now = cx.ports.now();
+        let local = self.mfa_local.borrow().locked(&mfa_key(&cx.tenant.id, user_id), now);
+        let stored = cx.ports.kv.get(&lock_key(&cx.tenant.id, user_id)).await?.and_then(|v| v.parse::<u64>().ok());
         Ok(local.max(stored).filter(|u| *u > now))
     }
 
     /// KV alone: records a lock in its own key (and in this isolate).
     async fn kv_lock_set(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         user_id: &str,
         until: u64,
         policy: &mfa::LockoutPolicy,
     ) -> Result<(), Refusal> {
-        let now = ports.now();
-        self.mfa_local.borrow_mut().entry(&mfa_key(&tenant.id, user_id), now, policy.window).locked_until = Some(until);
+        let now = cx.ports.now();
+        self.mfa_local.borrow_mut().entry(&mfa_key(&cx.tenant.id, user_id), now, policy.window).locked_until =
+            Some(until);
         let ttl = until.saturating_sub(now).max(60);
-        ports.kv.put(&lock_key(&tenant.id, user_id), &until.to_string(), Some(ttl)).await?;
+        cx.ports.kv.put(&lock_key(&cx.tenant.id, user_id), &until.to_string(), Some(ttl)).await?;
         Ok(())
     }
 
     /// `GET {prefix}/mfa`: the prompt (waiting sessions, and complete ones for step-up).
-    async fn mfa_prompt(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        session: Session,
-    ) -> Result<Response, Refusal> {
+    async fn mfa_prompt(&self, cx: &Cx<'_>, session: Session) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.query("rd").unwrap_or_default(), prefix);
+        let rd = safe_return_path(&cx.req.query("rd").unwrap_or_default(), prefix);
         let user_id = &session.record().user_id;
-        let Some(record) = self.load_mfa(ports, tenant, user_id).await?.filter(|m| m.enabled) else {
+        let Some(record) = self.load_mfa(cx, user_id).await?.filter(|m| m.enabled) else {
             return Ok(
                 self.no_store_redirect(&format!("{prefix}/mfa/enroll?{}", crate::http::query_encode(&[("rd", &rd)])))
             );
         };
-        if let Some(until) = self.mfa_locked(ports, tenant, user_id, &record).await? {
-            return Err(Self::lockout(until, ports.now()));
+        if let Some(until) = self.mfa_locked(cx, user_id, &record).await? {
+            return Err(Self::lockout(until, cx.ports.now()));
         }
-        let step_up = req.query("reason").as_deref() == Some("step_up");
+        let step_up = cx.req.query("reason").as_deref() == Some("step_up");
         let warning = Self::backup_warning(&record);
         Ok(pages::mfa_page(
-            Brand { tenant: Some(tenant), prefix },
+            Brand { tenant: Some(cx.tenant), prefix },
             &Self::prompt_lead(&record, step_up),
             warning.as_deref().map(Notice::Info),
-            &self.csrf_for(tenant, session.id()),
+            &self.csrf_for(cx.tenant, session.id()),
             &rd,
         ))
     }
 
     /// `POST {prefix}/mfa`: a TOTP code or a backup code. Completes a waiting session, or
     /// refreshes a complete one's step-up time.
-    async fn mfa_verify(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        session: Session,
-    ) -> Result<Response, Refusal> {
+    async fn mfa_verify(&self, cx: &Cx<'_>, session: Session) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
-        let Some(mut record) = self.load_mfa(ports, tenant, &session.record().user_id).await?.filter(|m| m.enabled)
-        else {
+        let rd = safe_return_path(&cx.req.form_value("rd").unwrap_or_default(), prefix);
+        let Some(mut record) = self.load_mfa(cx, &session.record().user_id).await?.filter(|m| m.enabled) else {
             return Ok(Response::redirect(&format!(
                 "{prefix}/mfa/enroll?{}",
                 crate::http::query_encode(&[("rd", &rd)])
             )));
         };
-        let backup = req.form_value("backup_code").filter(|c| !c.trim().is_empty());
-        let code = req.form_value("code").unwrap_or_default();
+        let backup = cx.req.form_value("backup_code").filter(|c| !c.trim().is_empty());
+        let code = cx.req.form_value("code").unwrap_or_default();
         let check = match &backup {
             Some(b) => Check::Backup(b),
             None => Check::Totp(&code),
         };
-        match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
+        match self.attempt(cx, session.record(), &mut record, check).await? {
             Ok(Passed::Enrolment { .. }) => Err(Refusal::MfaRequired { step_up: false }),
             Ok(Passed::Factor(proof)) => {
                 let event = proof.event;
@@ -697,19 +661,19 @@ impl Gateway {
                         c
                     }
                 };
-                if !self.update_session(ports, tenant, complete.id(), complete.record()).await? {
-                    return Ok(self.unauthenticated(req, tenant, true));
+                if !self.update_session(cx, complete.id(), complete.record()).await? {
+                    return Ok(self.unauthenticated(cx.req, cx.tenant, true));
                 }
-                self.audit_mfa(ports, tenant, complete.record(), event, "ok");
+                self.audit_mfa(cx, complete.record(), event, "ok");
                 Ok(self.no_store_redirect(&rd))
             }
-            Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, ports.now())),
+            Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, cx.ports.now())),
             Err(AttemptRefused::Wrong(text)) => {
                 let mut r = pages::mfa_page(
-                    Brand { tenant: Some(tenant), prefix },
+                    Brand { tenant: Some(cx.tenant), prefix },
                     &Self::prompt_lead(&record, false),
                     Some(Notice::Error(&text)),
-                    &self.csrf_for(tenant, session.id()),
+                    &self.csrf_for(cx.tenant, session.id()),
                     &rd,
                 );
                 r.status = 401;
@@ -718,11 +682,12 @@ impl Gateway {
         }
     }
 
-    fn audit_mfa(&self, ports: Ports<'_>, tenant: &Tenant, session: &SessionRecord, event: &str, outcome: &str) {
-        self.log(
-            ports,
-            json!({"event": event, "tenant": tenant.id, "user": session.user_id, "provider": session.provider, "outcome": outcome,
-                   "level": if event == "mfa_locked" || event == "mfa_failed" { "warn" } else { "info" }}),
+    fn audit_mfa(&self, cx: &Cx<'_>, session: &SessionRecord, event: AuditEvent, outcome: &str) {
+        let warn = matches!(event, AuditEvent::MfaLocked | AuditEvent::MfaFailed);
+        cx.audit(
+            event,
+            json!({"tenant": cx.tenant.id, "user": session.user_id, "provider": session.provider, "outcome": outcome,
+                   "level": if warn { "warn" } else { "info" }}),
         );
     }
 
@@ -740,29 +705,22 @@ impl Gateway {
     /// session may enrol the user's first factor (the first sign-in of a tenant that
     /// requires one); a complete session only within `mfa.fresh_sign_in` of a sign-in the
     /// IdP confirmed as fresh — a stolen session cookie cannot plant its own authenticator.
-    async fn enrolment_gate(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        session: &Session,
-        rd: &str,
-    ) -> Result<Option<Response>, Refusal> {
+    async fn enrolment_gate(&self, cx: &Cx<'_>, session: &Session, rd: &str) -> Result<Option<Response>, Refusal> {
         let prefix = self.prefix();
         let record = session.record();
-        if self.has_factor(ports, tenant, &record.user_id).await? {
+        if self.has_factor(cx, &record.user_id).await? {
             // Enrolled already: a new device goes through an admin reset.
             return Ok(Some(
                 self.no_store_redirect(&format!("{prefix}/mfa?{}", crate::http::query_encode(&[("rd", rd)]))),
             ));
         }
-        let fresh = record.reauth_at.is_some_and(|at| ports.now() <= at.saturating_add(tenant.mfa.fresh_sign_in));
+        let fresh = record.reauth_at.is_some_and(|at| cx.ports.now() <= at.saturating_add(cx.tenant.mfa.fresh_sign_in));
         match session {
-            Session::Waiting(_) if tenant.mfa.required => Ok(None),
+            Session::Waiting(_) if cx.tenant.mfa.required => Ok(None),
             Session::Waiting(_) => Err(Refusal::MfaRequired { step_up: false }),
             Session::Complete(_) if fresh => Ok(None),
             Session::Complete(_) => {
-                if req.method != "GET" {
+                if cx.req.method != "GET" {
                     return Err(Refusal::FreshSignInNotConfirmed { provider: record.provider.clone() });
                 }
                 // After the fresh sign-in the gateway comes back to enrolment by itself.
@@ -779,18 +737,17 @@ impl Gateway {
     /// one. Sealed with the user id and the session's hash, stored under the session.
     async fn enrolment_secret(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         id: &SessionId,
         user_id: &str,
         create: bool,
     ) -> Result<Option<(Secret, TotpParams)>, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let key = enrolment_key(&tenant.id, id);
+        let key = enrolment_key(&cx.tenant.id, id);
         let aad = format!("{user_id}\n{}", id.hash());
-        let now = ports.now();
-        let params = tenant.mfa.params();
-        if let Some(raw) = ports.kv.get(&key).await? {
+        let now = cx.ports.now();
+        let params = cx.tenant.mfa.params();
+        if let Some(raw) = cx.ports.kv.get(&key).await? {
             if let Ok(p) = serde_json::from_str::<PendingEnrolment>(&raw) {
                 let live = now < p.created.saturating_add(ENROLMENT_TTL) && p.params == params;
                 if let (true, Ok(plain)) =
@@ -803,58 +760,55 @@ impl Gateway {
         if !create {
             return Ok(None);
         }
-        let secret = mfa::secret_from_random(ports.random::<20>());
+        let secret = mfa::secret_from_random(cx.ports.random::<20>());
         let sealed = crypto::seal(
             &loaded.encryption_keys,
             ENROLMENT_SEAL,
             aad.as_bytes(),
-            ports.random::<12>(),
+            cx.ports.random::<12>(),
             secret.expose(),
         )
         .ok_or(Refusal::ConfigInvalid)?;
         let pending = PendingEnrolment { secret: sealed, params, created: now };
         let value = serde_json::to_string(&pending).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&key, &value, Some(ENROLMENT_TTL)).await?;
+        cx.ports.kv.put(&key, &value, Some(ENROLMENT_TTL)).await?;
         Ok(Some((secret, params)))
     }
 
     /// `GET {prefix}/mfa/enroll`: this session's enrolment secret and its QR code.
     async fn mfa_enroll_page(
         &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         session: Session,
         notice: Option<Notice<'_>>,
     ) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let rd_raw = req.query("rd").or_else(|| req.form_value("rd")).unwrap_or_default();
+        let rd_raw = cx.req.query("rd").or_else(|| cx.req.form_value("rd")).unwrap_or_default();
         let rd = safe_return_path(&rd_raw, prefix);
-        if let Some(r) = self.enrolment_gate(ports, req, tenant, &session, &rd).await? {
+        if let Some(r) = self.enrolment_gate(cx, &session, &rd).await? {
             return Ok(r);
         }
         let record = session.record();
-        let Some((secret, params)) = self.enrolment_secret(ports, tenant, session.id(), &record.user_id, true).await?
-        else {
+        let Some((secret, params)) = self.enrolment_secret(cx, session.id(), &record.user_id, true).await? else {
             return Err(Refusal::ConfigInvalid);
         };
         let b32 = mfa::base32_encode(secret.expose());
         let account = record.email.clone().unwrap_or_else(|| record.user.clone());
-        let uri = mfa::otpauth_uri(&Self::totp_issuer(tenant), &account, &b32, &params);
+        let uri = mfa::otpauth_uri(&Self::totp_issuer(cx.tenant), &account, &b32, &params);
         let qr = mfa::qr_svg(&uri).unwrap_or_default();
         let lead = match session {
             Session::Waiting(_) => "This site requires two-step verification. Set it up now to continue.",
             Session::Complete(_) => "Add a second step to your sign-in with an authenticator app.",
         };
         Ok(pages::enroll_page(
-            Brand { tenant: Some(tenant), prefix },
+            Brand { tenant: Some(cx.tenant), prefix },
             &EnrollView {
                 lead,
                 notice,
                 qr_svg: &qr,
                 secret_groups: &mfa::format_groups(&b32),
                 uri: &uri,
-                csrf: &self.csrf_for(tenant, session.id()),
+                csrf: &self.csrf_for(cx.tenant, session.id()),
                 rd: &rd,
             },
         ))
@@ -862,84 +816,78 @@ impl Gateway {
 
     /// `POST {prefix}/mfa/enroll`: the first code of this session's enrolment secret turns
     /// the second factor on and shows the backup codes.
-    async fn mfa_enroll_confirm(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        session: Session,
-    ) -> Result<Response, Refusal> {
+    async fn mfa_enroll_confirm(&self, cx: &Cx<'_>, session: Session) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
-        if let Some(r) = self.enrolment_gate(ports, req, tenant, &session, &rd).await? {
+        let rd = safe_return_path(&cx.req.form_value("rd").unwrap_or_default(), prefix);
+        if let Some(r) = self.enrolment_gate(cx, &session, &rd).await? {
             return Ok(r);
         }
         let user_id = session.record().user_id.clone();
-        let Some((secret, params)) = self.enrolment_secret(ports, tenant, session.id(), &user_id, false).await? else {
+        let Some((secret, params)) = self.enrolment_secret(cx, session.id(), &user_id, false).await? else {
             // Expired, or never shown to this session.
             return Ok(
                 self.no_store_redirect(&format!("{prefix}/mfa/enroll?{}", crate::http::query_encode(&[("rd", &rd)])))
             );
         };
-        let mut record = self.load_mfa(ports, tenant, &user_id).await?.unwrap_or_default();
-        let code = req.form_value("code").unwrap_or_default();
+        let mut record = self.load_mfa(cx, &user_id).await?.unwrap_or_default();
+        let code = cx.req.form_value("code").unwrap_or_default();
         let check = Check::Enrolment { code: &code, secret: &secret, params: &params };
-        let (proof, step) = match self.attempt(ports, tenant, session.record(), &mut record, check).await? {
+        let (proof, step) = match self.attempt(cx, session.record(), &mut record, check).await? {
             Ok(Passed::Enrolment { proof, step }) => (proof, step),
             Ok(Passed::Factor(_)) => return Err(Refusal::MfaRequired { step_up: false }),
-            Err(AttemptRefused::Locked(until)) => return Err(Self::lockout(until, ports.now())),
+            Err(AttemptRefused::Locked(until)) => return Err(Self::lockout(until, cx.ports.now())),
             Err(AttemptRefused::Wrong(text)) => {
-                let mut r = self.mfa_enroll_page(ports, req, tenant, session, Some(Notice::Error(&text))).await?;
+                let mut r = self.mfa_enroll_page(cx, session, Some(Notice::Error(&text))).await?;
                 r.status = 401;
                 return Ok(r);
             }
         };
         // One enrolment per user: a second session confirming at the same time, or in a
         // location whose KV has not seen the first, must not replace the first factor.
-        let already = match ports.coord() {
+        let already = match cx.ports.coord() {
             Some(c) => {
-                let shard = coord::user_shard(&tenant.id, &user_id);
+                let shard = coord::user_shard(&cx.tenant.id, &user_id);
                 !c.claim(&shard, ENROLLED_KEY, ENROLMENT_TTL.saturating_mul(1000)).await?
             }
             None => false,
         };
-        if already || self.has_factor(ports, tenant, &user_id).await? {
+        if already || self.has_factor(cx, &user_id).await? {
             return Ok(self.no_store_redirect(&format!("{prefix}/mfa?{}", crate::http::query_encode(&[("rd", &rd)]))));
         }
-        let now = ports.now();
+        let now = cx.ports.now();
         record.secret = Some(
-            mfa::seal_secret(&loaded.encryption_keys, &user_id, secret.expose(), ports.random::<12>())
+            mfa::seal_secret(&loaded.encryption_keys, &user_id, secret.expose(), cx.ports.random::<12>())
                 .ok_or(Refusal::ConfigInvalid)?,
         );
         record.params = params;
-        let codes = self.new_backup_codes(ports, &mut record)?;
+        let codes = self.new_backup_codes(cx.ports, &mut record)?;
         let hashes = record.backup_hashes.iter().flatten().cloned().collect();
         record.enable(hashes, step, now);
-        if let Err(e) = self.save_mfa(ports, tenant, &user_id, &record).await {
+        if let Err(e) = self.save_mfa(cx, &user_id, &record).await {
             // Not enrolled after all: let a retry through.
-            if let Some(c) = ports.coord() {
-                let _ = c.clear(&coord::user_shard(&tenant.id, &user_id), ENROLLED_KEY).await;
+            if let Some(c) = cx.ports.coord() {
+                let _ = c.clear(&coord::user_shard(&cx.tenant.id, &user_id), ENROLLED_KEY).await;
             }
             return Err(e);
         }
-        ports.kv.delete(&enrolment_key(&tenant.id, session.id())).await?;
+        cx.ports.kv.delete(&enrolment_key(&cx.tenant.id, session.id())).await?;
         // Sessions that never passed this factor end: one signed in with a phished password
         // before the user added it must not go on without it.
-        self.revoke_other_sessions(ports, tenant, &user_id, session.id(), "a second factor was added").await?;
+        self.revoke_other_sessions(cx, &user_id, session.id(), "a second factor was added").await?;
         let audited = match session {
             Session::Waiting(w) => {
                 let complete = w.enrolled(proof).ok_or(Refusal::MfaRequired { step_up: false })?;
-                if !self.update_session(ports, tenant, complete.id(), complete.record()).await? {
-                    return Ok(self.unauthenticated(req, tenant, true));
+                if !self.update_session(cx, complete.id(), complete.record()).await? {
+                    return Ok(self.unauthenticated(cx.req, cx.tenant, true));
                 }
                 complete.into_parts().1
             }
             // A complete session stays as it is: enrolling is not a verification.
             Session::Complete(c) => c.into_parts().1,
         };
-        self.audit_mfa(ports, tenant, &audited, "mfa_enrolled", "ok");
-        Ok(pages::backup_codes_page(Brand { tenant: Some(tenant), prefix }, &codes, &rd))
+        self.audit_mfa(cx, &audited, AuditEvent::MfaEnrolled, "ok");
+        Ok(pages::backup_codes_page(Brand { tenant: Some(cx.tenant), prefix }, &codes, &rd))
     }
 
     /// Fresh backup codes: the plain codes to show once; the record keeps only their hashes.
@@ -956,29 +904,23 @@ impl Gateway {
 
     /// `POST {prefix}/mfa/backup-codes`: new codes for a complete session and a fresh TOTP
     /// code (through the attempt operation); the old codes stop working.
-    async fn mfa_regenerate_codes(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        session: CompleteSession,
-    ) -> Result<Response, Refusal> {
+    async fn mfa_regenerate_codes(&self, cx: &Cx<'_>, session: CompleteSession) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.form_value("rd").unwrap_or_default(), prefix);
+        let rd = safe_return_path(&cx.req.form_value("rd").unwrap_or_default(), prefix);
         let user_id = session.record().user_id.clone();
-        let Some(mut record) = self.load_mfa(ports, tenant, &user_id).await?.filter(|m| m.enabled) else {
+        let Some(mut record) = self.load_mfa(cx, &user_id).await?.filter(|m| m.enabled) else {
             return Err(Refusal::NotFound);
         };
-        let code = req.form_value("code").unwrap_or_default();
-        match self.attempt(ports, tenant, session.record(), &mut record, Check::Totp(&code)).await? {
+        let code = cx.req.form_value("code").unwrap_or_default();
+        match self.attempt(cx, session.record(), &mut record, Check::Totp(&code)).await? {
             Ok(Passed::Enrolment { .. }) => Err(Refusal::MfaRequired { step_up: false }),
             Ok(Passed::Factor(_)) => {
-                let codes = self.new_backup_codes(ports, &mut record)?;
-                self.save_mfa(ports, tenant, &user_id, &record).await?;
-                self.audit_mfa(ports, tenant, session.record(), "backup_codes_regenerated", "ok");
-                Ok(pages::backup_codes_page(Brand { tenant: Some(tenant), prefix }, &codes, &rd))
+                let codes = self.new_backup_codes(cx.ports, &mut record)?;
+                self.save_mfa(cx, &user_id, &record).await?;
+                self.audit_mfa(cx, session.record(), AuditEvent::BackupCodesRegenerated, "ok");
+                Ok(pages::backup_codes_page(Brand { tenant: Some(cx.tenant), prefix }, &codes, &rd))
             }
-            Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, ports.now())),
+            Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, cx.ports.now())),
             Err(AttemptRefused::Wrong(_)) => Err(Refusal::BadRequest("wrong code for backup code regeneration".into())),
         }
     }
@@ -987,45 +929,38 @@ impl Gateway {
     /// when there is one, else from the KV record.
     pub(super) async fn mfa_locked(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         user_id: &str,
         record: &MfaRecord,
     ) -> Result<Option<u64>, Refusal> {
-        match ports.coord() {
+        match cx.ports.coord() {
             Some(c) => {
-                Ok(c.locked(&coord::user_shard(&tenant.id, user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
+                Ok(c.locked(&coord::user_shard(&cx.tenant.id, user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
             }
-            None => Ok(record.is_locked(ports.now()).max(self.kv_lock(ports, tenant, user_id).await?)),
+            None => Ok(record.is_locked(cx.ports.now()).max(self.kv_lock(cx, user_id).await?)),
         }
     }
 
     /// Clears a user's second factor: secret, enabled flag and backup codes. The user enrols
     /// again at the next sign-in (when the tenant requires MFA) or whenever they choose.
-    pub(super) async fn reset_mfa(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        user_id: &str,
-        actor: &str,
-    ) -> Result<bool, Refusal> {
-        let Some(mut record) = self.load_mfa(ports, tenant, user_id).await? else {
+    pub(super) async fn reset_mfa(&self, cx: &Cx<'_>, user_id: &str, actor: &str) -> Result<bool, Refusal> {
+        let Some(mut record) = self.load_mfa(cx, user_id).await? else {
             return Ok(false);
         };
         record.reset();
-        self.mfa_local.borrow_mut().forget(&mfa_key(&tenant.id, user_id));
-        match ports.coord() {
+        self.mfa_local.borrow_mut().forget(&mfa_key(&cx.tenant.id, user_id));
+        match cx.ports.coord() {
             Some(c) => {
-                let shard = coord::user_shard(&tenant.id, user_id);
+                let shard = coord::user_shard(&cx.tenant.id, user_id);
                 c.clear(&shard, MFA_FAILURES_KEY).await?;
                 c.clear(&shard, ENROLLED_KEY).await?;
             }
-            None => ports.kv.delete(&lock_key(&tenant.id, user_id)).await?,
+            None => cx.ports.kv.delete(&lock_key(&cx.tenant.id, user_id)).await?,
         }
-        self.save_mfa(ports, tenant, user_id, &record).await?;
-        self.log(
-            ports,
-            json!({"level": "warn", "event": "mfa_reset", "tenant": tenant.id, "actor": actor, "user": user_id}),
+        self.save_mfa(cx, user_id, &record).await?;
+        cx.audit(
+            AuditEvent::MfaReset,
+            json!({"level": "warn", "tenant": cx.tenant.id, "actor": actor, "user": user_id}),
         );
         Ok(true)
     }

@@ -12,12 +12,21 @@ mod admin;
 mod bearer;
 #[cfg(feature = "bench")]
 mod bench;
+mod context;
 mod logout;
 mod mfa;
+pub mod routes;
 mod saml;
 mod sessions;
 mod state;
-pub use state::{Accepts, ROUTE_SESSIONS};
+pub use crate::audit::AuditEvent;
+pub use context::Outcome;
+pub use routes::{route_sessions, RouteId, ROUTES};
+pub use state::Accepts;
+
+use context::{log_line, Cx};
+use routes::Route;
+pub use routes::{MAX_ACS_BODY, MAX_FORM_BODY};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -44,8 +53,6 @@ use state::{CompleteSession, Session};
 
 /// Largest IdP response body read (discovery, JWKS, token, userinfo).
 pub const MAX_IDP_BODY: usize = 512 * 1024;
-/// Largest request body the gateway reads for its own routes.
-pub const MAX_FORM_BODY: usize = 64 * 1024;
 /// Minimum seconds between forced JWKS refetches for one provider.
 pub const JWKS_REFETCH_INTERVAL: u64 = 60;
 /// Refresh the access token when it expires within this many seconds.
@@ -119,10 +126,6 @@ pub struct Gateway {
     sessions: RefCell<HashMap<String, CachedSession>>,
     /// Sign-in starts per client IP (`gateway.login_rate_limit`).
     login_limiter: RefCell<crate::ratelimit::RateLimiter>,
-    /// Audit events of the requests in flight, written to KV when a request ends.
-    audit_queue: RefCell<Vec<Value>>,
-    /// Work to do after the response (the shell runs it with `waitUntil`).
-    deferred: RefCell<Vec<Deferred>>,
     /// KV alone: this isolate's view of second-factor attempts (in flight, failures,
     /// locks) that racing writes to the record could lose.
     mfa_local: RefCell<mfa::LocalAttempts>,
@@ -134,26 +137,6 @@ pub struct Deferred {
     pub request: Outbound,
     pub attempts: u32,
 }
-
-/// Audit events: log lines, also stored in KV with `gateway.audit_kv` and sent to
-/// `gateway.audit_webhook` when set.
-pub const AUDIT_EVENTS: &[&str] = &[
-    "login_success",
-    "login_failure",
-    "logout",
-    "session_revoked",
-    "session_expired",
-    "mfa_enrolled",
-    "mfa_verified",
-    "mfa_failed",
-    "mfa_locked",
-    "mfa_reset",
-    "backup_code_used",
-    "backup_codes_regenerated",
-    "admin_call",
-    "admin_refused",
-    "backchannel_logout",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refresh {
@@ -224,8 +207,6 @@ impl Gateway {
             providers: RefCell::default(),
             sessions: RefCell::default(),
             login_limiter: RefCell::default(),
-            audit_queue: RefCell::default(),
-            deferred: RefCell::default(),
             mfa_local: RefCell::default(),
         }
     }
@@ -254,11 +235,6 @@ impl Gateway {
         self.config().map(|l| l.config.gateway.fetch_timeout_ms).unwrap_or(5000)
     }
 
-    /// Work the shell runs after the response (`waitUntil`): audit webhook deliveries.
-    pub fn take_deferred(&self) -> Vec<Deferred> {
-        std::mem::take(&mut *self.deferred.borrow_mut())
-    }
-
     /// Runs one deferred call with retries and backoff (1 s, 2 s, …); the outcome is logged,
     /// never shown to the user. `sleep_ms` is the runtime's timer.
     pub async fn run_deferred<F, Fut>(&self, ports: Ports<'_>, job: Deferred, sleep_ms: F)
@@ -280,13 +256,9 @@ impl Gateway {
         ports.rt.log(&json!({"level": "error", "event": "audit_webhook_failed", "url": job.request.url, "cause": last, "attempts": job.attempts}).to_string());
     }
 
-    /// Most body bytes the shell reads for a gateway route (the ACS takes SAML responses).
+    /// Most body bytes the shell reads for a gateway route (from the route table).
     pub fn body_limit(&self, path: &str) -> usize {
-        if path == format!("{}/saml/acs", self.prefix()) || path == format!("{}/bench", self.prefix()) {
-            saml::MAX_ACS_BODY
-        } else {
-            MAX_FORM_BODY
-        }
+        routes::find(self.prefix(), path).map_or(MAX_FORM_BODY, |(r, _)| r.body_limit)
     }
 
     /// Whether the path is one of the gateway's own routes (the shell reads their bodies).
@@ -295,25 +267,14 @@ impl Gateway {
         path == p || path.starts_with(&format!("{p}/")) || path.starts_with("/.well-known/portcullis/")
     }
 
-    fn log(&self, ports: Ports<'_>, mut event: Value) {
-        if let Value::Object(m) = &mut event {
-            m.insert("time".into(), json!(ports.now()));
-            m.entry("level").or_insert(json!("info"));
-        }
-        ports.rt.log(&event.to_string());
-        let audited = event.get("event").and_then(Value::as_str).is_some_and(|e| AUDIT_EVENTS.contains(&e));
-        if audited && event.get("tenant").and_then(Value::as_str).is_some() {
-            self.audit_queue.borrow_mut().push(event);
-        }
-    }
-
-    /// Writes queued audit events under time-ordered keys
-    /// (`audit:{tenant}:{YYYY-MM-DD}:{ms}:{random}`) with the retention TTL. A failed write
-    /// is logged; the event is in the log line already.
-    async fn flush_audit(&self, ports: Ports<'_>) {
-        let events: Vec<Value> = std::mem::take(&mut *self.audit_queue.borrow_mut());
+    /// Writes a request's audit events under time-ordered keys
+    /// (`audit:{tenant}:{YYYY-MM-DD}:{ms}:{random}`) with the retention TTL, and returns the
+    /// webhook delivery to run after the response. A failed write is logged; the event is
+    /// in the log line already.
+    async fn flush_audit(&self, ports: Ports<'_>, events: Vec<Value>) -> Vec<Deferred> {
+        let mut deferred = Vec::new();
         if events.is_empty() {
-            return;
+            return deferred;
         }
         let days = self.config().map(|l| l.config.gateway.audit_retention_days).unwrap_or(90);
         let to_kv = self.config().is_some_and(|l| l.config.gateway.audit_kv);
@@ -325,11 +286,11 @@ impl Gateway {
                 request.headers.set("authorization", format!("Bearer {}", token.expose_str()));
             }
             request.body = Some(json!({ "events": events }).to_string().into_bytes());
-            self.deferred.borrow_mut().push(Deferred { request, attempts: w.attempts });
+            deferred.push(Deferred { request, attempts: w.attempts });
         }
         // The log line is the audit trail by default; KV only with `gateway.audit_kv`.
         if !to_kv {
-            return;
+            return deferred;
         }
         for e in events {
             let tenant = e.get("tenant").and_then(Value::as_str).unwrap_or_default();
@@ -337,15 +298,32 @@ impl Gateway {
             let day = &crate::saml::time::format(ms / 1000)[..10];
             let key = format!("audit:{tenant}:{day}:{ms:013}:{}", crypto::hex(&ports.random::<4>()));
             if let Err(err) = ports.kv.put(&key, &e.to_string(), Some(days * 86400)).await {
-                ports.rt.log(
-                    &json!({"level": "error", "event": "audit_write_failed", "cause": err.to_string()}).to_string(),
-                );
+                log_line(ports, json!({"level": "error", "event": "audit_write_failed", "cause": err.to_string()}));
             }
         }
+        deferred
     }
 
-    /// Renders a refusal (HTML page or JSON) and writes its log line.
-    fn refuse(&self, ports: Ports<'_>, req: &Request, tenant: Option<&Tenant>, refusal: &Refusal) -> Response {
+    /// Renders a refusal (HTML page or JSON) and writes its log line; a refusal that is an
+    /// audit event (a failed sign-in, a refused admin call) goes to the request's trail.
+    fn refuse(&self, cx: &Cx<'_>, refusal: &Refusal) -> Response {
+        self.refusal_response(cx.ports, cx.req, Some(cx.tenant), Some(cx), refusal)
+    }
+
+    /// A refusal before a tenant is known, or after the request's context has ended (the
+    /// origin failed): a log line only.
+    fn refuse_bare(&self, ports: Ports<'_>, req: &Request, tenant: Option<&Tenant>, refusal: &Refusal) -> Response {
+        self.refusal_response(ports, req, tenant, None, refusal)
+    }
+
+    fn refusal_response(
+        &self,
+        ports: Ports<'_>,
+        req: &Request,
+        tenant: Option<&Tenant>,
+        cx: Option<&Cx<'_>>,
+        refusal: &Refusal,
+    ) -> Response {
         let reference = reference_id(ports);
         let label = |name: &str| {
             tenant
@@ -358,29 +336,36 @@ impl Gateway {
             Refusal::Oidc { provider, .. } => Some(provider.as_str()),
             _ => None,
         };
-        self.log(
-            ports,
-            json!({
-                "level": if pres.status >= 500 { "error" } else { "warn" },
-                "event": refusal.event(),
-                "code": pres.code,
-                "cause": refusal.to_string(),
-                "status": pres.status,
-                "reference": reference,
-                "tenant": tenant.map(|t| t.id.as_str()),
-                "provider": provider,
-                "method": req.method,
-                "path": req.url.path(),
-                "ip": req.client_ip,
-            }),
-        );
+        let line = json!({
+            "level": if pres.status >= 500 { "error" } else { "warn" },
+            "event": "refusal",
+            "code": pres.code,
+            "cause": refusal.to_string(),
+            "status": pres.status,
+            "reference": reference,
+            "tenant": tenant.map(|t| t.id.as_str()),
+            "provider": provider,
+            "method": req.method,
+            "path": req.url.path(),
+            "ip": req.client_ip,
+        });
+        match (cx, refusal.audit_event()) {
+            (Some(cx), Some(event)) => cx.audit(event, line),
+            (_, event) => {
+                let mut line = line;
+                if let Some(e) = event {
+                    line["event"] = json!(e.name());
+                }
+                log_line(ports, line)
+            }
+        }
         let mut r = self.present_refusal(req, tenant, &pres, &reference);
         match refusal {
-            Refusal::MethodNotAllowed if !self.is_gateway_route(req.url.path()) => r.headers.set("allow", path::ALLOW),
-            Refusal::MethodNotAllowed => {
-                let route = req.url.path().strip_prefix(self.prefix()).unwrap_or(req.url.path());
-                r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
-            }
+            Refusal::MethodNotAllowed => match routes::find(self.prefix(), req.url.path()) {
+                Some((route, _)) => r.headers.set("allow", route.allow()),
+                None if self.is_gateway_route(req.url.path()) => r.headers.set("allow", "GET, HEAD, OPTIONS"),
+                None => r.headers.set("allow", path::ALLOW),
+            },
             Refusal::RateLimited { retry_after } => r.headers.set("retry-after", retry_after.to_string()),
             Refusal::Bearer(e) => {
                 r.headers.set("www-authenticate", bearer::challenge(tenant.map(|t| t.id.as_str()).unwrap_or(""), e))
@@ -433,46 +418,59 @@ impl Gateway {
     /// The 502 page when the origin cannot be reached (the shell calls this).
     pub fn origin_failed(&self, ports: Ports<'_>, req: &Request, cause: &str) -> Response {
         let tenant = self.config().and_then(|l| l.config.tenant_for_host(&req.host()));
-        self.refuse(ports, req, tenant, &Refusal::OriginUnreachable(cause.to_owned()))
+        self.refuse_bare(ports, req, tenant, &Refusal::OriginUnreachable(cause.to_owned()))
     }
 
     /// The 504 page when the origin did not answer within the tenant's
     /// `origin_timeout_ms` (the shell calls this).
     pub fn origin_timed_out(&self, ports: Ports<'_>, req: &Request, after_ms: u64) -> Response {
         let tenant = self.config().and_then(|l| l.config.tenant_for_host(&req.host()));
-        self.refuse(ports, req, tenant, &Refusal::OriginTimeout { after_ms })
+        self.refuse_bare(ports, req, tenant, &Refusal::OriginTimeout { after_ms })
     }
 
-    /// Entry point: everything a request can lead to.
-    pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Action {
-        let mut action = self.handle_inner(ports, req).await;
-        self.flush_audit(ports).await;
+    /// Entry point: everything a request can lead to, and the work to run after the
+    /// response (see `context.rs` for the order the shell calls the core in).
+    pub async fn handle(&self, ports: Ports<'_>, req: &Request) -> Outcome {
+        let (mut action, events) = match self.tenant_of(ports, req) {
+            Ok(tenant) => {
+                let cx = Cx::new(ports, req, tenant);
+                let action = self.handle_for_tenant(&cx).await;
+                (action, cx.take_audit())
+            }
+            Err(answer) => (Action::Respond(answer), Vec::new()),
+        };
+        let deferred = self.flush_audit(ports, events).await;
         if let (Action::Respond(r), "HEAD") = (&mut action, req.method.as_str()) {
             r.body.clear();
         }
-        action
+        Outcome { action, deferred }
     }
 
-    async fn handle_inner(&self, ports: Ports<'_>, req: &Request) -> Action {
-        let path = req.url.path().to_owned();
-        let prefix = self.prefix().to_owned();
-        if path == format!("{prefix}/health") {
-            return Action::Respond(match req.method.as_str() {
+    /// The request's tenant, or the answer when there is none: the health check (answered
+    /// for every host), an invalid configuration, an unknown host.
+    fn tenant_of<'g>(&'g self, ports: Ports<'_>, req: &Request) -> Result<&'g Tenant, Response> {
+        if let Some((route, _)) = routes::find(self.prefix(), req.url.path()).filter(|(r, _)| r.id == RouteId::Health) {
+            return Err(match req.method.as_str() {
                 "GET" | "HEAD" => self.health(),
-                "OPTIONS" => options_response("/health"),
-                _ => self.refuse(ports, req, None, &Refusal::MethodNotAllowed),
+                "OPTIONS" => options_response(route),
+                _ => self.refuse_bare(ports, req, None, &Refusal::MethodNotAllowed),
             });
         }
         let Ok(loaded) = &self.loaded else {
-            return Action::Respond(self.refuse(ports, req, None, &Refusal::ConfigInvalid));
+            return Err(self.refuse_bare(ports, req, None, &Refusal::ConfigInvalid));
         };
         let host = req.host();
-        let Some(tenant) = loaded.config.tenant_for_host(&host) else {
-            return Action::Respond(self.refuse(ports, req, None, &Refusal::UnknownHost(host)));
-        };
-        if self.is_gateway_route(&path) {
-            let r = self.gateway_route(ports, req, tenant, &path[..]).await;
-            return Action::Respond(r.unwrap_or_else(|e| self.refuse(ports, req, Some(tenant), &e)));
+        loaded
+            .config
+            .tenant_for_host(&host)
+            .ok_or_else(|| self.refuse_bare(ports, req, None, &Refusal::UnknownHost(host)))
+    }
+
+    async fn handle_for_tenant(&self, cx: &Cx<'_>) -> Action {
+        let (req, tenant) = (cx.req, cx.tenant);
+        if self.is_gateway_route(req.url.path()) {
+            let r = self.gateway_route(cx).await;
+            return Action::Respond(r.unwrap_or_else(|e| self.refuse(cx, &e)));
         }
         // One reading of the request for every rule and for forwarding (`path.rs`).
         let decided = match path::decide(req, tenant.path_case, &tenant.verbatim_paths, tenant.method_override) {
@@ -485,12 +483,12 @@ impl Gateway {
                     }
                     Undecidable::Path(why) => Refusal::AmbiguousPath(why),
                 };
-                return Action::Respond(self.refuse(ports, req, Some(tenant), &refusal));
+                return Action::Respond(self.refuse(cx, &refusal));
             }
         };
-        match self.protected(ports, req, tenant, &decided).await {
+        match self.protected(cx, &decided).await {
             Ok(action) => action,
-            Err(e) => Action::Respond(self.refuse(ports, req, Some(tenant), &e)),
+            Err(e) => Action::Respond(self.refuse(cx, &e)),
         }
     }
 
@@ -504,66 +502,57 @@ impl Gateway {
         r
     }
 
-    async fn gateway_route(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        path: &str,
-    ) -> Result<Response, Refusal> {
-        let prefix = self.prefix();
-        let route = path.strip_prefix(prefix).unwrap_or(path);
-        // HEAD is answered as GET without a body, except where a GET consumes single-use
-        // state (a HEAD must never spend a sign-in or logout request).
-        let method = match req.method.as_str() {
-            "HEAD" if allowed_methods(route).is_some_and(|a| a.contains("HEAD")) => "GET",
-            m => m,
+    /// A gateway route, dispatched from the route table (`routes.rs`): unknown paths are
+    /// 404, methods the route does not answer 405 with its `Allow`, OPTIONS its `Allow` and
+    /// no CORS grant, and HEAD is answered as GET where the table allows it.
+    async fn gateway_route(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        let (req, tenant, prefix) = (cx.req, cx.tenant, self.prefix());
+        let Some((route, name)) = routes::find(prefix, req.url.path()) else {
+            return Err(Refusal::NotFound);
         };
-        if path == "/.well-known/portcullis/jwks.json" {
-            if method != "GET" && method != "HEAD" {
-                return Err(Refusal::MethodNotAllowed);
-            }
-            let mut r = Response::json(200, &assertion::jwks(&self.signing_keys));
-            r.headers.set("cache-control", "public, max-age=300");
-            return Ok(r);
+        // The admin API authenticates its caller first, then reads the rest of the path.
+        if route.id == RouteId::Admin {
+            let rest = req.url.path().strip_prefix(prefix).unwrap_or_default();
+            return self.admin_route(cx, &rest["/admin".len()..]).await;
         }
-        match (method, route) {
-            ("GET" | "HEAD", "/assets/style.css") => Ok(css(pages::STYLE_CSS.to_owned())),
-            ("GET" | "HEAD", "/assets/tenant.css") => Ok(css(pages::tenant_css(tenant))),
-            ("GET", "/login") => self.login_start(ports, req, tenant).await,
-            ("GET", "/oidc/callback") => self.oidc_callback(ports, req, tenant, None).await,
-            ("POST", "/saml/acs") => self.saml_acs(ports, req, tenant).await,
-            ("POST", "/oidc/backchannel-logout") => Ok(self.backchannel_logout(ports, req, tenant, None).await),
-            ("GET", "/oidc/frontchannel-logout") => Ok(self.frontchannel_logout(ports, req, tenant).await),
-            ("POST", r) if r.starts_with("/oidc/") && r.ends_with("/backchannel-logout") => {
-                let name = &r["/oidc/".len()..r.len() - "/backchannel-logout".len()];
-                Ok(self.backchannel_logout(ports, req, tenant, Some(name)).await)
+        if req.method == "OPTIONS" {
+            return Ok(options_response(route));
+        }
+        if !route.answers(&req.method) {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        let post = req.method == "POST";
+        match route.id {
+            RouteId::Health => Ok(self.health()),
+            RouteId::Jwks => {
+                let mut r = Response::json(200, &assertion::jwks(&self.signing_keys));
+                r.headers.set("cache-control", "public, max-age=300");
+                Ok(r)
             }
-            #[cfg(feature = "bench")]
-            ("POST", "/bench") => self.bench(ports, req).await,
-            ("GET" | "HEAD", "/saml/metadata") => self.saml_metadata(req, tenant),
-            ("GET", "/saml/slo") => self.saml_slo(ports, req, tenant).await,
-            ("GET", r) if r.starts_with("/oidc/") && r.ends_with("/callback") => {
-                let name = &r["/oidc/".len()..r.len() - "/callback".len()];
-                self.oidc_callback(ports, req, tenant, Some(name)).await
-            }
-            ("GET", "/logout") => self.logout_confirm(ports, req, tenant).await,
-            ("POST", "/logout") => self.logout(ports, req, tenant).await,
-            ("GET", "/logged-out") => Ok(pages::logged_out_page(Brand { tenant: Some(tenant), prefix })),
-            ("GET", "/me") => self.me(ports, req, tenant).await,
-            ("GET" | "POST", "/mfa" | "/mfa/enroll") | ("POST", "/mfa/backup-codes") => {
-                self.mfa_route(ports, req, tenant, method, route).await
-            }
-            ("GET", "/continue") => {
+            RouteId::StyleCss => Ok(css(pages::STYLE_CSS.to_owned())),
+            RouteId::TenantCss => Ok(css(pages::tenant_css(tenant))),
+            RouteId::Login => self.login_start(cx).await,
+            RouteId::OidcCallback => self.oidc_callback(cx, name).await,
+            RouteId::SamlAcs => self.saml_acs(cx).await,
+            RouteId::SamlMetadata => self.saml_metadata(req, tenant),
+            RouteId::SamlSlo => self.saml_slo(cx).await,
+            RouteId::BackchannelLogout => Ok(self.backchannel_logout(cx, name).await),
+            RouteId::FrontchannelLogout => Ok(self.frontchannel_logout(cx).await),
+            RouteId::LoggedOut => Ok(pages::logged_out_page(Brand { tenant: Some(tenant), prefix })),
+            RouteId::Continue => {
                 let mut r = Response::redirect(&safe_return_path(&req.query("rd").unwrap_or_default(), prefix));
                 r.headers.set("cache-control", "no-store");
                 Ok(r)
             }
-            (_, r) if r.starts_with("/admin/") => self.admin_route(ports, req, tenant, &r["/admin".len()..]).await,
-            // No CORS on gateway routes: a preflight gets no Access-Control-* header.
-            ("OPTIONS", r) if allowed_methods(r).is_some() => Ok(options_response(r)),
-            (_, r) if allowed_methods(r).is_some() => Err(Refusal::MethodNotAllowed),
-            _ => Err(Refusal::NotFound),
+            RouteId::Me => self.me(cx).await,
+            RouteId::Mfa | RouteId::MfaEnroll | RouteId::MfaBackupCodes => self.mfa_route(cx, route.id, post).await,
+            RouteId::Logout if post => self.logout(cx).await,
+            RouteId::Logout => self.logout_confirm(cx).await,
+            #[cfg(feature = "bench")]
+            RouteId::Bench => self.bench(cx).await,
+            #[cfg(not(feature = "bench"))]
+            RouteId::Bench => Err(Refusal::NotFound),
+            RouteId::Admin => Err(Refusal::NotFound),
         }
     }
 
@@ -571,50 +560,44 @@ impl Gateway {
     // Protected requests
     // -----------------------------------------------------------------------------------
 
-    async fn protected(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        decided: &Decided,
-    ) -> Result<Action, Refusal> {
-        let client = ClientInfo { ip: req.client_ip.as_deref(), proto: req.url.scheme(), host: &req.host() };
+    async fn protected(&self, cx: &Cx<'_>, decided: &Decided) -> Result<Action, Refusal> {
+        let client = ClientInfo { ip: cx.req.client_ip.as_deref(), proto: cx.req.url.scheme(), host: &cx.req.host() };
         // Forwarded exactly as decided on.
-        let url = proxy::upstream_url(&tenant.origin, &decided.path.raw, req.url.query());
-        if policy::is_public(tenant, decided) {
-            let headers = proxy::upstream_headers(&req.headers, tenant, &client, None);
-            return Ok(to_origin(req, tenant, url, headers, None));
+        let url = proxy::upstream_url(&cx.tenant.origin, &decided.path.raw, cx.req.url.query());
+        if policy::is_public(cx.tenant, decided) {
+            let headers = proxy::upstream_headers(&cx.req.headers, cx.tenant, &client, None);
+            return Ok(to_origin(cx.req, cx.tenant, url, headers, None));
         }
         // A bearer token, where the tenant accepts them, decides alone: a client that sends
         // one is judged by it, never by a cookie that came along.
-        if !tenant.bearer.is_empty() {
-            if let Some(raw) = bearer::bearer_token(req) {
+        if !cx.tenant.bearer.is_empty() {
+            if let Some(raw) = bearer::bearer_token(cx.req) {
                 let credential = bearer::Credential::Bearer(raw);
-                return self.protected_bearer(ports, req, tenant, decided, (url, &client), credential).await;
+                return self.protected_bearer(cx, decided, (url, &client), credential).await;
             }
         }
-        if tenant.service_tokens {
-            if let Some(pair) = bearer::service_credentials(req) {
+        if cx.tenant.service_tokens {
+            if let Some(pair) = bearer::service_credentials(cx.req) {
                 let credential = bearer::Credential::Service(pair);
-                return self.protected_bearer(ports, req, tenant, decided, (url, &client), credential).await;
+                return self.protected_bearer(cx, decided, (url, &client), credential).await;
             }
         }
-        let session = match self.lookup_session(ports, req, tenant).await? {
+        let session = match self.lookup_session(cx).await? {
             Lookup::Active(session) => *session,
-            Lookup::Ended => return Ok(Action::Respond(self.unauthenticated(req, tenant, true))),
+            Lookup::Ended => return Ok(Action::Respond(self.unauthenticated(cx.req, cx.tenant, true))),
             Lookup::NoSession { cause } => {
                 if let Some(cause) = cause {
-                    self.log(ports, json!({"level": "warn", "event": "session_refused", "tenant": tenant.id, "cause": cause, "ip": req.client_ip}));
+                    cx.log(json!({"level": "warn", "event": "session_refused", "tenant": cx.tenant.id, "cause": cause, "ip": cx.req.client_ip}));
                 }
-                return Ok(Action::Respond(self.unauthenticated(req, tenant, false)));
+                return Ok(Action::Respond(self.unauthenticated(cx.req, cx.tenant, false)));
             }
         };
         // Only a complete session is forwarded; a waiting one goes to its second factor.
         let Some(mut session) = session.into_complete() else {
-            return self.mfa_needed(req, false).map(Action::Respond);
+            return self.mfa_needed(cx.req, false).map(Action::Respond);
         };
-        if self.maybe_refresh(ports, tenant, &mut session).await? == Refresh::Ended {
-            return Ok(Action::Respond(self.unauthenticated(req, tenant, true)));
+        if self.maybe_refresh(cx, &mut session).await? == Refresh::Ended {
+            return Ok(Action::Respond(self.unauthenticated(cx.req, cx.tenant, true)));
         }
         let record = session.record();
         let subject = policy::Subject {
@@ -625,23 +608,23 @@ impl Gateway {
             scopes: &[],
             machine: false,
             claims: &record.claims(),
-            edge: &req.edge,
+            edge: &cx.req.edge,
         };
-        if let Err(denied) = policy::authorize(tenant, decided, &subject) {
+        if let Err(denied) = policy::authorize(cx.tenant, decided, &subject) {
             return Err(Refusal::Forbidden { denied });
         }
-        if self.step_up_due(ports, tenant, decided, record) {
-            return self.mfa_needed(req, true).map(Action::Respond);
+        if self.step_up_due(cx, decided, record) {
+            return self.mfa_needed(cx.req, true).map(Action::Respond);
         }
         // A page on another origin can open a WebSocket with the browser's cookies
         // (cross-site WebSocket hijacking): a cookie-authenticated upgrade must come from
         // this site's own pages.
-        if proxy::is_websocket_upgrade(&req.method, &req.headers)
-            && req.headers.get("origin").is_some_and(|o| o != base_url(req))
+        if proxy::is_websocket_upgrade(&cx.req.method, &cx.req.headers)
+            && cx.req.headers.get("origin").is_some_and(|o| o != base_url(cx.req))
         {
             return Err(Refusal::Csrf);
         }
-        self.touch(ports, tenant, &mut session).await;
+        self.touch(cx, &mut session).await;
         let (id, record) = (session.id(), session.record());
         let identity = IdentityHeaders {
             user_id: record.user_id.clone(),
@@ -652,12 +635,12 @@ impl Gateway {
             groups: record.groups.clone(),
             roles: record.roles.clone(),
             amr: record.amr.clone(),
-            assertion: self.assertion_for(ports, tenant, id, record),
+            assertion: self.assertion_for(cx, id, record),
             scopes: None,
             principal: Some("user"),
         };
-        let headers = proxy::upstream_headers(&req.headers, tenant, &client, Some(&identity));
-        Ok(to_origin(req, tenant, url, headers, Some(id.handle())))
+        let headers = proxy::upstream_headers(&cx.req.headers, cx.tenant, &client, Some(&identity));
+        Ok(to_origin(cx.req, cx.tenant, url, headers, Some(id.handle())))
     }
 
     /// No usable session: browsers go to the login page, other clients get a 401.
@@ -688,32 +671,29 @@ impl Gateway {
         r
     }
 
-    async fn lookup_session(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Lookup, Refusal> {
+    async fn lookup_session(&self, cx: &Cx<'_>) -> Result<Lookup, Refusal> {
         let Some(loaded) = self.config() else {
             return Err(Refusal::ConfigInvalid);
         };
-        let Some(cookie) = req.headers.cookie(SESSION_COOKIE) else {
+        let Some(cookie) = cx.req.headers.cookie(SESSION_COOKIE) else {
             return Ok(Lookup::NoSession { cause: None });
         };
-        let id = match session::verify_session_cookie(&loaded.cookie_keys, &tenant.id, cookie) {
+        let id = match session::verify_session_cookie(&loaded.cookie_keys, &cx.tenant.id, cookie) {
             Ok(id) => id,
             Err(e) => return Ok(Lookup::NoSession { cause: Some(e.to_string()) }),
         };
-        let key = id.kv_key(&tenant.id);
-        let now_ms = ports.rt.now_ms();
+        let key = id.kv_key(&cx.tenant.id);
+        let now_ms = cx.ports.rt.now_ms();
         let ttl_ms = loaded.config.gateway.session_cache_ttl * 1000;
         let cached =
             self.sessions.borrow().get(&key).filter(|c| now_ms < c.cached_at_ms + ttl_ms).map(|c| c.record.clone());
         let record = match cached {
             Some(r) => r,
             None => {
-                let Some(raw) = ports.kv.get(&key).await? else {
+                let Some(raw) = cx.ports.kv.get(&key).await? else {
                     self.sessions.borrow_mut().remove(&key);
-                    self.log(
-                        ports,
-                        json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(),
-                        "cause": "session not found (signed out, revoked or expired)", "ip": req.client_ip}),
-                    );
+                    cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(),
+                        "cause": "session not found (signed out, revoked or expired)", "ip": cx.req.client_ip}));
                     return Ok(Lookup::Ended);
                 };
                 let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
@@ -722,20 +702,18 @@ impl Gateway {
                 // A revocation made anywhere. With a coordinator it is seen here now, not when
                 // KV's delete arrives (checked once per session cache interval); with KV alone,
                 // a record an isolate wrote back after a revocation is refused by its tombstone.
-                let revoked_by = match ports.coord() {
+                let revoked_by = match cx.ports.coord() {
                     Some(c) => {
                         let keys = [sessions::revocation_key(&key), sessions::USER_REVOCATION_KEY.to_owned()];
-                        let shard = coord::user_shard(&tenant.id, &record.user_id);
+                        let shard = coord::user_shard(&cx.tenant.id, &record.user_id);
                         c.revoked_since(&shard, &keys, record.created_ms()).await?.then_some("coordinator")
                     }
-                    None => self.tombstoned(ports, &key).await?.then_some("tombstone"),
+                    None => self.tombstoned(cx.ports, &key).await?.then_some("tombstone"),
                 };
                 if let Some(by) = revoked_by {
                     self.sessions.borrow_mut().remove(&key);
-                    self.log(
-                        ports,
-                        json!({"event": "session_refused", "tenant": tenant.id, "session": id.handle(), "user": record.user_id,
-                        "cause": format!("session revoked ({by})"), "ip": req.client_ip}),
+                    cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id,
+                        "cause": format!("session revoked ({by})"), "ip": cx.req.client_ip}),
                     );
                     return Ok(Lookup::Ended);
                 }
@@ -743,14 +721,14 @@ impl Gateway {
                 record
             }
         };
-        if record.tenant != tenant.id {
+        if record.tenant != cx.tenant.id {
             return Ok(Lookup::NoSession { cause: Some("session belongs to another tenant".into()) });
         }
-        if let Err(why) = record.check_times(ports.now(), &tenant.session) {
+        if let Err(why) = record.check_times(cx.ports.now(), &cx.tenant.session) {
             self.sessions.borrow_mut().remove(&key);
             // Best effort: the record's KV TTL removes it anyway.
-            let _ = ports.kv.delete(&key).await;
-            self.log(ports, json!({"event": "session_expired", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
+            let _ = cx.ports.kv.delete(&key).await;
+            cx.audit(AuditEvent::SessionExpired, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
             return Ok(Lookup::Ended);
         }
         Ok(Lookup::Active(Box::new(Session::from_record(id, record))))
@@ -773,36 +751,24 @@ impl Gateway {
         cache.insert(key.to_owned(), CachedSession { record, cached_at_ms: now_ms, assertion });
     }
 
-    async fn save_session(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &SessionRecord,
-    ) -> Result<(), Refusal> {
-        let key = id.kv_key(&tenant.id);
+    async fn save_session(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Result<(), Refusal> {
+        let key = id.kv_key(&cx.tenant.id);
         let value = serde_json::to_string(record).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&key, &value, Some(record.kv_ttl(ports.now(), &tenant.session))).await?;
-        self.cache_session(&key, record.clone(), ports.rt.now_ms());
+        cx.ports.kv.put(&key, &value, Some(record.kv_ttl(cx.ports.now(), &cx.tenant.session))).await?;
+        self.cache_session(&key, record.clone(), cx.ports.rt.now_ms());
         Ok(())
     }
 
     /// Writes a change to an existing session (last-seen, refresh, step-up). With KV alone a
     /// revoked session is not written back (its tombstone is checked first): `false`, and
     /// the isolate forgets it. With a coordinator a written-back record is refused on read.
-    async fn update_session(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &SessionRecord,
-    ) -> Result<bool, Refusal> {
-        let key = id.kv_key(&tenant.id);
-        if ports.coord().is_none() && self.tombstoned(ports, &key).await? {
+    async fn update_session(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Result<bool, Refusal> {
+        let key = id.kv_key(&cx.tenant.id);
+        if cx.ports.coord().is_none() && self.tombstoned(cx.ports, &key).await? {
             self.sessions.borrow_mut().remove(&key);
             return Ok(false);
         }
-        self.save_session(ports, tenant, id, record).await?;
+        self.save_session(cx, id, record).await?;
         Ok(true)
     }
 
@@ -810,30 +776,24 @@ impl Gateway {
     /// the idle timeout: an active session is written about four times per idle period, which
     /// keeps it alive and KV within the Free plan's daily writes). A failed write is logged
     /// and does not fail the request.
-    async fn touch(&self, ports: Ports<'_>, tenant: &Tenant, session: &mut CompleteSession) {
-        let interval = self.config().map(|l| l.config.gateway.last_seen_interval_for(&tenant.session)).unwrap_or(60);
-        let now = ports.now();
+    async fn touch(&self, cx: &Cx<'_>, session: &mut CompleteSession) {
+        let interval = self.config().map(|l| l.config.gateway.last_seen_interval_for(&cx.tenant.session)).unwrap_or(60);
+        let now = cx.ports.now();
         if !session.record().touch_due(now, interval) {
             return;
         }
         session.record_mut().last_seen = now;
         let (id, record) = (session.id(), session.record());
-        if let Err(e) = self.update_session(ports, tenant, id, record).await {
-            self.log(ports, json!({"level": "warn", "event": "session_touch_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        if let Err(e) = self.update_session(cx, id, record).await {
+            cx.log(json!({"level": "warn", "event": "session_touch_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
     }
 
-    fn assertion_for(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &SessionRecord,
-    ) -> Option<String> {
+    fn assertion_for(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Option<String> {
         let loaded = self.config()?;
         let key = self.signing_keys.first()?;
-        let now = ports.now();
-        let cache_key = id.kv_key(&tenant.id);
+        let now = cx.ports.now();
+        let cache_key = id.kv_key(&cx.tenant.id);
         if let Some((a, iat)) = self.sessions.borrow().get(&cache_key).and_then(|c| c.assertion.clone()) {
             if now < iat + assertion::LIFETIME - 60 && now >= iat {
                 return Some(a);
@@ -841,7 +801,7 @@ impl Gateway {
         }
         let claims = AssertionClaims {
             iss: &loaded.config.gateway.issuer,
-            aud: &tenant.id,
+            aud: &cx.tenant.id,
             sub: &record.user_id,
             email: record.email.as_deref(),
             name: record.name.as_deref(),
@@ -882,28 +842,23 @@ impl Gateway {
     pub(crate) async fn idp_get(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
         match ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await {
             Err(FetchError::Unreachable(cause)) => {
-                self.log(ports, json!({"level": "warn", "event": "idp_fetch_retry", "url": url, "cause": cause}));
+                log_line(ports, json!({"level": "warn", "event": "idp_fetch_retry", "url": url, "cause": cause}));
                 ports.fetch.fetch(Outbound::get(url), self.fetch_timeout_ms(), MAX_IDP_BODY).await
             }
             other => other,
         }
     }
 
-    pub async fn metadata(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        p: &OidcProvider,
-    ) -> Result<ProviderMetadata, OidcError> {
-        let key = Self::provider_key(tenant, p);
-        let now = ports.now();
+    async fn metadata(&self, cx: &Cx<'_>, p: &OidcProvider) -> Result<ProviderMetadata, OidcError> {
+        let key = Self::provider_key(cx.tenant, p);
+        let now = cx.ports.now();
         if let Some((m, at)) = self.providers.borrow().get(&key).and_then(|s| s.meta.clone()) {
             if now < at.saturating_add(p.discovery_ttl) {
                 return Ok(m);
             }
         }
         let kv_key = format!("disc:{key}");
-        if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
+        if let Ok(Some(raw)) = cx.ports.kv.get(&kv_key).await {
             if let Some((body, at)) = cached_doc(&raw) {
                 if now < at.saturating_add(p.discovery_ttl) {
                     if let Ok(m) = oidc::parse_discovery(body.as_bytes(), p.issuer_id()) {
@@ -914,14 +869,14 @@ impl Gateway {
             }
         }
         let resp = self
-            .fetch_json(ports, &p.discovery_url())
+            .fetch_json(cx.ports, &p.discovery_url())
             .await
             .map_err(|e| OidcError::Discovery(format!("{} {e}", p.discovery_url())))?;
         if resp.status != 200 {
             return Err(OidcError::Discovery(format!("{} answered {}", p.discovery_url(), resp.status)));
         }
         let m = oidc::parse_discovery(&resp.body, p.issuer_id())?;
-        self.store_doc(ports, &kv_key, &resp.body, now, p.discovery_ttl).await;
+        self.store_doc(cx.ports, &kv_key, &resp.body, now, p.discovery_ttl).await;
         self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), now));
         Ok(m)
     }
@@ -929,7 +884,7 @@ impl Gateway {
     async fn store_doc(&self, ports: Ports<'_>, kv_key: &str, body: &[u8], now: u64, ttl: u64) {
         let doc = json!({ "at": now, "body": String::from_utf8_lossy(body) }).to_string();
         if let Err(e) = ports.kv.put(kv_key, &doc, Some(ttl.max(60))).await {
-            self.log(
+            log_line(
                 ports,
                 json!({"level": "warn", "event": "cache_write_failed", "key": kv_key, "cause": e.to_string()}),
             );
@@ -938,16 +893,15 @@ impl Gateway {
 
     /// The provider's keys. `force` refetches (at most once per interval per provider),
     /// after an unknown `kid` or a failed signature.
-    pub async fn jwks(
+    async fn jwks(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         p: &OidcProvider,
         m: &ProviderMetadata,
         force: bool,
     ) -> Result<Rc<Vec<Jwk>>, OidcError> {
-        let key = Self::provider_key(tenant, p);
-        let now = ports.now();
+        let key = Self::provider_key(cx.tenant, p);
+        let now = cx.ports.now();
         let kv_key = format!("jwks:{key}");
         let cached = self.providers.borrow().get(&key).and_then(|s| s.jwks.clone());
         if force {
@@ -964,7 +918,7 @@ impl Gateway {
                     return Ok(k);
                 }
             }
-            if let Ok(Some(raw)) = ports.kv.get(&kv_key).await {
+            if let Ok(Some(raw)) = cx.ports.kv.get(&kv_key).await {
                 if let Some((body, at)) = cached_doc(&raw) {
                     if now < at.saturating_add(p.jwks_ttl) {
                         if let Ok(parsed) = oidc::jwks::parse_jwks(body.as_bytes()) {
@@ -977,15 +931,15 @@ impl Gateway {
             }
         }
         let resp =
-            self.fetch_json(ports, &m.jwks_uri).await.map_err(|e| OidcError::Jwks(format!("{} {e}", m.jwks_uri)))?;
+            self.fetch_json(cx.ports, &m.jwks_uri).await.map_err(|e| OidcError::Jwks(format!("{} {e}", m.jwks_uri)))?;
         if resp.status != 200 {
             return Err(OidcError::Jwks(format!("{} answered {}", m.jwks_uri, resp.status)));
         }
         let parsed = oidc::jwks::parse_jwks(&resp.body).map_err(OidcError::Jwks)?;
         if !parsed.skipped.is_empty() {
-            self.log(ports, json!({"level": "warn", "event": "jwks_keys_skipped", "tenant": tenant.id, "provider": p.name, "skipped": parsed.skipped}));
+            cx.log(json!({"level": "warn", "event": "jwks_keys_skipped", "tenant": cx.tenant.id, "provider": p.name, "skipped": parsed.skipped}));
         }
-        self.store_doc(ports, &kv_key, &resp.body, now, p.jwks_ttl).await;
+        self.store_doc(cx.ports, &kv_key, &resp.body, now, p.jwks_ttl).await;
         let keys = Rc::new(parsed.keys);
         self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), now));
         Ok(keys)
@@ -995,8 +949,8 @@ impl Gateway {
     /// signature fails (the provider may have rotated its keys).
     async fn verify_id_token(
         &self,
-        ports: Ports<'_>,
-        (tenant, p, m): (&Tenant, &OidcProvider, &ProviderMetadata),
+        cx: &Cx<'_>,
+        (p, m): (&OidcProvider, &ProviderMetadata),
         raw: &str,
         nonce: Option<&str>,
         access_token: Option<&str>,
@@ -1011,35 +965,34 @@ impl Gateway {
             client_id: &p.client_id,
             trusted_audiences: &audiences,
             hmac_secret,
-            now: ports.now(),
+            now: cx.ports.now(),
             skew: p.clock_skew,
             iat_window: p.iat_window,
             nonce,
             access_token,
         };
-        let keys = self.jwks(ports, tenant, p, m, false).await?;
-        match check_token(ports, &token, &keys, &expectations).await {
+        let keys = self.jwks(cx, p, m, false).await?;
+        match check_token(cx.ports, &token, &keys, &expectations).await {
             Err(oidc::IdTokenError::UnknownKey(_) | oidc::IdTokenError::BadSignature) => {
-                self.log(
-                    ports,
-                    json!({"event": "jwks_refetch", "tenant": tenant.id, "provider": p.name, "kid": token.kid()}),
+                cx.log(
+                    json!({"event": "jwks_refetch", "tenant": cx.tenant.id, "provider": p.name, "kid": token.kid()}),
                 );
-                let keys = self.jwks(ports, tenant, p, m, true).await?;
-                check_token(ports, &token, &keys, &expectations).await.map_err(OidcError::IdToken)
+                let keys = self.jwks(cx, p, m, true).await?;
+                check_token(cx.ports, &token, &keys, &expectations).await.map_err(OidcError::IdToken)
             }
             other => other.map_err(OidcError::IdToken),
         }
     }
 
     /// Cached discovery and key state of the tenant's OIDC providers (admin API).
-    fn provider_status(&self, ports: Ports<'_>, tenant: &Tenant) -> Vec<Value> {
-        let now = ports.now();
+    fn provider_status(&self, cx: &Cx<'_>) -> Vec<Value> {
+        let now = cx.ports.now();
         let cache = self.providers.borrow();
-        tenant
+        cx.tenant
             .providers
             .iter()
             .map(|p| {
-                let state = cache.get(&format!("{}:{}", tenant.id, p.name()));
+                let state = cache.get(&format!("{}:{}", cx.tenant.id, p.name()));
                 json!({
                     "name": p.name(),
                     "type": if p.as_oidc().is_some() { "oidc" } else { "saml" },
@@ -1064,14 +1017,17 @@ impl Gateway {
     // Sign-in
     // -----------------------------------------------------------------------------------
 
-    async fn login_start(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+    async fn login_start(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
         let prefix = self.prefix();
-        let rd = safe_return_path(&req.query("rd").unwrap_or_default(), prefix);
-        let provider = match req.query("provider") {
+        let rd = safe_return_path(&cx.req.query("rd").unwrap_or_default(), prefix);
+        let provider = match cx.req.query("provider") {
             Some(p) => p,
-            None if tenant.auto_redirect && tenant.providers.len() == 1 => tenant.providers[0].name().to_owned(),
+            None if cx.tenant.auto_redirect && cx.tenant.providers.len() == 1 => {
+                cx.tenant.providers[0].name().to_owned()
+            }
             None => {
-                let buttons: Vec<ButtonView<'_>> = tenant
+                let buttons: Vec<ButtonView<'_>> = cx
+                    .tenant
                     .providers
                     .iter()
                     .map(|p| ButtonView {
@@ -1084,42 +1040,46 @@ impl Gateway {
                         icon: p.button().icon.as_deref(),
                     })
                     .collect();
-                let notice = (req.query("reason").as_deref() == Some("expired"))
+                let notice = (cx.req.query("reason").as_deref() == Some("expired"))
                     .then_some("Your session has ended. Please sign in again.");
-                return Ok(pages::login_page(Brand { tenant: Some(tenant), prefix }, &buttons, notice));
+                return Ok(pages::login_page(Brand { tenant: Some(cx.tenant), prefix }, &buttons, notice));
             }
         };
-        self.login_allowed(ports, req)?;
+        self.login_allowed(cx)?;
         // `reauth=1`: the IdP must authenticate the person afresh (adding a second factor).
-        let reauth = req.query("reauth").as_deref() == Some("1");
-        if let Some(c) = tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
-            return self.saml_login_start(ports, req, tenant, c, rd, reauth).await;
+        let reauth = cx.req.query("reauth").as_deref() == Some("1");
+        if let Some(c) = cx.tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
+            return self.saml_login_start(cx, c, rd, reauth).await;
         }
-        let p = self.oidc_provider(tenant, &provider)?;
+        let p = self.oidc_provider(cx.tenant, &provider)?;
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let wrap = |error| Refusal::Oidc { provider: p.name.clone(), error };
-        let m = self.metadata(ports, tenant, p).await.map_err(wrap)?;
-        let state = b64url(&ports.random::<32>());
+        let m = self.metadata(cx, p).await.map_err(wrap)?;
+        let state = b64url(&cx.ports.random::<32>());
         let redirect_uri = if p.per_provider_callback {
-            format!("{}{prefix}/oidc/{}/callback", base_url(req), p.name)
+            format!("{}{prefix}/oidc/{}/callback", base_url(cx.req), p.name)
         } else {
-            format!("{}{prefix}/oidc/callback", base_url(req))
+            format!("{}{prefix}/oidc/callback", base_url(cx.req))
         };
         let pre = PreLogin {
-            tenant: tenant.id.clone(),
+            tenant: cx.tenant.id.clone(),
             provider: p.name.clone(),
-            nonce: b64url(&ports.random::<32>()),
-            pkce_verifier: p.pkce.then(|| b64url(&ports.random::<32>())),
+            nonce: b64url(&cx.ports.random::<32>()),
+            pkce_verifier: p.pkce.then(|| b64url(&cx.ports.random::<32>())),
             return_to: rd,
             redirect_uri: redirect_uri.clone(),
-            created: ports.now(),
+            created: cx.ports.now(),
             reauth,
         };
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&oidc::state_key(&tenant.id, &state), &value, Some(loaded.config.gateway.login_state_ttl)).await?;
-        let pending = session::pending_cookie(&loaded.cookie_keys, &tenant.id, &state).ok_or(Refusal::ConfigInvalid)?;
+        cx.ports
+            .kv
+            .put(&oidc::state_key(&cx.tenant.id, &state), &value, Some(loaded.config.gateway.login_state_ttl))
+            .await?;
+        let pending =
+            session::pending_cookie(&loaded.cookie_keys, &cx.tenant.id, &state).ok_or(Refusal::ConfigInvalid)?;
         let location = oidc::authorization_url(p, &m, &redirect_uri, &state, &pre);
-        self.log(ports, json!({"event": "login_start", "tenant": tenant.id, "provider": p.name, "ip": req.client_ip}));
+        cx.log(json!({"event": "login_start", "tenant": cx.tenant.id, "provider": p.name, "ip": cx.req.client_ip}));
         let mut r = Response::redirect(&location);
         r.headers.set("cache-control", "no-store");
         r.headers.append(
@@ -1130,47 +1090,42 @@ impl Gateway {
     }
 
     /// The per-client cap on sign-in starts (`gateway.login_rate_limit`).
-    fn login_allowed(&self, ports: Ports<'_>, req: &Request) -> Result<(), Refusal> {
+    fn login_allowed(&self, cx: &Cx<'_>) -> Result<(), Refusal> {
         let limit = self.config().map(|l| l.config.gateway.login_rate_limit).unwrap_or_default();
-        let client = req.client_ip.as_deref().unwrap_or("unknown");
+        let client = cx.req.client_ip.as_deref().unwrap_or("unknown");
         self.login_limiter
             .borrow_mut()
-            .take(client, ports.rt.now_ms(), limit.burst, limit.per_minute)
+            .take(client, cx.ports.rt.now_ms(), limit.burst, limit.per_minute)
             .map_err(|retry_after| Refusal::RateLimited { retry_after })
     }
 
-    async fn oidc_callback(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        path_provider: Option<&str>,
-    ) -> Result<Response, Refusal> {
+    async fn oidc_callback(&self, cx: &Cx<'_>, path_provider: Option<&str>) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let provider_hint = path_provider.unwrap_or("unknown").to_owned();
         let fail = |error: OidcError, provider: &str| Refusal::Oidc { provider: provider.to_owned(), error };
         if let Some(name) = path_provider {
-            self.oidc_provider(tenant, name)?;
+            self.oidc_provider(cx.tenant, name)?;
         }
         // The state parameter must be present and match this browser's pending cookie.
-        let state = req
+        let state = cx
+            .req
             .query("state")
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or_else(|| fail(OidcError::StateMissing, &provider_hint))?;
-        let key = oidc::state_key(&tenant.id, &state);
+        let key = oidc::state_key(&cx.tenant.id, &state);
         let used_key = format!("used:{key}");
         let unknown_state = |replay: bool| {
             fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint)
         };
-        let Some(cookie) = req.headers.cookie(PENDING_COOKIE) else {
+        let Some(cookie) = cx.req.headers.cookie(PENDING_COOKIE) else {
             // Without the cookie, an expired or used state explains more than "not started
             // here"; a live state is left untouched for the browser it belongs to.
-            if ports.kv.get(&key).await?.is_none() {
-                return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
+            if cx.ports.kv.get(&key).await?.is_none() {
+                return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
             }
             return Err(fail(OidcError::PendingCookieMissing, &provider_hint));
         };
-        if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, &state) {
+        if !session::pending_cookie_matches(&loaded.cookie_keys, &cx.tenant.id, cookie, &state) {
             return Err(fail(OidcError::PendingCookieMismatch, &provider_hint));
         }
         // Single use. With a coordinator the first claim wins atomically, everywhere; without
@@ -1179,42 +1134,43 @@ impl Gateway {
         // the use so a replay is named.
         // The claim comes after the read, so a failed read leaves the state usable.
         let state_ttl = loaded.config.gateway.login_state_ttl;
-        let Some(raw) = ports.kv.get(&key).await? else {
-            return Err(unknown_state(ports.kv.get(&used_key).await?.is_some()));
+        let Some(raw) = cx.ports.kv.get(&key).await? else {
+            return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
         };
-        if !self.claim_state(ports, tenant, &state, &key).await? {
+        if !self.claim_state(cx, &state, &key).await? {
             return Err(unknown_state(true));
         }
-        ports.kv.delete(&key).await?;
-        ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
+        cx.ports.kv.delete(&key).await?;
+        cx.ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
         let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
         let name = pre.provider.clone();
-        if pre.tenant != tenant.id || path_provider.is_some_and(|p| p != name) {
+        if pre.tenant != cx.tenant.id || path_provider.is_some_and(|p| p != name) {
             return Err(fail(OidcError::ProviderMismatch, &name));
         }
         // KV's TTL is the upper bound; the record's own time is checked too.
-        if ports.now() > pre.created + state_ttl {
+        if cx.ports.now() > pre.created + state_ttl {
             return Err(fail(OidcError::StateUnknown, &name));
         }
-        let p = self.oidc_provider(tenant, &name)?;
-        let m = self.metadata(ports, tenant, p).await.map_err(|e| fail(e, &name))?;
+        let p = self.oidc_provider(cx.tenant, &name)?;
+        let m = self.metadata(cx, p).await.map_err(|e| fail(e, &name))?;
         // RFC 9207: the `iss` parameter, when present or promised, names this provider.
-        let iss = req.query("iss");
+        let iss = cx.req.query("iss");
         if (iss.is_some() || m.authorization_response_iss_parameter_supported)
             && iss.as_deref() != Some(m.issuer.as_str())
         {
             return Err(fail(OidcError::IssuerParamMismatch { expected: m.issuer.clone(), actual: iss }, &name));
         }
-        if let Some(error) = req.query("error") {
-            let description = req.query("error_description").map(|d| oidc::truncate(&d, 200));
+        if let Some(error) = cx.req.query("error") {
+            let description = cx.req.query("error_description").map(|d| oidc::truncate(&d, 200));
             return Err(fail(OidcError::IdpError { error: oidc::truncate(&error, 64), description }, &name));
         }
-        let code = req.query("code").filter(|c| !c.is_empty()).ok_or_else(|| fail(OidcError::MissingCode, &name))?;
+        let code = cx.req.query("code").filter(|c| !c.is_empty()).ok_or_else(|| fail(OidcError::MissingCode, &name))?;
 
         // Code exchange.
         let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
         let token_req = oidc::token_request(p, &m, secret, &code, &pre);
-        let resp = ports
+        let resp = cx
+            .ports
             .fetch
             .fetch(token_req, self.fetch_timeout_ms(), MAX_IDP_BODY)
             .await
@@ -1223,7 +1179,7 @@ impl Gateway {
         let id_token =
             tokens.id_token.as_deref().ok_or_else(|| fail(OidcError::TokenResponse("no id_token".into()), &name))?;
         let verified = self
-            .verify_id_token(ports, (tenant, p, &m), id_token, Some(&pre.nonce), Some(&tokens.access_token))
+            .verify_id_token(cx, (p, &m), id_token, Some(&pre.nonce), Some(&tokens.access_token))
             .await
             .map_err(|e| fail(e, &name))?;
 
@@ -1233,7 +1189,8 @@ impl Gateway {
             (Some(endpoint), false) => {
                 let mut r = Outbound::get(endpoint);
                 r.headers.set("authorization", format!("Bearer {}", tokens.access_token));
-                let resp = ports
+                let resp = cx
+                    .ports
                     .fetch
                     .fetch(r, self.fetch_timeout_ms(), MAX_IDP_BODY)
                     .await
@@ -1254,13 +1211,13 @@ impl Gateway {
             }
         }
         let user_id = format!("{}/{}", verified.iss, verified.sub);
-        let id = SessionId::from_random(ports.random::<32>());
+        let id = SessionId::from_random(cx.ports.random::<32>());
         let stored = StoredTokens {
             refresh_token: tokens.refresh_token.clone().filter(|_| p.refresh),
             id_token: p.rp_logout.then(|| id_token.to_owned()),
         };
-        let sealed = self.seal_tokens(ports, &id, &stored);
-        let now = ports.now();
+        let sealed = self.seal_tokens(cx.ports, &id, &stored);
+        let now = cx.ports.now();
         let login = SignedIn {
             provider: &name,
             user_id,
@@ -1274,31 +1231,24 @@ impl Gateway {
             fresh: pre.reauth,
             pending_cookie: PENDING_COOKIE,
         };
-        self.finish_login(ports, req, tenant, id, login).await
+        self.finish_login(cx, id, login).await
     }
 
     /// Common end of every sign-in (OIDC or SAML): group mapping and the "no roles" check,
     /// the session record, the second-factor decision, the cookie and the audit line.
-    async fn finish_login(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        id: SessionId,
-        login: SignedIn<'_>,
-    ) -> Result<Response, Refusal> {
+    async fn finish_login(&self, cx: &Cx<'_>, id: SessionId, login: SignedIn<'_>) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let identity = login.identity;
-        let mapped = policy::map_groups(&tenant.groups, &identity.groups);
-        if tenant.groups.require_mapped_group && !mapped.any_mapped {
-            self.log(ports, json!({"level": "warn", "event": "login_failure", "code": "no_roles", "tenant": tenant.id, "provider": login.provider, "user": login.user_id, "idp_groups": identity.groups}));
+        let mapped = policy::map_groups(&cx.tenant.groups, &identity.groups);
+        if cx.tenant.groups.require_mapped_group && !mapped.any_mapped {
+            cx.audit(AuditEvent::LoginFailure, json!({"level": "warn", "code": "no_roles", "tenant": cx.tenant.id, "provider": login.provider, "user": login.user_id, "idp_groups": identity.groups}));
             return Err(Refusal::NoRoles);
         }
-        let now = ports.now();
-        let absolute = now + tenant.session.absolute_timeout;
+        let now = cx.ports.now();
+        let absolute = now + cx.tenant.session.absolute_timeout;
         let mut record = SessionRecord {
             v: 1,
-            tenant: tenant.id.clone(),
+            tenant: cx.tenant.id.clone(),
             user_id: login.user_id.clone(),
             user: identity.user.clone(),
             provider: login.provider.to_owned(),
@@ -1319,28 +1269,28 @@ impl Gateway {
             idp_sid: identity.sid.clone(),
             tokens: login.tokens,
             access_expires: login.access_expires,
-            user_agent: req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
-            country: req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
+            user_agent: cx.req.headers.get("user-agent").map(|u| oidc::truncate(u, 200)),
+            country: cx.req.headers.get("cf-ipcountry").map(|c| oidc::truncate(c, 8)),
             attributes: identity.extra.clone(),
-            created_ms: Some(ports.rt.now_ms()),
+            created_ms: Some(cx.ports.rt.now_ms()),
             reauth_at: login.fresh.then_some(now),
         };
-        let mut next = self.decide_mfa(ports, tenant, login.idp_mfa, &mut record, login.return_to).await?;
+        let mut next = self.decide_mfa(cx, login.idp_mfa, &mut record, login.return_to).await?;
         if login.fresh && record.mfa != MfaState::Pending {
             // The fresh sign-in was asked for to add a second factor: go on with that.
             let rd = crate::http::query_encode(&[("rd", login.return_to)]);
             next = format!("{}/mfa/enroll?{rd}", self.prefix());
         }
-        self.save_session(ports, tenant, &id, &record).await?;
-        self.index_session(ports, tenant, &id, &record).await;
+        self.save_session(cx, &id, &record).await?;
+        self.index_session(cx, &id, &record).await;
         let cookie =
-            session::sign_session_cookie(&loaded.cookie_keys, &tenant.id, &id).ok_or(Refusal::ConfigInvalid)?;
-        let mut line = json!({"event": "login_success", "tenant": tenant.id, "provider": login.provider, "user": login.user_id,
-                   "session": id.handle(), "groups": record.groups, "roles": record.roles, "mfa": record.mfa, "ip": req.client_ip});
+            session::sign_session_cookie(&loaded.cookie_keys, &cx.tenant.id, &id).ok_or(Refusal::ConfigInvalid)?;
+        let mut line = json!({"tenant": cx.tenant.id, "provider": login.provider, "user": login.user_id,
+                   "session": id.handle(), "groups": record.groups, "roles": record.roles, "mfa": record.mfa, "ip": cx.req.client_ip});
         if let (Some(m), serde_json::Value::Object(extra)) = (line.as_object_mut(), login.detail) {
             m.extend(extra);
         }
-        self.log(ports, line);
+        cx.audit(AuditEvent::LoginSuccess, line);
         let mut r = Response::redirect(&next);
         r.headers.set("cache-control", "no-store");
         r.headers.append("set-cookie", session::set_cookie(SESSION_COOKIE, &cookie, None, "Lax"));
@@ -1372,74 +1322,55 @@ impl Gateway {
     /// `jti`s); `false` when it was used before. With the coordination object the claim is
     /// atomic everywhere; with KV alone a marker is read, then written, so a use in another
     /// location within KV's propagation delay is not seen.
-    async fn first_use(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        kind: &str,
-        key: &str,
-        ttl: u64,
-    ) -> Result<bool, crate::ports::KvError> {
-        if let Some(c) = ports.coord() {
-            return c.claim(&coord::bucket_shard(&tenant.id, kind, key), key, ttl * 1000).await;
+    async fn first_use(&self, cx: &Cx<'_>, kind: &str, key: &str, ttl: u64) -> Result<bool, crate::ports::KvError> {
+        if let Some(c) = cx.ports.coord() {
+            return c.claim(&coord::bucket_shard(&cx.tenant.id, kind, key), key, ttl * 1000).await;
         }
-        if ports.kv.get(key).await?.is_some() {
+        if cx.ports.kv.get(key).await?.is_some() {
             return Ok(false);
         }
-        ports.kv.put(key, "1", Some(ttl)).await?;
+        cx.ports.kv.put(key, "1", Some(ttl)).await?;
         Ok(true)
     }
 
     /// Claims pre-login state (OIDC `state`, SAML `RelayState`) at the coordination object;
     /// `false` when another request claimed it first. Without the object KV's read-then-
     /// delete decides and this is always `true`.
-    async fn claim_state(&self, ports: Ports<'_>, tenant: &Tenant, state: &str, key: &str) -> Result<bool, Refusal> {
-        let Some(c) = ports.coord() else {
+    async fn claim_state(&self, cx: &Cx<'_>, state: &str, key: &str) -> Result<bool, Refusal> {
+        let Some(c) = cx.ports.coord() else {
             return Ok(true);
         };
         let ttl_ms = self.config().map_or(600, |l| l.config.gateway.login_state_ttl) * 1000;
-        Ok(c.claim(&coord::bucket_shard(&tenant.id, "state", state), key, ttl_ms).await?)
+        Ok(c.claim(&coord::bucket_shard(&cx.tenant.id, "state", state), key, ttl_ms).await?)
     }
 
-    async fn end_session(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &SessionRecord,
-        cause: String,
-    ) {
-        let key = id.kv_key(&tenant.id);
+    async fn end_session(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord, cause: String) {
+        let key = id.kv_key(&cx.tenant.id);
         self.sessions.borrow_mut().remove(&key);
-        if let Err(e) = self.mark_revoked(ports, tenant, &record.user_id, &key).await {
-            self.log(ports, json!({"level": "warn", "event": "session_revoke_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        if let Err(e) = self.mark_revoked(cx, &record.user_id, &key).await {
+            cx.log(json!({"level": "warn", "event": "session_revoke_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
-        if let Err(e) = ports.kv.delete(&key).await {
-            self.log(ports, json!({"level": "warn", "event": "session_delete_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        if let Err(e) = cx.ports.kv.delete(&key).await {
+            cx.log(json!({"level": "warn", "event": "session_delete_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
-        self.log(ports, json!({"level": "warn", "event": "session_revoked", "actor": "idp", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "cause": cause}));
+        cx.audit(AuditEvent::SessionRevoked, json!({"level": "warn", "actor": "idp", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "cause": cause}));
     }
 
     /// Refreshes the access token when it is about to expire. If the IdP refuses, the
     /// session ends; if it cannot be reached, the session goes on until the access token
     /// has actually expired, then requests are refused until it answers again.
-    async fn maybe_refresh(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        session: &mut CompleteSession,
-    ) -> Result<Refresh, Refusal> {
+    async fn maybe_refresh(&self, cx: &Cx<'_>, session: &mut CompleteSession) -> Result<Refresh, Refusal> {
         let id = &session.id().clone();
         let record = session.record_mut();
         let Some(access_exp) = record.access_expires else {
             return Ok(Refresh::NotDue);
         };
-        let now = ports.now();
+        let now = cx.ports.now();
         if now + REFRESH_MARGIN < access_exp {
             return Ok(Refresh::NotDue);
         }
-        let Ok(p) = self.oidc_provider(tenant, &record.provider) else {
-            self.end_session(ports, tenant, id, record, "provider no longer configured".into()).await;
+        let Ok(p) = self.oidc_provider(cx.tenant, &record.provider) else {
+            self.end_session(cx, id, record, "provider no longer configured".into()).await;
             return Ok(Refresh::Ended);
         };
         let stored = self.open_tokens(id, record);
@@ -1450,47 +1381,41 @@ impl Gateway {
         // IdP that rotates refresh tokens ends the whole session when an old one is used
         // twice. The lease is per refresh token, so a location still reading the old record
         // from KV gets the new one instead of reusing the rotated token.
-        let Some(c) = ports.coord() else {
-            return self.refresh_with_idp(ports, tenant, id, record, p, stored, refresh_token, access_exp).await;
+        let Some(c) = cx.ports.coord() else {
+            return self.refresh_with_idp(cx, id, record, p, stored, refresh_token, access_exp).await;
         };
-        let shard = coord::user_shard(&tenant.id, &record.user_id);
-        let lease_key = format!("r:{}:{}", id.kv_key(&tenant.id), &crypto::sha256_hex(refresh_token.as_bytes())[..32]);
+        let shard = coord::user_shard(&cx.tenant.id, &record.user_id);
+        let lease_key =
+            format!("r:{}:{}", id.kv_key(&cx.tenant.id), &crypto::sha256_hex(refresh_token.as_bytes())[..32]);
         match c.refresh_begin(&shard, &lease_key).await? {
             Lease::Acquired => {}
-            Lease::Finished { result } => return Ok(self.adopt_refresh(ports, tenant, id, record, &result)),
+            Lease::Finished { result } => return Ok(self.adopt_refresh(cx, id, record, &result)),
             Lease::Held if now < access_exp => return Ok(Refresh::NotDue),
             Lease::Held => return Err(Refusal::IdpUnavailable("another request is still refreshing".into())),
         }
-        let outcome = self.refresh_with_idp(ports, tenant, id, record, p, stored, refresh_token, access_exp).await;
+        let outcome = self.refresh_with_idp(cx, id, record, p, stored, refresh_token, access_exp).await;
         let result = match &outcome {
             Ok(Refresh::Done) => serde_json::to_string(&*record).ok(),
             Ok(Refresh::Ended) => Some(REFRESH_ENDED.to_owned()),
             _ => None,
         };
         if let Err(e) = c.refresh_end(&shard, &lease_key, result).await {
-            self.log(ports, json!({"level": "warn", "event": "refresh_lease_end_failed", "tenant": tenant.id, "session": id.handle(), "cause": e.to_string()}));
+            cx.log(json!({"level": "warn", "event": "refresh_lease_end_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
         outcome
     }
 
     /// Takes over the result of another request's refresh.
-    fn adopt_refresh(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &mut SessionRecord,
-        result: &str,
-    ) -> Refresh {
+    fn adopt_refresh(&self, cx: &Cx<'_>, id: &SessionId, record: &mut SessionRecord, result: &str) -> Refresh {
         match serde_json::from_str::<SessionRecord>(result) {
             Ok(fresh) if fresh.user_id == record.user_id && fresh.tenant == record.tenant => {
                 *record = fresh;
-                self.cache_session(&id.kv_key(&tenant.id), record.clone(), ports.rt.now_ms());
+                self.cache_session(&id.kv_key(&cx.tenant.id), record.clone(), cx.ports.rt.now_ms());
                 Refresh::Done
             }
             // REFRESH_ENDED, or anything else: the session is over.
             _ => {
-                self.sessions.borrow_mut().remove(&id.kv_key(&tenant.id));
+                self.sessions.borrow_mut().remove(&id.kv_key(&cx.tenant.id));
                 Refresh::Ended
             }
         }
@@ -1500,8 +1425,7 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     async fn refresh_with_idp(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         id: &SessionId,
         record: &mut SessionRecord,
         p: &OidcProvider,
@@ -1510,7 +1434,7 @@ impl Gateway {
         access_exp: u64,
     ) -> Result<Refresh, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let now = ports.now();
+        let now = cx.ports.now();
         let unavailable = |e: String| {
             if now < access_exp {
                 Ok(Refresh::NotDue)
@@ -1518,13 +1442,13 @@ impl Gateway {
                 Err(Refusal::IdpUnavailable(e))
             }
         };
-        let m = match self.metadata(ports, tenant, p).await {
+        let m = match self.metadata(cx, p).await {
             Ok(m) => m,
             Err(e) => return unavailable(e.to_string()),
         };
         let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
         let request = oidc::refresh_request(p, &m, secret, &refresh_token);
-        let resp = match ports.fetch.fetch(request, self.fetch_timeout_ms(), MAX_IDP_BODY).await {
+        let resp = match cx.ports.fetch.fetch(request, self.fetch_timeout_ms(), MAX_IDP_BODY).await {
             Ok(r) if r.status >= 500 => return unavailable(format!("token endpoint answered {}", r.status)),
             Ok(r) => r,
             Err(e) => return unavailable(e.to_string()),
@@ -1532,21 +1456,20 @@ impl Gateway {
         let tokens = match oidc::parse_token_response(&resp) {
             Ok(t) => t,
             Err(e) => {
-                self.end_session(ports, tenant, id, record, format!("refresh refused: {e}")).await;
+                self.end_session(cx, id, record, format!("refresh refused: {e}")).await;
                 return Ok(Refresh::Ended);
             }
         };
         if let Some(new_id_token) = &tokens.id_token {
             // Core 12.2: a refreshed ID token must name the same issuer and subject.
-            let verified =
-                self.verify_id_token(ports, (tenant, p, &m), new_id_token, None, Some(&tokens.access_token)).await;
+            let verified = self.verify_id_token(cx, (p, &m), new_id_token, None, Some(&tokens.access_token)).await;
             let problem = match verified {
                 Ok(v) if format!("{}/{}", v.iss, v.sub) == record.user_id => None,
                 Ok(_) => Some("refreshed ID token names another subject".to_owned()),
                 Err(e) => Some(format!("refreshed ID token invalid: {e}")),
             };
             if let Some(cause) = problem {
-                self.end_session(ports, tenant, id, record, cause).await;
+                self.end_session(cx, id, record, cause).await;
                 return Ok(Refresh::Ended);
             }
         }
@@ -1555,14 +1478,12 @@ impl Gateway {
             refresh_token: tokens.refresh_token.clone().or(old.refresh_token),
             id_token: tokens.id_token.clone().or(old.id_token),
         };
-        record.tokens = self.seal_tokens(ports, id, &new_stored);
+        record.tokens = self.seal_tokens(cx.ports, id, &new_stored);
         record.access_expires = Some(now + tokens.expires_in.unwrap_or(300));
-        if !self.update_session(ports, tenant, id, record).await? {
+        if !self.update_session(cx, id, record).await? {
             return Ok(Refresh::Ended);
         }
-        self.log(
-            ports,
-            json!({"event": "session_refreshed", "tenant": tenant.id, "session": id.handle(), "user": record.user_id}),
+        cx.log(json!({"event": "session_refreshed", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id}),
         );
         Ok(Refresh::Done)
     }
@@ -1571,44 +1492,44 @@ impl Gateway {
     // Sign-out and identity
     // -----------------------------------------------------------------------------------
 
-    async fn logout_confirm(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+    async fn logout_confirm(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let (who, csrf) = match self.lookup_session(ports, req, tenant).await? {
+        let (who, csrf) = match self.lookup_session(cx).await? {
             Lookup::Active(s) => (
                 s.record().email.clone().or(Some(s.record().user.clone())),
-                session::csrf_token(&loaded.cookie_keys, &tenant.id, s.id()).unwrap_or_default(),
+                session::csrf_token(&loaded.cookie_keys, &cx.tenant.id, s.id()).unwrap_or_default(),
             ),
             _ => (None, String::new()),
         };
-        Ok(pages::logout_page(Brand { tenant: Some(tenant), prefix: self.prefix() }, who.as_deref(), &csrf))
+        Ok(pages::logout_page(Brand { tenant: Some(cx.tenant), prefix: self.prefix() }, who.as_deref(), &csrf))
     }
 
-    async fn logout(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+    async fn logout(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         // A cross-site form post is refused by Origin (when sent) and by the CSRF token.
         // `Origin: null` is what browsers send under `Referrer-Policy: no-referrer`: it
         // proves nothing either way, so only the CSRF token decides then.
-        if let Some(origin) = req.headers.get("origin").filter(|o| *o != "null") {
-            if origin != base_url(req) {
+        if let Some(origin) = cx.req.headers.get("origin").filter(|o| *o != "null") {
+            if origin != base_url(cx.req) {
                 return Err(Refusal::Csrf);
             }
         }
         let prefix = self.prefix();
         let mut location = format!("{prefix}/logged-out");
-        if let Lookup::Active(s) = self.lookup_session(ports, req, tenant).await? {
+        if let Lookup::Active(s) = self.lookup_session(cx).await? {
             let (id, record) = (s.id(), s.record());
-            let token = req.form_value("csrf").unwrap_or_default();
-            if !session::csrf_matches(&loaded.cookie_keys, &tenant.id, id, &token) {
+            let token = cx.req.form_value("csrf").unwrap_or_default();
+            if !session::csrf_matches(&loaded.cookie_keys, &cx.tenant.id, id, &token) {
                 return Err(Refusal::Csrf);
             }
-            let key = id.kv_key(&tenant.id);
-            self.mark_revoked(ports, tenant, &record.user_id, &key).await?;
-            ports.kv.delete(&key).await?;
+            let key = id.kv_key(&cx.tenant.id);
+            self.mark_revoked(cx, &record.user_id, &key).await?;
+            cx.ports.kv.delete(&key).await?;
             self.sessions.borrow_mut().remove(&key);
-            self.log(ports, json!({"event": "logout", "tenant": tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": req.client_ip}));
-            if let Some(url) = self.rp_logout_url(ports, req, tenant, id, record).await {
+            cx.audit(AuditEvent::Logout, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": cx.req.client_ip}));
+            if let Some(url) = self.rp_logout_url(cx, id, record).await {
                 location = url;
-            } else if let Some(url) = self.saml_logout_url(ports, req, tenant, record) {
+            } else if let Some(url) = self.saml_logout_url(cx, record) {
                 location = url;
             }
         }
@@ -1619,19 +1540,12 @@ impl Gateway {
     }
 
     /// RP-initiated logout at the IdP, when it offers it and the provider wants it.
-    async fn rp_logout_url(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &SessionRecord,
-    ) -> Option<String> {
-        let p = self.oidc_provider(tenant, &record.provider).ok().filter(|p| p.rp_logout)?;
-        let m = self.metadata(ports, tenant, p).await.ok()?;
+    async fn rp_logout_url(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Option<String> {
+        let p = self.oidc_provider(cx.tenant, &record.provider).ok().filter(|p| p.rp_logout)?;
+        let m = self.metadata(cx, p).await.ok()?;
         let end = m.end_session_endpoint.as_deref()?;
         let stored = self.open_tokens(id, record)?;
-        let post_logout = format!("{}{}/logged-out", base_url(req), self.prefix());
+        let post_logout = format!("{}{}/logged-out", base_url(cx.req), self.prefix());
         let mut params = vec![("client_id", p.client_id.as_str()), ("post_logout_redirect_uri", post_logout.as_str())];
         if let Some(t) = stored.id_token.as_deref() {
             params.push(("id_token_hint", t));
@@ -1640,8 +1554,8 @@ impl Gateway {
         Some(format!("{end}{sep}{}", crate::http::query_encode(&params)))
     }
 
-    async fn me(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
-        match self.lookup_session(ports, req, tenant).await?.into_complete() {
+    async fn me(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        match self.lookup_session(cx).await?.into_complete() {
             Some(s) => {
                 let (id, r) = (s.id(), s.record());
                 let mut resp = Response::json(
@@ -1651,7 +1565,7 @@ impl Gateway {
                         "name": r.name, "given_name": r.given_name, "family_name": r.family_name,
                         "preferred_username": r.preferred_username, "groups": r.groups, "roles": r.roles,
                         "amr": r.amr, "provider": r.provider, "session": id.handle(), "mfa_at": r.mfa_at,
-                        "csrf": session::csrf_token(&self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default(), &tenant.id, id),
+                        "csrf": session::csrf_token(&self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default(), &cx.tenant.id, id),
                         "created": r.created, "expires": r.expires,
                     }),
                 );
@@ -1660,7 +1574,7 @@ impl Gateway {
             }
             None => {
                 let mut r = json_error(401, "unauthenticated", "Sign-in required.", "");
-                r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}""#, tenant.id));
+                r.headers.set("www-authenticate", format!(r#"Portcullis realm="{}""#, cx.tenant.id));
                 Ok(r)
             }
         }
@@ -1708,34 +1622,10 @@ async fn check_token<P: oidc::id_token::TokenProfile>(
     token.verify(keys, exp)
 }
 
-/// The methods a gateway route (path after the prefix) answers, for `Allow`; `None` for
-/// paths that are not routes. Sign-in and logout callbacks take no HEAD: their GET spends
-/// single-use state.
-fn allowed_methods(route: &str) -> Option<&'static str> {
-    let oidc_named = |suffix: &str| route.starts_with("/oidc/") && route.ends_with(suffix);
-    Some(match route {
-        "/oidc/callback" | "/saml/slo" | "/oidc/frontchannel-logout" => "GET, OPTIONS",
-        _ if oidc_named("/callback") => "GET, OPTIONS",
-        "/logout" | "/mfa" | "/mfa/enroll" => "GET, HEAD, POST, OPTIONS",
-        "/saml/acs" | "/oidc/backchannel-logout" | "/mfa/backup-codes" => "POST, OPTIONS",
-        _ if oidc_named("/backchannel-logout") => "POST, OPTIONS",
-        "/health"
-        | "/login"
-        | "/logged-out"
-        | "/me"
-        | "/continue"
-        | "/saml/metadata"
-        | "/assets/style.css"
-        | "/assets/tenant.css"
-        | "/.well-known/portcullis/jwks.json" => "GET, HEAD, OPTIONS",
-        _ => return None,
-    })
-}
-
 /// A preflight or OPTIONS answer: the route's methods, and no CORS grant.
-fn options_response(route: &str) -> Response {
+fn options_response(route: &Route) -> Response {
     let mut r = Response::new(204);
-    r.headers.set("allow", allowed_methods(route).unwrap_or("GET, HEAD, OPTIONS"));
+    r.headers.set("allow", route.allow());
     r.headers.set("cache-control", "no-store");
     r
 }
@@ -1767,55 +1657,4 @@ fn same_claims(a: &SessionRecord, b: &SessionRecord) -> bool {
 fn cached_doc(raw: &str) -> Option<(String, u64)> {
     let v: Value = serde_json::from_str(raw).ok()?;
     Some((v.get("body")?.as_str()?.to_owned(), v.get("at")?.as_u64()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The session-state table names exactly the routes the dispatcher answers (every
-    /// method but HEAD and OPTIONS), so no route is left out of the state test.
-    #[test]
-    fn the_session_state_table_covers_every_route() {
-        let concrete = |r: &str| r.replace("NAME", "corp");
-        for (method, route, _) in ROUTE_SESSIONS {
-            if route.starts_with("/admin/") {
-                continue;
-            }
-            let allowed = allowed_methods(&concrete(route)).unwrap_or_else(|| panic!("{route} is no route"));
-            assert!(allowed.contains(method), "{method} {route} not answered ({allowed})");
-        }
-        let known = [
-            "/health",
-            "/login",
-            "/oidc/callback",
-            "/oidc/corp/callback",
-            "/saml/acs",
-            "/saml/metadata",
-            "/saml/slo",
-            "/oidc/backchannel-logout",
-            "/oidc/corp/backchannel-logout",
-            "/oidc/frontchannel-logout",
-            "/logged-out",
-            "/continue",
-            "/assets/style.css",
-            "/assets/tenant.css",
-            "/logout",
-            "/me",
-            "/mfa",
-            "/mfa/enroll",
-            "/mfa/backup-codes",
-        ];
-        for route in known {
-            for method in allowed_methods(route).unwrap_or_default().split(", ") {
-                if method == "HEAD" || method == "OPTIONS" {
-                    continue;
-                }
-                assert!(
-                    ROUTE_SESSIONS.iter().any(|(m, r, _)| *m == method && concrete(r) == route),
-                    "{method} {route} missing from ROUTE_SESSIONS"
-                );
-            }
-        }
-    }
 }

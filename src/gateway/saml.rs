@@ -1,6 +1,7 @@
 //! SAML 2.0 Web SSO at the edge: the AuthnRequest (HTTP-Redirect), the ACS (HTTP-POST)
 //! with the replay cache, and the SP metadata. Verification itself is in [`crate::saml`].
 
+use super::context::Cx;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -10,7 +11,6 @@ use crate::crypto::{self, b64url};
 use crate::error::Refusal;
 use crate::http::{Request, Response};
 use crate::oidc::{Identity, OidcError};
-use crate::ports::Ports;
 use crate::redirect::safe_return_path;
 use crate::saml::authn_request::{self, AuthnRequestParams};
 use crate::saml::response::{Expectations, SamlResponse};
@@ -21,8 +21,6 @@ use crate::session::{self, SessionId};
 /// `SameSite=Lax` cookies do not accompany, so this one is `SameSite=None` (still
 /// `__Host-`, `Secure`, `HttpOnly`, and only a keyed hash of the RelayState).
 pub const SAML_PENDING_COOKIE: &str = "__Host-portcullis_saml_pending";
-/// Largest ACS form body read (a 10 MB post is refused before parsing).
-pub const MAX_ACS_BODY: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SamlPreLogin {
@@ -67,7 +65,7 @@ impl Gateway {
 
     /// Resolves the IdP's entity id, SSO URL and certificates, fetching `idp_metadata_url`
     /// when configured (cached in the isolate and in KV for `metadata_ttl`).
-    async fn saml_idp(&self, ports: Ports<'_>, tenant: &Tenant, c: &SamlConnection) -> Result<SamlIdp, Refusal> {
+    async fn saml_idp(&self, cx: &Cx<'_>, c: &SamlConnection) -> Result<SamlIdp, Refusal> {
         let configured =
             SamlIdp { entity_id: c.idp_entity_id.clone(), sso_url: c.idp_sso_url.clone(), certs: c.certificates() };
         let Some(url) = &c.idp_metadata_url else {
@@ -77,8 +75,8 @@ impl Gateway {
             provider: c.name.clone(),
             error: OidcError::Discovery(format!("SAML metadata {url}: {e}")),
         };
-        let key = format!("{}:{}", tenant.id, c.name);
-        let now = ports.now();
+        let key = format!("{}:{}", cx.tenant.id, c.name);
+        let now = cx.ports.now();
         let cached = self
             .providers
             .borrow()
@@ -89,7 +87,7 @@ impl Gateway {
             Some((m, _)) => m,
             None => {
                 let kv_key = format!("samlmd:{key}");
-                let from_kv = match ports.kv.get(&kv_key).await {
+                let from_kv = match cx.ports.kv.get(&kv_key).await {
                     Ok(Some(raw)) => super::cached_doc(&raw)
                         .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl))
                         .and_then(|(body, at)| {
@@ -100,12 +98,12 @@ impl Gateway {
                 let (m, at) = match from_kv {
                     Some(hit) => hit,
                     None => {
-                        let resp = self.idp_get(ports, url).await.map_err(|e| unavailable(e.to_string()))?;
+                        let resp = self.idp_get(cx.ports, url).await.map_err(|e| unavailable(e.to_string()))?;
                         if resp.status != 200 {
                             return Err(unavailable(format!("answered {}", resp.status)));
                         }
                         let m = crate::saml::metadata::parse_idp_metadata(&resp.body).map_err(unavailable)?;
-                        self.store_doc(ports, &kv_key, &resp.body, now, c.metadata_ttl).await;
+                        self.store_doc(cx.ports, &kv_key, &resp.body, now, c.metadata_ttl).await;
                         (m, now)
                     }
                 };
@@ -166,17 +164,15 @@ impl Gateway {
     /// `GET {prefix}/login?provider=NAME` for a SAML connection: AuthnRequest out.
     pub(super) async fn saml_login_start(
         &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         c: &SamlConnection,
         rd: String,
         reauth: bool,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let idp = self.saml_idp(ports, tenant, c).await?;
-        let sp_entity_id = self.sp_entity_id(req, c);
-        let acs_url = self.acs_url(req, c);
+        let idp = self.saml_idp(cx, c).await?;
+        let sp_entity_id = self.sp_entity_id(cx.req, c);
+        let acs_url = self.acs_url(cx.req, c);
         let params = AuthnRequestParams {
             sp_entity_id: &sp_entity_id,
             acs_url: &acs_url,
@@ -184,20 +180,20 @@ impl Gateway {
             name_id_format: Some(&c.name_id_format),
             force_authn: reauth,
         };
-        let authn = authn_request::build(&params, ports.now(), &ports.random::<20>())
+        let authn = authn_request::build(&params, cx.ports.now(), &cx.ports.random::<20>())
             .map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        let relay_state = b64url(&ports.random::<32>());
+        let relay_state = b64url(&cx.ports.random::<32>());
         let pre = SamlPreLogin {
-            tenant: tenant.id.clone(),
+            tenant: cx.tenant.id.clone(),
             connection: c.name.clone(),
             request_id: authn.id.clone(),
             return_to: rd,
-            created: ports.now(),
+            created: cx.ports.now(),
             reauth,
         };
         let ttl = loaded.config.gateway.login_state_ttl;
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&state_key(&tenant.id, &relay_state), &value, Some(ttl)).await?;
+        cx.ports.kv.put(&state_key(&cx.tenant.id, &relay_state), &value, Some(ttl)).await?;
         let key = self.sp_key(c)?;
         let location = authn_request::redirect_url_signed(
             &idp.sso_url,
@@ -207,8 +203,8 @@ impl Gateway {
         )
         .map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let pending =
-            session::pending_cookie(&loaded.cookie_keys, &tenant.id, &relay_state).ok_or(Refusal::ConfigInvalid)?;
-        self.log(ports, json!({"event": "login_start", "tenant": tenant.id, "provider": c.name, "protocol": "saml", "ip": req.client_ip}));
+            session::pending_cookie(&loaded.cookie_keys, &cx.tenant.id, &relay_state).ok_or(Refusal::ConfigInvalid)?;
+        cx.log(json!({"event": "login_start", "tenant": cx.tenant.id, "provider": c.name, "protocol": "saml", "ip": cx.req.client_ip}));
         let mut r = Response::redirect(&location);
         r.headers.set("cache-control", "no-store");
         r.headers.append("set-cookie", session::set_cookie(SAML_PENDING_COOKIE, &pending, Some(ttl + 300), "None"));
@@ -217,11 +213,11 @@ impl Gateway {
 
     /// `POST {prefix}/saml/acs[?ws=NAME]`: the Response, verified after SAML profiles
     /// 4.1.4.3 (see `crate::saml::response`), then the replay cache and the session.
-    pub(super) async fn saml_acs(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
+    pub(super) async fn saml_acs(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let form = req.form();
+        let form = cx.req.form();
         let value = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let ws = req.query("ws");
+        let ws = cx.req.query("ws");
         let hint = ws.clone().unwrap_or_else(|| "saml".into());
         let saml_response = value("SAMLResponse")
             .filter(|v| !v.is_empty())
@@ -236,30 +232,31 @@ impl Gateway {
         let ttl = loaded.config.gateway.login_state_ttl;
         let mut pre: Option<SamlPreLogin> = None;
         if let Some(relay) = relay_state.as_deref().filter(|r| r.len() <= 128) {
-            let key = state_key(&tenant.id, relay);
+            let key = state_key(&cx.tenant.id, relay);
             let used_key = format!("used:{key}");
-            match ports.kv.get(&key).await? {
+            match cx.ports.kv.get(&key).await? {
                 Some(raw) => {
-                    let cookie = req
+                    let cookie = cx
+                        .req
                         .headers
                         .cookie(SAML_PENDING_COOKIE)
                         .ok_or_else(|| state_error(OidcError::PendingCookieMissing, &hint))?;
-                    if !session::pending_cookie_matches(&loaded.cookie_keys, &tenant.id, cookie, relay) {
+                    if !session::pending_cookie_matches(&loaded.cookie_keys, &cx.tenant.id, cookie, relay) {
                         return Err(state_error(OidcError::PendingCookieMismatch, &hint));
                     }
-                    if !self.claim_state(ports, tenant, relay, &key).await? {
+                    if !self.claim_state(cx, relay, &key).await? {
                         return Err(state_error(OidcError::StateReplayed, &hint));
                     }
-                    ports.kv.delete(&key).await?;
-                    ports.kv.put(&used_key, "1", Some(ttl)).await?;
+                    cx.ports.kv.delete(&key).await?;
+                    cx.ports.kv.put(&used_key, "1", Some(ttl)).await?;
                     let p: SamlPreLogin =
                         serde_json::from_str(&raw).map_err(|_| state_error(OidcError::StateUnknown, &hint))?;
-                    if ports.now() > p.created + ttl {
+                    if cx.ports.now() > p.created + ttl {
                         return Err(state_error(OidcError::StateUnknown, &p.connection));
                     }
                     pre = Some(p);
                 }
-                None if ports.kv.get(&used_key).await?.is_some() => {
+                None if cx.ports.kv.get(&used_key).await?.is_some() => {
                     return Err(state_error(OidcError::StateReplayed, &hint))
                 }
                 // A RelayState we never issued: an expired login, or an IdP-initiated
@@ -275,22 +272,22 @@ impl Gateway {
             (Some(p), _) => p.connection.clone(),
             (None, Some(w)) => w.clone(),
             (None, None) => {
-                let mut saml = tenant.providers.iter().filter_map(|p| p.as_saml());
+                let mut saml = cx.tenant.providers.iter().filter_map(|p| p.as_saml());
                 match (saml.next(), saml.next()) {
                     (Some(only), None) => only.name.clone(),
                     _ => return Err(Refusal::BadInput("several SAML connections: the ACS URL needs ?ws=NAME".into())),
                 }
             }
         };
-        let c = self.saml_connection(tenant, &name)?;
-        let idp = self.saml_idp(ports, tenant, c).await?;
+        let c = self.saml_connection(cx.tenant, &name)?;
+        let idp = self.saml_idp(cx, c).await?;
         let decryption_key = self.sp_key(c)?;
         // The ACS URL is the address this response was posted to.
         let acs_url = match &ws {
-            Some(w) => format!("{}{}/saml/acs?ws={}", base_url(req), self.prefix(), w),
-            None => format!("{}{}/saml/acs", base_url(req), self.prefix()),
+            Some(w) => format!("{}{}/saml/acs?ws={}", base_url(cx.req), self.prefix(), w),
+            None => format!("{}{}/saml/acs", base_url(cx.req), self.prefix()),
         };
-        let sp_entity_id = self.sp_entity_id(req, c);
+        let sp_entity_id = self.sp_entity_id(cx.req, c);
         let expectations = Expectations {
             idp_entity_id: &idp.entity_id,
             idp_certs: &idp.certs,
@@ -298,12 +295,12 @@ impl Gateway {
             acs_url: &acs_url,
             expected_in_response_to: pre.as_ref().map(|p| p.request_id.as_str()),
             allow_unsolicited: c.allow_idp_initiated,
-            now: ports.now(),
+            now: cx.ports.now(),
             skew: c.clock_skew,
             legacy_sha1: c.legacy_sha1,
             decryption_key: decryption_key.as_ref(),
         };
-        if let Some(verifier) = ports.verifier {
+        if let Some(verifier) = cx.ports.verifier {
             crate::saml::dsig::check_with_port(verifier, parsed.port_checks(&idp.certs)).await;
         }
         let assertion = parsed
@@ -311,14 +308,14 @@ impl Gateway {
             .map_err(|error| Refusal::Saml { connection: name.clone(), error: Box::new(error) })?;
 
         // Replay: each assertion is accepted once, remembered until it expires.
-        let now = ports.now();
+        let now = cx.ports.now();
         let replay_key = format!(
             "samlid:{}:{}",
-            tenant.id,
+            cx.tenant.id,
             crypto::sha256_hex(format!("{}\n{}", assertion.issuer, assertion.assertion_id).as_bytes())
         );
         let keep = (assertion.not_on_or_after.max(0) as u64).saturating_sub(now) + c.clock_skew;
-        if !self.first_use(ports, tenant, "saml", &replay_key, keep.max(60)).await? {
+        if !self.first_use(cx, "saml", &replay_key, keep.max(60)).await? {
             return Err(Refusal::SamlReplay { connection: name });
         }
 
@@ -368,50 +365,51 @@ impl Gateway {
             fresh,
             pending_cookie: SAML_PENDING_COOKIE,
         };
-        let id = SessionId::from_random(ports.random::<32>());
-        self.finish_login(ports, req, tenant, id, login).await
+        let id = SessionId::from_random(cx.ports.random::<32>());
+        self.finish_login(cx, id, login).await
     }
 
     /// `GET {prefix}/saml/slo?ws=NAME`: Single Logout over HTTP-Redirect. A signed
     /// LogoutRequest from the IdP revokes the user's sessions of that connection (matching
     /// SessionIndex when given) and is answered with a LogoutResponse; a LogoutResponse
     /// (the answer to our own request) ends on the signed-out page.
-    pub(super) async fn saml_slo(&self, ports: Ports<'_>, req: &Request, tenant: &Tenant) -> Result<Response, Refusal> {
-        let name = req
+    pub(super) async fn saml_slo(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        let name = cx
+            .req
             .query("ws")
             .ok_or_else(|| Refusal::BadInput("query parameter ws (the connection name) is required".into()))?;
-        let c = self.saml_connection(tenant, &name)?;
-        let idp = self.saml_idp(ports, tenant, c).await?;
-        let query = req.url.query().unwrap_or_default();
+        let c = self.saml_connection(cx.tenant, &name)?;
+        let idp = self.saml_idp(cx, c).await?;
+        let query = cx.req.url.query().unwrap_or_default();
         let bad = |e: String| Refusal::BadInput(format!("SAML logout: {e}"));
-        let slo_url = self.slo_url(req, c);
+        let slo_url = self.slo_url(cx.req, c);
         // Bindings 3.4.5.2: a signed message (every one here) names its recipient.
         let addressed = |d: Option<&str>| match d {
             Some(d) if d == slo_url => Ok(()),
             Some(_) => Err(bad("Destination is not this SLO endpoint".into())),
             None => Err(bad("a signed message must have a Destination".into())),
         };
-        if req.query("SAMLResponse").is_some() {
+        if cx.req.query("SAMLResponse").is_some() {
             let xml = crate::saml::logout::verify_redirect(query, "SAMLResponse", &idp.certs).map_err(bad)?;
             let lr = crate::saml::logout::parse_logout_response(&xml).map_err(bad)?;
             if lr.issuer != idp.entity_id {
                 return Err(bad(format!("LogoutResponse Issuer {:?} is not the IdP", lr.issuer)));
             }
             addressed(lr.destination.as_deref())?;
-            crate::saml::logout::check_fresh(lr.issue_instant, ports.now(), c.clock_skew).map_err(bad)?;
+            crate::saml::logout::check_fresh(lr.issue_instant, cx.ports.now(), c.clock_skew).map_err(bad)?;
             let keys = self.config().map(|l| l.cookie_keys.clone()).unwrap_or_default();
             let ours = lr
                 .in_response_to
                 .as_deref()
-                .is_some_and(|id| crate::saml::logout::is_request_id(&keys, &tenant.id, &c.name, id));
+                .is_some_and(|id| crate::saml::logout::is_request_id(&keys, &cx.tenant.id, &c.name, id));
             if !ours {
                 return Err(bad("LogoutResponse does not answer a LogoutRequest of this gateway".into()));
             }
             if lr.status.first().map(String::as_str) != Some(crate::saml::logout::STATUS_SUCCESS) {
-                self.log(ports, json!({"level": "warn", "event": "saml_logout_response", "tenant": tenant.id, "provider": c.name, "status": lr.status}));
+                cx.log(json!({"level": "warn", "event": "saml_logout_response", "tenant": cx.tenant.id, "provider": c.name, "status": lr.status}));
                 return Err(bad(format!("the IdP could not end its session (status {:?})", lr.status)));
             }
-            self.log(ports, json!({"event": "saml_logout_response", "tenant": tenant.id, "provider": c.name}));
+            cx.log(json!({"event": "saml_logout_response", "tenant": cx.tenant.id, "provider": c.name}));
             let mut r = Response::redirect(&format!("{}/logged-out", self.prefix()));
             r.headers.set("cache-control", "no-store");
             return Ok(r);
@@ -422,7 +420,7 @@ impl Gateway {
             return Err(bad(format!("Issuer {:?} is not the IdP", lr.issuer)));
         }
         addressed(lr.destination.as_deref())?;
-        let now = ports.now();
+        let now = cx.ports.now();
         crate::saml::logout::check_fresh(lr.issue_instant, now, c.clock_skew).map_err(bad)?;
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
         let skew_i = i64::try_from(c.clock_skew).unwrap_or(i64::MAX);
@@ -432,40 +430,37 @@ impl Gateway {
         // Each LogoutRequest is acted on once: its ID is remembered while it could be fresh.
         let replay_key = format!(
             "slo:{}:{}",
-            tenant.id,
+            cx.tenant.id,
             crypto::sha256_hex(format!("{}\n{}\n{}", c.name, lr.issuer, lr.id).as_bytes())
         );
         let keep = crate::saml::logout::MESSAGE_LIFETIME.saturating_add(c.clock_skew.saturating_mul(2)).max(60);
-        if !self.first_use(ports, tenant, "slo", &replay_key, keep).await? {
+        if !self.first_use(cx, "slo", &replay_key, keep).await? {
             return Err(bad(format!("LogoutRequest {:?} was already used", lr.id)));
         }
         let user_id = format!("{}/{}", lr.issuer, lr.name_id);
         let mut n = 0;
         for (hash, record) in
-            self.indexed_sessions(ports, tenant, &super::sessions::user_index_key(&tenant.id, &user_id)).await?
+            self.indexed_sessions(cx, &super::sessions::user_index_key(&cx.tenant.id, &user_id)).await?
         {
             let index_matches = lr.session_indexes.is_empty()
                 || record.idp_sid.as_ref().is_some_and(|s| lr.session_indexes.contains(s));
             if record.provider == c.name && index_matches {
-                n += u32::from(
-                    self.revoke_session(ports, tenant, &hash, &format!("idp:{}", c.name), "SAML single logout").await?,
-                );
+                n += u32::from(self.revoke_session(cx, &hash, &format!("idp:{}", c.name), "SAML single logout").await?);
             }
         }
-        self.log(
-            ports,
-            json!({"event": "saml_logout", "tenant": tenant.id, "provider": c.name, "user": user_id, "revoked": n}),
+        cx.log(
+            json!({"event": "saml_logout", "tenant": cx.tenant.id, "provider": c.name, "user": user_id, "revoked": n}),
         );
         let Some(slo) = c.idp_slo_url.as_deref() else {
             let mut r = Response::new(200);
             r.headers.set("cache-control", "no-store");
             return Ok(r);
         };
-        let id = format!("_{}", crypto::hex(&ports.random::<16>()));
+        let id = format!("_{}", crypto::hex(&cx.ports.random::<16>()));
         let response =
-            crate::saml::logout::logout_response_xml(&id, &lr.id, &self.sp_entity_id(req, c), slo, ports.now());
+            crate::saml::logout::logout_response_xml(&id, &lr.id, &self.sp_entity_id(cx.req, c), slo, cx.ports.now());
         let key = self.sp_key(c)?;
-        let relay = req.query("RelayState");
+        let relay = cx.req.query("RelayState");
         let location = authn_request::redirect_binding_url(
             slo,
             "SAMLResponse",
@@ -481,25 +476,19 @@ impl Gateway {
 
     /// Where to send the browser after a local sign-out of a SAML session: the IdP's SLO
     /// endpoint with our LogoutRequest, when the connection has one.
-    pub(super) fn saml_logout_url(
-        &self,
-        ports: Ports<'_>,
-        req: &Request,
-        tenant: &Tenant,
-        record: &crate::session::SessionRecord,
-    ) -> Option<String> {
-        let c = self.saml_connection(tenant, &record.provider).ok()?;
+    pub(super) fn saml_logout_url(&self, cx: &Cx<'_>, record: &crate::session::SessionRecord) -> Option<String> {
+        let c = self.saml_connection(cx.tenant, &record.provider).ok()?;
         let slo = c.idp_slo_url.as_deref()?;
         let keys = &self.config()?.cookie_keys;
-        let id = crate::saml::logout::request_id(keys, &tenant.id, &c.name, ports.random::<16>())?;
+        let id = crate::saml::logout::request_id(keys, &cx.tenant.id, &c.name, cx.ports.random::<16>())?;
         let xml = crate::saml::logout::logout_request_xml(
             &id,
-            &self.sp_entity_id(req, c),
+            &self.sp_entity_id(cx.req, c),
             slo,
             &record.user,
             &c.name_id_format,
             record.idp_sid.as_deref(),
-            ports.now(),
+            cx.ports.now(),
         );
         let key = self.sp_key(c).ok()?;
         authn_request::redirect_binding_url(slo, "SAMLRequest", &xml, None, key.as_ref().filter(|_| c.sign_requests))

@@ -2,11 +2,12 @@
 //! session id (for back-channel logout). Revocation deletes the session record; indexes are
 //! pruned when read, so entries of sessions that expired by TTL disappear.
 
+use super::context::Cx;
+use crate::audit::AuditEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Gateway;
-use crate::config::Tenant;
 use crate::coord;
 use crate::crypto;
 use crate::error::Refusal;
@@ -67,29 +68,23 @@ impl Gateway {
     /// Adds a new session to the user's index (and the IdP-session index). KV has no
     /// compare-and-set, so two sign-ins of one user in the same second may lose an entry;
     /// the session itself is unaffected, only its listing.
-    pub(super) async fn index_session(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        id: &SessionId,
-        record: &SessionRecord,
-    ) {
+    pub(super) async fn index_session(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) {
         let entry = IndexEntry { session: id.hash(), created: record.created, expires: record.expires };
-        let now = ports.now();
-        let mut keys = vec![user_index_key(&tenant.id, &record.user_id)];
+        let now = cx.ports.now();
+        let mut keys = vec![user_index_key(&cx.tenant.id, &record.user_id)];
         if let Some(sid) = &record.idp_sid {
-            keys.push(sid_index_key(&tenant.id, &record.provider, sid));
+            keys.push(sid_index_key(&cx.tenant.id, &record.provider, sid));
         }
         for key in keys {
             let result = async {
-                let mut entries = self.read_index(ports, &key).await?;
+                let mut entries = self.read_index(cx.ports, &key).await?;
                 entries.retain(|e| e.expires > now);
                 entries.push(entry.clone());
-                self.write_index(ports, &key, &entries).await
+                self.write_index(cx.ports, &key, &entries).await
             }
             .await;
             if let Err(e) = result {
-                self.log(ports, json!({"level": "warn", "event": "session_index_failed", "tenant": tenant.id, "cause": e.to_string()}));
+                cx.log(json!({"level": "warn", "event": "session_index_failed", "tenant": cx.tenant.id, "cause": e.to_string()}));
             }
         }
     }
@@ -97,15 +92,14 @@ impl Gateway {
     /// The live sessions of an index, pruning entries whose record is gone.
     pub(super) async fn indexed_sessions(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         key: &str,
     ) -> Result<Vec<(String, SessionRecord)>, Refusal> {
-        let entries = self.read_index(ports, key).await?;
+        let entries = self.read_index(cx.ports, key).await?;
         let mut live = Vec::new();
         let mut kept = Vec::new();
         for e in &entries {
-            if let Some(raw) = ports.kv.get(&record_key(&tenant.id, &e.session)).await? {
+            if let Some(raw) = cx.ports.kv.get(&record_key(&cx.tenant.id, &e.session)).await? {
                 if let Ok(r) = serde_json::from_str::<SessionRecord>(&raw) {
                     live.push((e.session.clone(), r));
                     kept.push(e.clone());
@@ -113,7 +107,7 @@ impl Gateway {
             }
         }
         if kept.len() != entries.len() {
-            self.write_index(ports, key, &kept).await?;
+            self.write_index(cx.ports, key, &kept).await?;
         }
         Ok(live)
     }
@@ -124,18 +118,12 @@ impl Gateway {
     /// could live): an isolate that still holds the session does not write it back (touch,
     /// refresh, step-up check the tombstone first), and a record written back in a race is
     /// refused on read.
-    pub(super) async fn mark_revoked(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        user_id: &str,
-        session_key: &str,
-    ) -> Result<(), Refusal> {
-        if let Some(c) = ports.coord() {
-            let ttl_ms = tenant.session.absolute_timeout.saturating_mul(1000);
-            c.revoke(&coord::user_shard(&tenant.id, user_id), &revocation_key(session_key), ttl_ms).await?;
+    pub(super) async fn mark_revoked(&self, cx: &Cx<'_>, user_id: &str, session_key: &str) -> Result<(), Refusal> {
+        if let Some(c) = cx.ports.coord() {
+            let ttl_ms = cx.tenant.session.absolute_timeout.saturating_mul(1000);
+            c.revoke(&coord::user_shard(&cx.tenant.id, user_id), &revocation_key(session_key), ttl_ms).await?;
         } else {
-            ports.kv.put(&tombstone_key(session_key), "1", Some(tenant.session.absolute_timeout.max(60))).await?;
+            cx.ports.kv.put(&tombstone_key(session_key), "1", Some(cx.tenant.session.absolute_timeout.max(60))).await?;
         }
         Ok(())
     }
@@ -147,17 +135,12 @@ impl Gateway {
 
     /// With a coordinator, revokes every session of the user created until now, including
     /// any a stale index does not list.
-    pub(super) async fn mark_user_revoked(
-        &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
-        user_id: &str,
-    ) -> Result<bool, Refusal> {
-        let Some(c) = ports.coord() else {
+    pub(super) async fn mark_user_revoked(&self, cx: &Cx<'_>, user_id: &str) -> Result<bool, Refusal> {
+        let Some(c) = cx.ports.coord() else {
             return Ok(false);
         };
-        let ttl_ms = tenant.session.absolute_timeout.saturating_mul(1000);
-        c.revoke(&coord::user_shard(&tenant.id, user_id), USER_REVOCATION_KEY, ttl_ms).await?;
+        let ttl_ms = cx.tenant.session.absolute_timeout.saturating_mul(1000);
+        c.revoke(&coord::user_shard(&cx.tenant.id, user_id), USER_REVOCATION_KEY, ttl_ms).await?;
         Ok(true)
     }
 
@@ -165,17 +148,16 @@ impl Gateway {
     /// asked). Sessions a stale index does not list yet end at their next refresh or expiry.
     pub(super) async fn revoke_other_sessions(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         user_id: &str,
         keep: &SessionId,
         cause: &str,
     ) -> Result<u32, Refusal> {
         let keep = keep.hash();
         let mut n = 0;
-        for (hash, _) in self.indexed_sessions(ports, tenant, &user_index_key(&tenant.id, user_id)).await? {
+        for (hash, _) in self.indexed_sessions(cx, &user_index_key(&cx.tenant.id, user_id)).await? {
             if hash != keep {
-                n += u32::from(self.revoke_session(ports, tenant, &hash, "gateway", cause).await?);
+                n += u32::from(self.revoke_session(cx, &hash, "gateway", cause).await?);
             }
         }
         Ok(n)
@@ -184,24 +166,23 @@ impl Gateway {
     /// Revokes one session by its hash; `false` if it did not exist.
     pub(super) async fn revoke_session(
         &self,
-        ports: Ports<'_>,
-        tenant: &Tenant,
+        cx: &Cx<'_>,
         session_hash: &str,
         actor: &str,
         cause: &str,
     ) -> Result<bool, Refusal> {
-        let key = record_key(&tenant.id, session_hash);
-        let Some(raw) = ports.kv.get(&key).await? else {
+        let key = record_key(&cx.tenant.id, session_hash);
+        let Some(raw) = cx.ports.kv.get(&key).await? else {
             return Ok(false);
         };
         let user = serde_json::from_str::<SessionRecord>(&raw).map(|r| r.user_id).unwrap_or_default();
         // The coordinator first: once it has the revocation, no location accepts the session.
-        self.mark_revoked(ports, tenant, &user, &key).await?;
-        ports.kv.delete(&key).await?;
+        self.mark_revoked(cx, &user, &key).await?;
+        cx.ports.kv.delete(&key).await?;
         self.sessions.borrow_mut().remove(&key);
-        self.log(
-            ports,
-            json!({"level": "warn", "event": "session_revoked", "tenant": tenant.id, "actor": actor, "user": user,
+        cx.audit(
+            AuditEvent::SessionRevoked,
+            json!({"level": "warn", "tenant": cx.tenant.id, "actor": actor, "user": user,
                    "session": &session_hash[..16.min(session_hash.len())], "cause": cause}),
         );
         Ok(true)

@@ -16,6 +16,9 @@
 //! | `POST {prefix}/mfa/backup-codes` | sign in | refused | with a fresh code |
 //! | `GET {prefix}/me`, session admin | 401 | 401 | yes |
 //! | `GET/POST {prefix}/logout` | page | ends it | ends it |
+//!
+//! The route table (`routes.rs`) names the state each route acts for; `route_sessions`
+//! lists it for `tests/session_states.rs`.
 
 use super::mfa::{EnrolmentProof, FactorProof};
 
@@ -34,35 +37,6 @@ pub enum Accepts {
     Enrolment,
 }
 
-/// Every gateway route (method, path after the prefix; `NAME` stands for a provider) and
-/// the session state it acts for. `tests/session_states.rs` enumerates it against each
-/// state, and a unit test keeps it equal to the routes the dispatcher answers.
-pub const ROUTE_SESSIONS: &[(&str, &str, Accepts)] = &[
-    ("GET", "/health", Accepts::NoSession),
-    ("GET", "/login", Accepts::NoSession),
-    ("GET", "/oidc/callback", Accepts::NoSession),
-    ("GET", "/oidc/NAME/callback", Accepts::NoSession),
-    ("POST", "/saml/acs", Accepts::NoSession),
-    ("GET", "/saml/metadata", Accepts::NoSession),
-    ("GET", "/saml/slo", Accepts::NoSession),
-    ("POST", "/oidc/backchannel-logout", Accepts::NoSession),
-    ("POST", "/oidc/NAME/backchannel-logout", Accepts::NoSession),
-    ("GET", "/oidc/frontchannel-logout", Accepts::NoSession),
-    ("GET", "/logged-out", Accepts::NoSession),
-    ("GET", "/continue", Accepts::NoSession),
-    ("GET", "/assets/style.css", Accepts::NoSession),
-    ("GET", "/assets/tenant.css", Accepts::NoSession),
-    ("GET", "/me", Accepts::Complete),
-    ("GET", "/mfa", Accepts::Either),
-    ("POST", "/mfa", Accepts::Either),
-    ("GET", "/mfa/enroll", Accepts::Enrolment),
-    ("POST", "/mfa/enroll", Accepts::Enrolment),
-    ("POST", "/mfa/backup-codes", Accepts::Complete),
-    ("GET", "/admin/sessions", Accepts::Complete),
-    ("POST", "/admin/sessions/revoke", Accepts::Complete),
-    ("GET", "/logout", Accepts::Either),
-    ("POST", "/logout", Accepts::Either),
-];
 use crate::session::{MfaState, SessionId, SessionRecord};
 
 /// A session signed in at the IdP whose second factor is still due. The origin never sees

@@ -238,6 +238,8 @@ pub struct Harness {
     /// The coordination object, used when a test sets `use_coord`.
     pub coord: portcullis::testing::MemoryCoordinator,
     pub use_coord: std::cell::Cell<bool>,
+    /// Work the requests handled so far left for after their responses.
+    pub deferred: RefCell<Vec<portcullis::gateway::Deferred>>,
     document: String,
     assertion: String,
 }
@@ -273,7 +275,13 @@ impl Harness {
             idp,
             verifier: Default::default(),
             use_verifier: Default::default(),
+            deferred: Default::default(),
         }
+    }
+
+    /// The deferred work of the requests handled so far (the shell runs it with `waitUntil`).
+    pub fn take_deferred(&self) -> Vec<portcullis::gateway::Deferred> {
+        std::mem::take(&mut *self.deferred.borrow_mut())
     }
 
     pub fn ports(&self) -> Ports<'_> {
@@ -285,7 +293,7 @@ impl Harness {
     }
 
     pub fn handle(&self, req: &Request) -> Action {
-        pollster::block_on(self.gw.handle(self.ports(), req))
+        self.handle_in(&self.gw, req)
     }
 
     /// Another isolate of the same deployment: same configuration and secrets, same KV,
@@ -296,7 +304,9 @@ impl Harness {
 
     /// Handles a request in another isolate.
     pub fn handle_in(&self, gw: &Gateway, req: &Request) -> Action {
-        pollster::block_on(gw.handle(self.ports(), req))
+        let outcome = pollster::block_on(gw.handle(self.ports(), req));
+        self.deferred.borrow_mut().extend(outcome.deferred);
+        outcome.action
     }
 
     pub fn respond(&self, req: &Request) -> Response {
