@@ -2,32 +2,37 @@
 //! every session of that IdP session (`sid`), or of the user (`sub`) when there is no `sid`,
 //! is revoked.
 
-use super::context::Cx;
-use crate::audit::AuditEvent;
+use super::{base_url, Gateway, Lookup};
+
 use serde_json::json;
 
-use super::sessions::{sid_index_key, user_index_key};
-use super::Gateway;
+use super::context::Cx;
+use crate::audit::AuditEvent;
 use crate::config::{OidcProvider, Provider};
-use crate::crypto;
+use crate::crypto::{self};
+use crate::error::Refusal;
 use crate::http::Response;
-use crate::oidc::id_token::{Expectations, VerifiedLogoutToken};
 use crate::oidc::UntrustedIdToken;
+use crate::pages::{self, Brand};
+use crate::session::{self, SessionId, SessionRecord, SESSION_COOKIE};
 
-fn unavailable() -> Response {
+use super::sessions::{sid_index_key, user_index_key};
+use crate::oidc::id_token::{Expectations, VerifiedLogoutToken};
+
+pub(super) fn unavailable() -> Response {
     let mut r = Response::json(503, &json!({"error": "temporarily_unavailable"}));
     r.headers.set("cache-control", "no-store");
     r
 }
 
-fn refuse(description: &str) -> Response {
+pub(super) fn refuse(description: &str) -> Response {
     let mut r = Response::json(400, &json!({"error": "invalid_request", "error_description": description}));
     r.headers.set("cache-control", "no-store");
     r
 }
 
 impl Gateway {
-    async fn verify_logout_token(
+    pub(super) async fn verify_logout_token(
         &self,
         cx: &Cx<'_>,
         p: &OidcProvider,
@@ -184,5 +189,69 @@ impl Gateway {
         r.headers.set("cache-control", "no-store");
         r.headers.append("set-cookie", crate::session::clear_cookie(crate::session::SESSION_COOKIE));
         r
+    }
+}
+
+impl Gateway {
+    pub(super) async fn logout_confirm(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let (who, csrf) = match self.lookup_session(cx).await? {
+            Lookup::Active(s) => (
+                s.record().email.clone().or(Some(s.record().user.clone())),
+                session::csrf_token(&loaded.cookie_keys, &cx.tenant.id, s.id()).unwrap_or_default(),
+            ),
+            _ => (None, String::new()),
+        };
+        Ok(pages::logout_page(Brand { tenant: Some(cx.tenant), prefix: self.prefix() }, who.as_deref(), &csrf))
+    }
+
+    pub(super) async fn logout(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        // A cross-site form post is refused by Origin (when sent) and by the CSRF token.
+        // `Origin: null` is what browsers send under `Referrer-Policy: no-referrer`: it
+        // proves nothing either way, so only the CSRF token decides then.
+        if let Some(origin) = cx.req.headers.get("origin").filter(|o| *o != "null") {
+            if origin != base_url(cx.req) {
+                return Err(Refusal::Csrf);
+            }
+        }
+        let prefix = self.prefix();
+        let mut location = format!("{prefix}/logged-out");
+        if let Lookup::Active(s) = self.lookup_session(cx).await? {
+            let (id, record) = (s.id(), s.record());
+            let token = cx.req.form_value("csrf").unwrap_or_default();
+            if !session::csrf_matches(&loaded.cookie_keys, &cx.tenant.id, id, &token) {
+                return Err(Refusal::Csrf);
+            }
+            let key = id.kv_key(&cx.tenant.id);
+            self.mark_revoked(cx, &record.user_id, &key).await?;
+            cx.ports.kv.delete(&key).await?;
+            self.sessions.borrow_mut().remove(&key);
+            cx.audit(AuditEvent::Logout, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": cx.req.client_ip}));
+            if let Some(url) = self.rp_logout_url(cx, id, record).await {
+                location = url;
+            } else if let Some(url) = self.saml_logout_url(cx, record) {
+                location = url;
+            }
+        }
+        let mut r = Response::redirect(&location);
+        r.headers.set("cache-control", "no-store");
+        r.headers.append("set-cookie", session::clear_cookie(SESSION_COOKIE));
+        Ok(r)
+    }
+
+    /// RP-initiated logout at the IdP, when it offers it and the provider wants it.
+    pub(super) async fn rp_logout_url(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Option<String> {
+        let p = self.oidc_provider(cx.tenant, &record.provider).ok().filter(|p| p.rp_logout)?;
+        let m = self.metadata(cx, p).await.ok()?;
+        let end = m.end_session_endpoint.as_deref()?;
+        let stored = self.open_tokens(id, record)?;
+        let post_logout = format!("{}{}/logged-out", base_url(cx.req), self.prefix());
+        let mut params = vec![("client_id", p.client_id.as_str()), ("post_logout_redirect_uri", post_logout.as_str())];
+        if let Some(t) = stored.id_token.as_deref() {
+            params.push(("id_token_hint", t));
+        }
+        let sep = if end.contains('?') { '&' } else { '?' };
+        Some(format!("{end}{sep}{}", crate::http::query_encode(&params)))
     }
 }

@@ -2,17 +2,20 @@
 //! session id (for back-channel logout). Revocation deletes the session record; indexes are
 //! pruned when read, so entries of sessions that expired by TTL disappear.
 
-use super::context::Cx;
-use crate::audit::AuditEvent;
-use serde::{Deserialize, Serialize};
+use super::Gateway;
+
 use serde_json::json;
 
-use super::Gateway;
-use crate::coord;
-use crate::crypto;
+use super::context::Cx;
+use super::state::{CompleteSession, Session};
+use crate::audit::AuditEvent;
+use crate::coord::{self};
+use crate::crypto::{self};
 use crate::error::Refusal;
 use crate::ports::Ports;
-use crate::session::{SessionId, SessionRecord};
+use crate::session::{self, SessionId, SessionRecord, SESSION_COOKIE};
+
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(super) struct IndexEntry {
@@ -49,11 +52,11 @@ pub(super) fn record_key(tenant: &str, session_hash: &str) -> String {
 }
 
 impl Gateway {
-    async fn read_index(&self, ports: Ports<'_>, key: &str) -> Result<Vec<IndexEntry>, Refusal> {
+    pub(super) async fn read_index(&self, ports: Ports<'_>, key: &str) -> Result<Vec<IndexEntry>, Refusal> {
         Ok(ports.kv.get(key).await?.and_then(|raw| serde_json::from_str(&raw).ok()).unwrap_or_default())
     }
 
-    async fn write_index(&self, ports: Ports<'_>, key: &str, entries: &[IndexEntry]) -> Result<(), Refusal> {
+    pub(super) async fn write_index(&self, ports: Ports<'_>, key: &str, entries: &[IndexEntry]) -> Result<(), Refusal> {
         if entries.is_empty() {
             ports.kv.delete(key).await?;
             return Ok(());
@@ -186,5 +189,192 @@ impl Gateway {
                    "session": &session_hash[..16.min(session_hash.len())], "cause": cause}),
         );
         Ok(true)
+    }
+}
+
+/// The outcome of reading the session cookie.
+#[derive(Debug)]
+pub(super) enum Lookup {
+    NoSession {
+        cause: Option<String>,
+    },
+    /// A genuine session cookie whose session is over (expired, revoked, signed out).
+    Ended,
+    /// A live session, in the state its record says (waiting for its second factor, or
+    /// complete).
+    Active(Box<Session>),
+}
+
+impl Lookup {
+    /// The session if it is complete: what every route but the second factor's needs.
+    pub(super) fn into_complete(self) -> Option<CompleteSession> {
+        match self {
+            Lookup::Active(s) => s.into_complete(),
+            Lookup::Ended | Lookup::NoSession { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CachedSession {
+    pub(super) record: SessionRecord,
+    pub(super) cached_at_ms: u64,
+    pub(super) assertion: Option<(String, u64)>,
+}
+
+/// Whether two records assert the same identity to the origin (the signed assertion's
+/// claims and the identity headers).
+pub(super) fn same_claims(a: &SessionRecord, b: &SessionRecord) -> bool {
+    a.user_id == b.user_id
+        && a.user == b.user
+        && a.provider == b.provider
+        && a.email == b.email
+        && a.name == b.name
+        && a.preferred_username == b.preferred_username
+        && a.groups == b.groups
+        && a.roles == b.roles
+        && a.amr == b.amr
+        && a.attributes == b.attributes
+}
+
+impl Gateway {
+    pub(super) async fn lookup_session(&self, cx: &Cx<'_>) -> Result<Lookup, Refusal> {
+        let Some(loaded) = self.config() else {
+            return Err(Refusal::ConfigInvalid);
+        };
+        let Some(cookie) = cx.req.headers.cookie(SESSION_COOKIE) else {
+            return Ok(Lookup::NoSession { cause: None });
+        };
+        let id = match session::verify_session_cookie(&loaded.cookie_keys, &cx.tenant.id, cookie) {
+            Ok(id) => id,
+            Err(e) => return Ok(Lookup::NoSession { cause: Some(e.to_string()) }),
+        };
+        let key = id.kv_key(&cx.tenant.id);
+        let now_ms = cx.ports.rt.now_ms();
+        let ttl_ms = loaded.config.gateway.session_cache_ttl * 1000;
+        let cached =
+            self.sessions.borrow().get(&key).filter(|c| now_ms < c.cached_at_ms + ttl_ms).map(|c| c.record.clone());
+        let record = match cached {
+            Some(r) => r,
+            None => {
+                let Some(raw) = cx.ports.kv.get(&key).await? else {
+                    self.sessions.borrow_mut().remove(&key);
+                    cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(),
+                        "cause": "session not found (signed out, revoked or expired)", "ip": cx.req.client_ip}));
+                    return Ok(Lookup::Ended);
+                };
+                let Ok(record) = serde_json::from_str::<SessionRecord>(&raw) else {
+                    return Ok(Lookup::NoSession { cause: Some("session record unreadable".into()) });
+                };
+                // A revocation made anywhere. With a coordinator it is seen here now, not when
+                // KV's delete arrives (checked once per session cache interval); with KV alone,
+                // a record an isolate wrote back after a revocation is refused by its tombstone.
+                let revoked_by = match cx.ports.coord() {
+                    Some(c) => {
+                        let keys = [revocation_key(&key), USER_REVOCATION_KEY.to_owned()];
+                        let shard = coord::user_shard(&cx.tenant.id, &record.user_id);
+                        c.revoked_since(&shard, &keys, record.created_ms()).await?.then_some("coordinator")
+                    }
+                    None => self.tombstoned(cx.ports, &key).await?.then_some("tombstone"),
+                };
+                if let Some(by) = revoked_by {
+                    self.sessions.borrow_mut().remove(&key);
+                    cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id,
+                        "cause": format!("session revoked ({by})"), "ip": cx.req.client_ip}),
+                    );
+                    return Ok(Lookup::Ended);
+                }
+                self.cache_session(&key, record.clone(), now_ms);
+                record
+            }
+        };
+        if record.tenant != cx.tenant.id {
+            return Ok(Lookup::NoSession { cause: Some("session belongs to another tenant".into()) });
+        }
+        if let Err(why) = record.check_times(cx.ports.now(), &cx.tenant.session) {
+            self.sessions.borrow_mut().remove(&key);
+            // Best effort: the record's KV TTL removes it anyway.
+            let _ = cx.ports.kv.delete(&key).await;
+            cx.audit(AuditEvent::SessionExpired, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
+            return Ok(Lookup::Ended);
+        }
+        Ok(Lookup::Active(Box::new(Session::from_record(id, record))))
+    }
+
+    pub(super) fn cache_session(&self, key: &str, record: SessionRecord, now_ms: u64) {
+        let max = self.config().map(|l| l.config.gateway.session_cache_size).unwrap_or(10_000);
+        let mut cache = self.sessions.borrow_mut();
+        if cache.len() >= max && !cache.contains_key(key) {
+            // Bounded memory: drop the oldest half.
+            let mut ages: Vec<(u64, String)> = cache.iter().map(|(k, v)| (v.cached_at_ms, k.clone())).collect();
+            ages.sort();
+            for (_, k) in ages.into_iter().take(max / 2 + 1) {
+                cache.remove(&k);
+            }
+        }
+        // A cached assertion stays only while what it asserts is unchanged: a step-up's new
+        // `amr` (or refreshed groups) reaches the origin with the next request.
+        let assertion = cache.get(key).filter(|c| same_claims(&c.record, &record)).and_then(|c| c.assertion.clone());
+        cache.insert(key.to_owned(), CachedSession { record, cached_at_ms: now_ms, assertion });
+    }
+
+    pub(super) async fn save_session(
+        &self,
+        cx: &Cx<'_>,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<(), Refusal> {
+        let key = id.kv_key(&cx.tenant.id);
+        let value = serde_json::to_string(record).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        cx.ports.kv.put(&key, &value, Some(record.kv_ttl(cx.ports.now(), &cx.tenant.session))).await?;
+        self.cache_session(&key, record.clone(), cx.ports.rt.now_ms());
+        Ok(())
+    }
+
+    /// Writes a change to an existing session (last-seen, refresh, step-up). With KV alone a
+    /// revoked session is not written back (its tombstone is checked first): `false`, and
+    /// the isolate forgets it. With a coordinator a written-back record is refused on read.
+    pub(super) async fn update_session(
+        &self,
+        cx: &Cx<'_>,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<bool, Refusal> {
+        let key = id.kv_key(&cx.tenant.id);
+        if cx.ports.coord().is_none() && self.tombstoned(cx.ports, &key).await? {
+            self.sessions.borrow_mut().remove(&key);
+            return Ok(false);
+        }
+        self.save_session(cx, id, record).await?;
+        Ok(true)
+    }
+
+    /// Writes last-seen at most once per `gateway.last_seen_interval` (by default a quarter of
+    /// the idle timeout: an active session is written about four times per idle period, which
+    /// keeps it alive and KV within the Free plan's daily writes). A failed write is logged
+    /// and does not fail the request.
+    pub(super) async fn touch(&self, cx: &Cx<'_>, session: &mut CompleteSession) {
+        let interval = self.config().map(|l| l.config.gateway.last_seen_interval_for(&cx.tenant.session)).unwrap_or(60);
+        let now = cx.ports.now();
+        if !session.record().touch_due(now, interval) {
+            return;
+        }
+        session.record_mut().last_seen = now;
+        let (id, record) = (session.id(), session.record());
+        if let Err(e) = self.update_session(cx, id, record).await {
+            cx.log(json!({"level": "warn", "event": "session_touch_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+    }
+
+    pub(super) async fn end_session(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord, cause: String) {
+        let key = id.kv_key(&cx.tenant.id);
+        self.sessions.borrow_mut().remove(&key);
+        if let Err(e) = self.mark_revoked(cx, &record.user_id, &key).await {
+            cx.log(json!({"level": "warn", "event": "session_revoke_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+        if let Err(e) = cx.ports.kv.delete(&key).await {
+            cx.log(json!({"level": "warn", "event": "session_delete_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+        cx.audit(AuditEvent::SessionRevoked, json!({"level": "warn", "actor": "idp", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "cause": cause}));
     }
 }
