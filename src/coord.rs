@@ -21,25 +21,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto;
 use crate::ports::{Coordinator, KvError};
 
-/// One-time values of a tenant are spread over this many objects.
-pub const BUCKETS: u32 = 64;
-
-/// The object that holds what concerns one user: session and user revocations, refresh
-/// leases, TOTP steps, backup codes and the MFA failure count.
-pub fn user_shard(tenant: &str, user_id: &str) -> String {
-    format!("u:{tenant}:{}", &crypto::sha256_hex(user_id.as_bytes())[..32])
-}
-
-/// The object for a one-time value of `kind` (`state`, `saml`, `jti`): a tenant's values are
-/// spread over [`BUCKETS`] objects by hash.
-pub fn bucket_shard(tenant: &str, kind: &str, value: &str) -> String {
-    let h = crypto::sha256(value.as_bytes());
-    let bucket = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % BUCKETS;
-    format!("b:{tenant}:{kind}:{bucket}")
-}
+pub use crate::keys::{bucket_shard, user_shard, BUCKETS};
 
 /// What the gateway asks an object to do. Each op is applied atomically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

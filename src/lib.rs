@@ -15,6 +15,7 @@ pub mod error;
 pub mod faults;
 pub mod gateway;
 pub mod http;
+pub mod keys;
 pub mod mfa;
 pub mod oidc;
 pub mod pages;

@@ -29,7 +29,7 @@ impl SessionId {
     /// The KV key of the record. The id itself is never a key, so reading KV keys (an
     /// admin listing) does not reveal usable session ids.
     pub fn kv_key(&self, tenant: &str) -> String {
-        format!("sess:{tenant}:{}", self.hash())
+        crate::keys::session(tenant, &self.hash())
     }
 
     /// Full SHA-256 of the id, hex: the session's public identifier.

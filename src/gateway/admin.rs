@@ -127,7 +127,7 @@ impl Gateway {
                 }
                 // An incident tool: walks the tenant's sessions (up to 1000 per call; call
                 // again until it reports 0).
-                let prefix = format!("sess:{}:", cx.tenant.id);
+                let prefix = crate::keys::sessions_of_tenant(&cx.tenant.id);
                 let mut n = 0;
                 for key in cx.ports.kv.list(&prefix, 1000).await? {
                     let Some(raw) = cx.ports.kv.get(&key).await? else { continue };
@@ -201,7 +201,7 @@ impl Gateway {
                     created: now,
                     expires,
                 };
-                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&cx.tenant.id));
+                let key = crate::keys::service_token(&cx.tenant.id, &client_id);
                 let value = serde_json::to_string(&stored).map_err(|e| Refusal::BadInput(e.to_string()))?;
                 cx.ports.kv.put(&key, &value, ttl_days.map(|d| d * 86400)).await?;
                 // The secret is shown once, in this answer only.
@@ -211,7 +211,7 @@ impl Gateway {
             }
             ("POST", "/service-tokens/revoke") => {
                 let client_id = body_field(cx.req, "client_id")?;
-                let key = format!("{}{client_id}", super::bearer::service_token_prefix(&cx.tenant.id));
+                let key = crate::keys::service_token(&cx.tenant.id, &client_id);
                 if cx.ports.kv.get(&key).await?.is_none() {
                     return Err(Refusal::NotFound);
                 }
@@ -253,7 +253,7 @@ impl Gateway {
                     let user = cx.req.query("user");
                     let event = cx.req.query("event");
                     let mut out = Vec::new();
-                    for key in cx.ports.kv.list(&format!("audit:{}:{day}:", cx.tenant.id), 1000).await? {
+                    for key in cx.ports.kv.list(&crate::keys::audit_day(&cx.tenant.id, &day), 1000).await? {
                         let Some(raw) = cx.ports.kv.get(&key).await? else { continue };
                         let Ok(v) = serde_json::from_str::<Value>(&raw) else { continue };
                         let matches = |field: &str, want: &Option<String>| {

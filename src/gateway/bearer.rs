@@ -82,9 +82,7 @@ struct Principal {
 }
 
 /// KV key prefix of a tenant's service tokens.
-pub(super) fn service_token_prefix(tenant: &str) -> String {
-    format!("svc:{tenant}:")
-}
+pub(super) use crate::keys::service_tokens_of_tenant as service_token_prefix;
 
 /// A static service token as stored: never the secret, only its SHA-256 (the secret is 256
 /// random bits, so a plain hash cannot be searched).
@@ -159,7 +157,7 @@ impl Gateway {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
         }
-        let key = format!("{}{id}", service_token_prefix(&cx.tenant.id));
+        let key = crate::keys::service_token(&cx.tenant.id, id);
         let Some(raw) = cx.ports.kv.get(&key).await? else {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
         };

@@ -9,7 +9,6 @@ use serde_json::json;
 use super::context::Cx;
 use crate::audit::AuditEvent;
 use crate::config::{OidcProvider, Provider};
-use crate::crypto::{self};
 use crate::error::Refusal;
 use crate::http::Response;
 use crate::oidc::UntrustedIdToken;
@@ -97,8 +96,7 @@ impl Gateway {
             return refuse("the logout token is not valid");
         };
         // Each logout token is accepted once.
-        let jti_key =
-            format!("jti:{}:{}", cx.tenant.id, crypto::sha256_hex(format!("{}\n{}", token.iss, token.jti).as_bytes()));
+        let jti_key = crate::keys::logout_token(&cx.tenant.id, &token.iss, &token.jti);
         let ttl = p.iat_window.saturating_add(p.clock_skew).max(60).saturating_mul(2);
         match self.first_use(cx, "jti", &jti_key, ttl).await {
             Ok(false) => {

@@ -45,7 +45,6 @@ use serde_json::{json, Value};
 
 use crate::assertion::{self, SigningKey};
 use crate::config::{Config, ConfigErrors, Loaded, Tenant};
-use crate::crypto::{self};
 use crate::error::Refusal;
 use crate::http::{Headers, Outbound, Request, Response};
 use crate::pages::{self, Brand};
@@ -216,7 +215,7 @@ impl Gateway {
             let tenant = e.get("tenant").and_then(Value::as_str).unwrap_or_default();
             let ms = ports.rt.now_ms();
             let day = &crate::saml::time::format(ms / 1000)[..10];
-            let key = format!("audit:{tenant}:{day}:{ms:013}:{}", crypto::hex(&ports.random::<4>()));
+            let key = crate::keys::audit_event(tenant, day, ms, ports.random::<4>());
             if let Err(err) = ports.kv.put(&key, &e.to_string(), Some(days * 86400)).await {
                 log_line(ports, json!({"level": "error", "event": "audit_write_failed", "cause": err.to_string()}));
             }

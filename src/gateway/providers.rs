@@ -75,7 +75,7 @@ impl Gateway {
                 return Ok(m);
             }
         }
-        let kv_key = format!("disc:{key}");
+        let kv_key = crate::keys::discovery(&key);
         if let Ok(Some(raw)) = cx.ports.kv.get(&kv_key).await {
             if let Some((body, at)) = cached_doc(&raw) {
                 if now < at.saturating_add(p.discovery_ttl) {
@@ -120,7 +120,7 @@ impl Gateway {
     ) -> Result<Rc<Vec<Jwk>>, OidcError> {
         let key = Self::provider_key(cx.tenant, p);
         let now = cx.ports.now();
-        let kv_key = format!("jwks:{key}");
+        let kv_key = crate::keys::jwks(&key);
         let cached = self.providers.borrow().get(&key).and_then(|s| s.jwks.clone());
         if force {
             let last = self.providers.borrow().get(&key).map(|s| s.last_forced_jwks).unwrap_or(0);

@@ -9,7 +9,6 @@ use super::context::Cx;
 use super::state::CompleteSession;
 use crate::config::OidcProvider;
 use crate::coord::{self, Lease};
-use crate::crypto::{self};
 use crate::error::Refusal;
 use crate::oidc::{self};
 use crate::session::{SessionId, SessionRecord, StoredTokens};
@@ -51,8 +50,7 @@ impl Gateway {
             return self.refresh_with_idp(cx, id, record, p, stored, refresh_token, access_exp).await;
         };
         let shard = coord::user_shard(&cx.tenant.id, &record.user_id);
-        let lease_key =
-            format!("r:{}:{}", id.kv_key(&cx.tenant.id), &crypto::sha256_hex(refresh_token.as_bytes())[..32]);
+        let lease_key = crate::keys::refresh_lease(&id.kv_key(&cx.tenant.id), &refresh_token);
         match c.refresh_begin(&shard, &lease_key).await? {
             Lease::Acquired => {}
             Lease::Finished { result } => return Ok(self.adopt_refresh(cx, id, record, &result)),

@@ -35,7 +35,7 @@ struct SamlPreLogin {
 }
 
 fn state_key(tenant: &str, relay_state: &str) -> String {
-    format!("samlstate:{tenant}:{}", crypto::sha256_hex(relay_state.as_bytes()))
+    crate::keys::saml_state(tenant, relay_state)
 }
 
 /// The IdP side of a connection after metadata: configured values win, the rest comes
@@ -86,7 +86,7 @@ impl Gateway {
         let meta = match cached {
             Some((m, _)) => m,
             None => {
-                let kv_key = format!("samlmd:{key}");
+                let kv_key = crate::keys::saml_metadata(&key);
                 let from_kv = match cx.ports.kv.get(&kv_key).await {
                     Ok(Some(raw)) => super::cached_doc(&raw)
                         .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl))
@@ -233,7 +233,7 @@ impl Gateway {
         let mut pre: Option<SamlPreLogin> = None;
         if let Some(relay) = relay_state.as_deref().filter(|r| r.len() <= 128) {
             let key = state_key(&cx.tenant.id, relay);
-            let used_key = format!("used:{key}");
+            let used_key = crate::keys::used(&key);
             match cx.ports.kv.get(&key).await? {
                 Some(raw) => {
                     let cookie = cx

@@ -10,7 +10,6 @@ use super::context::Cx;
 use super::state::{CompleteSession, Session};
 use crate::audit::AuditEvent;
 use crate::coord::{self};
-use crate::crypto::{self};
 use crate::error::Refusal;
 use crate::ports::Ports;
 use crate::session::{self, SessionId, SessionRecord, SESSION_COOKIE};
@@ -25,31 +24,10 @@ pub(super) struct IndexEntry {
     pub expires: u64,
 }
 
-/// The coordinator's key for one session's revocation (in the user's shard).
-pub(super) fn revocation_key(session_key: &str) -> String {
-    format!("s:{session_key}")
-}
-
-/// The KV tombstone of a revoked session (KV alone): an isolate that still holds the session
-/// must not write it back, and a record written back anyway is not accepted.
-pub(super) fn tombstone_key(session_key: &str) -> String {
-    format!("revoked:{session_key}")
-}
-
-/// The coordinator's key for "every session of this user created before now".
-pub(super) const USER_REVOCATION_KEY: &str = "user";
-
-pub(super) fn user_index_key(tenant: &str, user_id: &str) -> String {
-    format!("usess:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
-}
-
-pub(super) fn sid_index_key(tenant: &str, provider: &str, sid: &str) -> String {
-    format!("bsid:{tenant}:{provider}:{}", crypto::sha256_hex(sid.as_bytes()))
-}
-
-pub(super) fn record_key(tenant: &str, session_hash: &str) -> String {
-    format!("sess:{tenant}:{session_hash}")
-}
+pub(super) use crate::keys::{
+    idp_sessions as sid_index_key, revocation as revocation_key, session as record_key, tombstone as tombstone_key,
+    user_sessions as user_index_key, USER_REVOCATION as USER_REVOCATION_KEY,
+};
 
 impl Gateway {
     pub(super) async fn read_index(&self, ports: Ports<'_>, key: &str) -> Result<Vec<IndexEntry>, Refusal> {

@@ -144,7 +144,7 @@ impl Gateway {
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or_else(|| fail(OidcError::StateMissing, &provider_hint))?;
         let key = oidc::state_key(&cx.tenant.id, &state);
-        let used_key = format!("used:{key}");
+        let used_key = crate::keys::used(&key);
         let unknown_state = |replay: bool| {
             fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint)
         };

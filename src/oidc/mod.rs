@@ -181,7 +181,7 @@ impl fmt::Debug for PreLogin {
 }
 
 pub fn state_key(tenant: &str, state: &str) -> String {
-    format!("state:{tenant}:{}", crate::crypto::sha256_hex(state.as_bytes()))
+    crate::keys::oidc_state(tenant, state)
 }
 
 /// PKCE S256 challenge for a verifier (RFC 7636 4.2).

@@ -7,7 +7,6 @@ use super::super::Gateway;
 use super::*;
 use crate::audit::AuditEvent;
 use crate::coord;
-use crate::crypto;
 use crate::error::Refusal;
 use crate::mfa::{self, FailureOutcome, MfaRecord, TotpError, TotpParams};
 use crate::secret::Secret;
@@ -205,7 +204,9 @@ impl Gateway {
                 match mfa::verify_totp(secret.expose(), code, now, &record.params, record.last_step) {
                     Ok(step) => {
                         let first = match &coord {
-                            Some((c, shard)) => c.claim(shard, &format!("totp:{step}"), CODE_CLAIM_TTL_MS).await?,
+                            Some((c, shard)) => {
+                                c.claim(shard, &crate::keys::totp_step(step), CODE_CLAIM_TTL_MS).await?
+                            }
                             None => true,
                         };
                         if first {
@@ -225,7 +226,7 @@ impl Gateway {
                 let found = key.and_then(|(_, k)| record.find_backup_code(&k, code));
                 let claimed = match (&coord, found.and_then(|i| record.backup_hashes.get(i).cloned().flatten())) {
                     (Some((c, shard)), Some(hash)) => {
-                        let claim_key = format!("backup:{}", &crypto::sha256_hex(hash.as_bytes())[..32]);
+                        let claim_key = crate::keys::backup_code(&hash);
                         c.claim(shard, &claim_key, CODE_CLAIM_TTL_MS).await?
                     }
                     _ => true,

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::state::Session;
 use super::{base_url, Gateway, Lookup};
 use crate::config::Tenant;
-use crate::crypto::{self, KeyWithId};
+use crate::crypto::KeyWithId;
 use crate::error::Refusal;
 use crate::http::{Request, Response};
 use crate::mfa::{self, MfaRecord};
@@ -30,8 +30,7 @@ mod enrol;
 pub(super) use attempt::LocalAttempts;
 use attempt::{AttemptRefused, Check, Passed};
 
-/// The coordinator's key for a user's wrong-code count and lock.
-const MFA_FAILURES_KEY: &str = "mfa-failures";
+use crate::keys::MFA_FAILURES as MFA_FAILURES_KEY;
 /// How long a used TOTP step or backup code is remembered at the coordinator: longer than
 /// the codes' acceptance window and than KV's propagation delay for the record.
 const CODE_CLAIM_TTL_MS: u64 = 300_000;
@@ -45,24 +44,16 @@ const IDP_MFA_AMR: &[&str] = &["mfa", "otp", "hwk"];
 /// What a TOTP code or a backup code stands for in `amr`.
 const TOTP_AMR: &[&str] = &["mfa", "otp"];
 
-pub(super) fn mfa_key(tenant: &str, user_id: &str) -> String {
-    format!("mfa:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
-}
+pub(super) use crate::keys::mfa as mfa_key;
 
-/// KV alone: the user's lock, in a key of its own that is only ever written with a lock
-/// (never rewritten from a possibly stale MFA record), so a location whose replica still
-/// holds the record from before the lock cannot erase it.
-fn lock_key(tenant: &str, user_id: &str) -> String {
-    format!("mfa-lock:{tenant}:{}", crypto::sha256_hex(user_id.as_bytes()))
-}
+use crate::keys::mfa_lock as lock_key;
 
-/// The coordinator's key that lets one enrolment of a user through (until an admin reset).
-const ENROLLED_KEY: &str = "mfa-enrolled";
+use crate::keys::MFA_ENROLLED as ENROLLED_KEY;
 
 /// Where a session's enrolment secret waits for its first code: per session, never per
 /// user, so no other session of the user can see or confirm it.
 fn enrolment_key(tenant: &str, id: &SessionId) -> String {
-    format!("mfa-enrol:{tenant}:{}", id.hash())
+    crate::keys::mfa_enrolment(tenant, &id.hash())
 }
 
 fn backup_key(keys: &[KeyWithId], id: Option<&str>) -> Option<(String, [u8; 32])> {
