@@ -324,6 +324,7 @@ impl BearerIssuer {
         }
         let issuer = self.issuer.clone()?;
         Some(std::borrow::Cow::Owned(OidcProvider {
+            audiences: Vec::new(),
             name: format!("bearer:{}", self.name.as_deref().unwrap_or_default()),
             button: Button::default(),
             issuer,
@@ -782,6 +783,30 @@ pub struct SamlConnection {
     /// The SP's certificate (PEM or base64 DER) for the metadata, matching `sp_private_key`.
     #[serde(default)]
     pub sp_certificate: Option<String>,
+    /// The certificates and keys above, parsed at load.
+    #[serde(skip)]
+    pub ready: SamlReady,
+}
+
+/// A SAML connection's certificates and key, parsed once when the configuration loads.
+#[derive(Clone, Default)]
+pub struct SamlReady {
+    /// `idp_certificates` (empty where the IdP's metadata URL supplies them at run time).
+    pub idp_certificates: Vec<crate::saml::dsig::IdpCertificate>,
+    /// The key named by `sp_private_key`.
+    pub sp_key: Option<std::rc::Rc<rsa::RsaPrivateKey>>,
+    /// `sp_certificate` as base64 DER, as the SP metadata carries it.
+    pub sp_certificate: Option<String>,
+}
+
+impl fmt::Debug for SamlReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SamlReady")
+            .field("idp_certificates", &self.idp_certificates.len())
+            .field("sp_key", &self.sp_key.as_ref().map(|_| "[redacted]"))
+            .field("sp_certificate", &self.sp_certificate.is_some())
+            .finish()
+    }
 }
 
 fn default_metadata_ttl() -> u64 {
@@ -865,6 +890,9 @@ pub struct OidcProvider {
     /// Regexes (whole-value match) of audiences trusted besides the client id.
     #[serde(default)]
     pub trusted_audiences: Vec<String>,
+    /// `trusted_audiences`, compiled at load.
+    #[serde(skip)]
+    pub audiences: Vec<regex_lite::Regex>,
     /// Allowed clock difference in seconds for `exp`, `nbf`, `iat`.
     #[serde(default = "default_skew")]
     pub clock_skew: u64,
@@ -972,9 +1000,16 @@ pub struct Loaded {
     pub config: Config,
     pub cookie_keys: Vec<KeyWithId>,
     pub encryption_keys: Vec<KeyWithId>,
-    pub assertion_keys: Vec<KeyWithId>,
+    /// `gateway.assertion_keys`, parsed: the first signs, all are published.
+    pub signing_keys: Vec<crate::assertion::SigningKey>,
     pub admin_token: Option<Secret>,
     pub secrets: Secrets,
+}
+
+/// What validating one provider parsed.
+enum Ready {
+    Oidc(Vec<regex_lite::Regex>),
+    Saml(SamlReady),
 }
 
 struct Check {
@@ -1160,11 +1195,15 @@ impl Config {
             encryption_keys = cookie_keys.clone();
         }
         let assertion_keys = check_keys(&mut c, secrets, "gateway.assertion_keys", &g.assertion_keys, 1);
+        let mut signing_keys = Vec::with_capacity(assertion_keys.len());
         for (i, k) in assertion_keys.iter().enumerate() {
-            if let Err(e) = crate::assertion::SigningKey::parse(&k.id, &k.key) {
-                c.err(format!("gateway.assertion_keys[{i}].secret"), e);
+            match crate::assertion::SigningKey::parse(&k.id, &k.key) {
+                Ok(key) => signing_keys.push(key),
+                Err(e) => c.err(format!("gateway.assertion_keys[{i}].secret"), e),
             }
         }
+        // Values parsed while validating, stored in the providers once the walk is over.
+        let mut ready: Vec<(usize, usize, Ready)> = Vec::new();
         let admin_token = match &g.admin_token {
             Some(name) => match secrets(name) {
                 Some(s) if s.expose().len() >= 32 => Some(s),
@@ -1364,14 +1403,22 @@ impl Config {
                         }
                     }
                 }
-                match p {
-                    Provider::Oidc(o) => validate_oidc(&mut c, &pp, o, secrets, &mut named),
-                    Provider::Saml(s) => validate_saml(&mut c, &pp, s, secrets, &mut named),
-                }
+                let parsed = match p {
+                    Provider::Oidc(o) => Ready::Oidc(validate_oidc(&mut c, &pp, o, secrets, &mut named)),
+                    Provider::Saml(s) => Ready::Saml(validate_saml(&mut c, &pp, s, secrets, &mut named)),
+                };
+                ready.push((ti, pi, parsed));
+            }
+        }
+        for (ti, pi, parsed) in ready {
+            match (&mut self.tenants[ti].providers[pi], parsed) {
+                (Provider::Oidc(o), Ready::Oidc(audiences)) => o.audiences = audiences,
+                (Provider::Saml(s), Ready::Saml(r)) => s.ready = r,
+                _ => {}
             }
         }
         if c.errors.is_empty() {
-            Ok(Loaded { config: self, cookie_keys, encryption_keys, assertion_keys, admin_token, secrets: named })
+            Ok(Loaded { config: self, cookie_keys, encryption_keys, signing_keys, admin_token, secrets: named })
         } else {
             Err(ConfigErrors(c.errors))
         }
@@ -1456,7 +1503,7 @@ fn validate_oidc(
     o: &OidcProvider,
     secrets: &dyn Fn(&str) -> Option<Secret>,
     named: &mut Secrets,
-) {
+) -> Vec<regex_lite::Regex> {
     check_idp_url(c, &format!("{pp}.issuer"), &o.issuer);
     if o.client_id.is_empty() {
         c.err(format!("{pp}.client_id"), "is required");
@@ -1492,9 +1539,11 @@ fn validate_oidc(
             c.err(format!("{pp}.extra_params.{k}"), "is set by the gateway and cannot be overridden");
         }
     }
+    let mut audiences = Vec::with_capacity(o.trusted_audiences.len());
     for (i, re) in o.trusted_audiences.iter().enumerate() {
-        if let Err(e) = regex_lite::Regex::new(&format!("^(?:{re})$")) {
-            c.err(format!("{pp}.trusted_audiences[{i}]"), format!("invalid regex: {e}"));
+        match regex_lite::Regex::new(&format!("^(?:{re})$")) {
+            Ok(r) => audiences.push(r),
+            Err(e) => c.err(format!("{pp}.trusted_audiences[{i}]"), format!("invalid regex: {e}")),
         }
     }
     if o.clock_skew > 600 {
@@ -1509,6 +1558,7 @@ fn validate_oidc(
     if o.discovery_ttl < 60 || o.jwks_ttl < 60 {
         c.err(format!("{pp}.discovery_ttl"), "cache TTLs must be at least 60 seconds (the KV minimum)");
     }
+    audiences
 }
 
 impl SamlConnection {
@@ -1532,14 +1582,6 @@ impl SamlConnection {
         }
         Ok(())
     }
-
-    /// The configured certificates, parsed (validated at load, so failures are skipped).
-    pub fn certificates(&self) -> Vec<crate::saml::dsig::IdpCertificate> {
-        self.idp_certificates
-            .iter()
-            .filter_map(|c| crate::saml::dsig::IdpCertificate::from_pem_or_base64(c).ok())
-            .collect()
-    }
 }
 
 fn validate_saml(
@@ -1548,11 +1590,15 @@ fn validate_saml(
     s: &SamlConnection,
     secrets: &dyn Fn(&str) -> Option<Secret>,
     named: &mut Secrets,
-) {
+) -> SamlReady {
+    let mut ready = SamlReady::default();
     match &s.sp_private_key {
         Some(name) => match secrets(name) {
             Some(secret) => match crate::crypto::rsa_private_key(secret.expose_str()) {
-                Ok(_) => named.insert(name, secret),
+                Ok(key) => {
+                    ready.sp_key = Some(std::rc::Rc::new(key));
+                    named.insert(name, secret)
+                }
                 Err(e) => c.err(format!("{pp}.sp_private_key"), format!("Worker secret {name}: {e}")),
             },
             None => c.err(format!("{pp}.sp_private_key"), format!("Worker secret {name} is not set")),
@@ -1561,8 +1607,9 @@ fn validate_saml(
         None => {}
     }
     if let Some(cert) = &s.sp_certificate {
-        if crate::saml::dsig::IdpCertificate::from_pem_or_base64(cert).is_err() {
-            c.err(format!("{pp}.sp_certificate"), "not a usable certificate");
+        match crate::saml::dsig::IdpCertificate::from_pem_or_base64(cert) {
+            Ok(_) => ready.sp_certificate = crate::crypto::pem_or_base64_der(cert).map(|d| crate::crypto::b64(&d)),
+            Err(_) => c.err(format!("{pp}.sp_certificate"), "not a usable certificate"),
         }
     }
     // With `idp_metadata_url` the fetched metadata fills what is left out, so nothing is
@@ -1591,13 +1638,15 @@ fn validate_saml(
         c.err(format!("{pp}.idp_certificates"), "at least one signing certificate is required");
     }
     for (i, cert) in s.idp_certificates.iter().enumerate() {
-        if let Err(e) = crate::saml::dsig::IdpCertificate::from_pem_or_base64(cert) {
-            c.err(format!("{pp}.idp_certificates[{i}]"), format!("not a usable certificate: {e}"));
+        match crate::saml::dsig::IdpCertificate::from_pem_or_base64(cert) {
+            Ok(parsed) => ready.idp_certificates.push(parsed),
+            Err(e) => c.err(format!("{pp}.idp_certificates[{i}]"), format!("not a usable certificate: {e}")),
         }
     }
     if s.clock_skew > 600 {
         c.err(format!("{pp}.clock_skew"), "must be at most 600 seconds");
     }
+    ready
 }
 
 /// An IdP endpoint: https, or http on loopback (local peers in development and tests).

@@ -42,7 +42,7 @@ fn metadata_import_fills_the_connection() {
     let c = cfg.config.tenants[0].providers[1].as_saml().unwrap();
     assert_eq!(c.idp_entity_id, "https://idp.example.com/metadata");
     assert_eq!(c.idp_sso_url, "https://idp.example.com/sso");
-    assert_eq!(c.certificates().len(), 1);
+    assert_eq!(c.ready.idp_certificates.len(), 1);
 }
 
 #[test]

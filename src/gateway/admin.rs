@@ -232,8 +232,8 @@ impl Gateway {
                 Ok(json!({
                     "cookie_keys": { "signing": loaded.cookie_keys.first().map(|k| k.id.clone()), "verifying": ids(&loaded.cookie_keys) },
                     "encryption_keys": { "sealing": loaded.encryption_keys.first().map(|k| k.id.clone()), "opening": ids(&loaded.encryption_keys) },
-                    "assertion_keys": { "signing": self.signing_keys.first().map(|k| k.id.clone()),
-                                        "published": self.signing_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>() },
+                    "assertion_keys": { "signing": self.signing_keys().first().map(|k| k.id.clone()),
+                                        "published": self.signing_keys().iter().map(|k| k.id.clone()).collect::<Vec<_>>() },
                 }))
             }
             ("GET", "/config") => {

@@ -240,7 +240,7 @@ impl Gateway {
         let user_id = format!("{}/{}", t.iss, t.sub);
         let user = if machine { t.client_id.clone() } else { t.sub.clone() };
         let scope = t.scopes.join(" ");
-        let assertion = self.config().zip(self.signing_keys.first()).and_then(|(loaded, key)| {
+        let assertion = self.config().zip(self.signing_keys().first()).and_then(|(loaded, key)| {
             let claims = AssertionClaims {
                 iss: &loaded.config.gateway.issuer,
                 aud: &cx.tenant.id,

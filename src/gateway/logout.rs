@@ -40,11 +40,10 @@ impl Gateway {
         let loaded = self.config().ok_or("no configuration")?;
         let m = self.metadata(cx, p).await.map_err(|e| e.to_string())?;
         let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
-        let audiences = crate::oidc::audience_patterns(p);
         let exp = Expectations {
             issuer: &m.issuer,
             client_id: &p.client_id,
-            trusted_audiences: &audiences,
+            trusted_audiences: &p.audiences,
             hmac_secret: if p.allow_hmac_id_tokens { secret.map(|s| s.expose()) } else { None },
             now: cx.ports.now(),
             skew: p.clock_skew,

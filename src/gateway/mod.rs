@@ -89,7 +89,6 @@ pub struct Forward {
 #[derive(Debug)]
 pub struct Gateway {
     loaded: Result<Loaded, ConfigErrors>,
-    signing_keys: Vec<SigningKey>,
     providers: RefCell<HashMap<String, ProviderState>>,
     sessions: RefCell<HashMap<String, CachedSession>>,
     /// Sign-in starts per client IP (`gateway.login_rate_limit`).
@@ -116,13 +115,8 @@ impl Gateway {
     /// A gateway over an already loaded configuration, or over the reasons it was refused
     /// (then every request gets the "configuration invalid" answer).
     pub fn from_loaded(loaded: Result<Loaded, ConfigErrors>) -> Self {
-        let signing_keys = match &loaded {
-            Ok(l) => l.assertion_keys.iter().filter_map(|k| SigningKey::parse(&k.id, &k.key).ok()).collect(),
-            Err(_) => Vec::new(),
-        };
         Self {
             loaded,
-            signing_keys,
             providers: RefCell::default(),
             sessions: RefCell::default(),
             login_limiter: RefCell::default(),
@@ -144,6 +138,11 @@ impl Gateway {
 
     pub fn config(&self) -> Option<&Loaded> {
         self.loaded.as_ref().ok()
+    }
+
+    /// The assertion signing keys (parsed at load): the first signs, all are published.
+    fn signing_keys(&self) -> &[SigningKey] {
+        self.config().map_or(&[], |l| &l.signing_keys)
     }
 
     pub fn prefix(&self) -> &str {
@@ -320,7 +319,7 @@ impl Gateway {
         match route.id {
             RouteId::Health => Ok(self.health()),
             RouteId::Jwks => {
-                let mut r = Response::json(200, &assertion::jwks(&self.signing_keys));
+                let mut r = Response::json(200, &assertion::jwks(self.signing_keys()));
                 r.headers.set("cache-control", "public, max-age=300");
                 Ok(r)
             }

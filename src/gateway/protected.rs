@@ -156,7 +156,7 @@ impl Gateway {
 
     pub(super) fn assertion_for(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Option<String> {
         let loaded = self.config()?;
-        let key = self.signing_keys.first()?;
+        let key = self.signing_keys().first()?;
         let now = cx.ports.now();
         let cache_key = id.kv_key(&cx.tenant.id);
         if let Some((a, iat)) = self.sessions.borrow().get(&cache_key).and_then(|c| c.assertion.clone()) {

@@ -174,14 +174,13 @@ impl Gateway {
         access_token: Option<&str>,
     ) -> Result<oidc::VerifiedIdToken, OidcError> {
         let loaded = self.config().ok_or_else(|| OidcError::Discovery("no configuration".into()))?;
-        let audiences = oidc::audience_patterns(p);
         let secret = p.client_secret.as_deref().and_then(|n| loaded.secrets.get(n));
         let hmac_secret = if p.allow_hmac_id_tokens { secret.map(|s| s.expose()) } else { None };
         let token = UntrustedIdToken::new(raw);
         let expectations = oidc::id_token::Expectations {
             issuer: &m.issuer,
             client_id: &p.client_id,
-            trusted_audiences: &audiences,
+            trusted_audiences: &p.audiences,
             hmac_secret,
             now: cx.ports.now(),
             skew: p.clock_skew,

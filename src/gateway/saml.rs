@@ -66,8 +66,11 @@ impl Gateway {
     /// Resolves the IdP's entity id, SSO URL and certificates, fetching `idp_metadata_url`
     /// when configured (cached in the isolate and in KV for `metadata_ttl`).
     async fn saml_idp(&self, cx: &Cx<'_>, c: &SamlConnection) -> Result<SamlIdp, Refusal> {
-        let configured =
-            SamlIdp { entity_id: c.idp_entity_id.clone(), sso_url: c.idp_sso_url.clone(), certs: c.certificates() };
+        let configured = SamlIdp {
+            entity_id: c.idp_entity_id.clone(),
+            sso_url: c.idp_sso_url.clone(),
+            certs: c.ready.idp_certificates.clone(),
+        };
         let Some(url) = &c.idp_metadata_url else {
             return Ok(configured);
         };
@@ -137,14 +140,9 @@ impl Gateway {
         Ok(idp)
     }
 
-    /// The SP's RSA key, when the connection names one (validated at load).
-    fn sp_key(&self, c: &SamlConnection) -> Result<Option<rsa::RsaPrivateKey>, Refusal> {
-        let Some(name) = &c.sp_private_key else {
-            return Ok(None);
-        };
-        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
-        let secret = loaded.secrets.get(name).ok_or(Refusal::ConfigInvalid)?;
-        crate::crypto::rsa_private_key(secret.expose_str()).map(Some).map_err(|_| Refusal::ConfigInvalid)
+    /// The SP's RSA key, when the connection names one (parsed at load).
+    fn sp_key<'c>(&self, c: &'c SamlConnection) -> Result<Option<&'c rsa::RsaPrivateKey>, Refusal> {
+        Ok(c.ready.sp_key.as_deref())
     }
 
     fn sp_entity_id(&self, req: &Request, c: &SamlConnection) -> String {
@@ -199,7 +197,7 @@ impl Gateway {
             &idp.sso_url,
             &authn,
             Some(&relay_state),
-            key.as_ref().filter(|_| c.sign_requests),
+            key.filter(|_| c.sign_requests),
         )
         .map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let pending =
@@ -298,7 +296,7 @@ impl Gateway {
             now: cx.ports.now(),
             skew: c.clock_skew,
             legacy_sha1: c.legacy_sha1,
-            decryption_key: decryption_key.as_ref(),
+            decryption_key,
         };
         if let Some(verifier) = cx.ports.verifier {
             crate::saml::dsig::check_with_port(verifier, parsed.port_checks(&idp.certs)).await;
@@ -466,7 +464,7 @@ impl Gateway {
             "SAMLResponse",
             &response,
             relay.as_deref(),
-            key.as_ref().filter(|_| c.sign_requests),
+            key.filter(|_| c.sign_requests),
         )
         .map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let mut r = Response::redirect(&location);
@@ -491,8 +489,7 @@ impl Gateway {
             cx.ports.now(),
         );
         let key = self.sp_key(c).ok()?;
-        authn_request::redirect_binding_url(slo, "SAMLRequest", &xml, None, key.as_ref().filter(|_| c.sign_requests))
-            .ok()
+        authn_request::redirect_binding_url(slo, "SAMLRequest", &xml, None, key.filter(|_| c.sign_requests)).ok()
     }
 
     /// `GET {prefix}/saml/metadata?ws=NAME`: the SP metadata for one connection.
@@ -501,8 +498,7 @@ impl Gateway {
             .query("ws")
             .ok_or_else(|| Refusal::BadInput("query parameter ws (the connection name) is required".into()))?;
         let c = self.saml_connection(tenant, &name)?;
-        let cert =
-            c.sp_certificate.as_deref().and_then(crate::crypto::pem_or_base64_der).map(|d| crate::crypto::b64(&d));
+        let cert = c.ready.sp_certificate.clone();
         let xml = crate::saml::metadata::sp_metadata(
             &self.sp_entity_id(req, c),
             &self.acs_url(req, c),

@@ -475,8 +475,3 @@ pub fn identity(
     }
     Ok(id)
 }
-
-/// Compiles the provider's trusted audience patterns (validated at config load).
-pub fn audience_patterns(p: &OidcProvider) -> Vec<regex_lite::Regex> {
-    p.trusted_audiences.iter().filter_map(|r| regex_lite::Regex::new(&format!("^(?:{r})$")).ok()).collect()
-}
