@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::saml::xml::{Document, NodeData, NodeId, PrefixMap};
+use crate::saml::xml::{Document, Element, NodeData, NodeId, PrefixMap};
 
 /// Algorithm identifier of Exclusive XML Canonicalization 1.0 without comments.
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -105,8 +105,18 @@ pub fn canonicalize(
     for (p, uri) in &parent_ns {
         state.scope.entry(p.as_str()).or_default().push(uri.as_str());
     }
-    cx.element(&mut out, apex, &mut state, None);
+    if let Some(el) = doc.element(apex) {
+        cx.element(&mut out, el, &mut state, Parent::Apex);
+    }
     Ok(out)
+}
+
+/// Where the element being written sits: at the apex, whose namespace context comes from
+/// outside the node set, or below an output element with this prefix (`None`: unprefixed).
+#[derive(Clone, Copy)]
+enum Parent<'a> {
+    Apex,
+    Element(Option<&'a str>),
 }
 
 struct Context<'a> {
@@ -154,7 +164,7 @@ impl<'a> Context<'a> {
     /// where the output does not have that binding in effect already.
     fn namespaces_to_render(
         &self,
-        el: &'a crate::saml::xml::Element,
+        el: &'a Element,
         state: &mut State<'a>,
         is_apex: bool,
         prefix: &'a str,
@@ -200,21 +210,22 @@ impl<'a> Context<'a> {
         ns_out
     }
 
-    /// Writes element `id` with `state` holding its parent's context; `state` is as it was
+    /// Writes element `el` with `state` holding its parent's context; `state` is as it was
     /// when this returns. Recursion depth is bounded by the parser's depth limit.
-    fn element(&self, out: &mut Vec<u8>, id: NodeId, state: &mut State<'a>, parent: Option<&'a str>) {
-        let doc: &'a Document = self.doc;
-        let Some(el) = doc.element(id) else { return };
-        let is_apex = parent.is_none();
+    fn element(&self, out: &mut Vec<u8>, el: &'a Element, state: &mut State<'a>, parent: Parent<'a>) {
+        let is_apex = matches!(parent, Parent::Apex);
+        // Prefixes are compared as options: an unprefixed element below an unprefixed
+        // parent (the usual flood) compares no strings at all.
+        let same_prefix = matches!(parent, Parent::Element(p) if p == el.prefix.as_deref());
         let prefix = el.prefix.as_deref().unwrap_or("");
         // The most common element, and the cheapest to flood with: no attributes, no
         // declarations, its parent's prefix. It renders no namespace node and changes no
         // context, so it is written without any of the bookkeeping below.
-        if parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.is_empty() {
+        if same_prefix && el.namespace_decls.is_empty() && el.attributes.is_empty() {
             out.push(b'<');
             write_qname(out, el.prefix.as_deref(), &el.local);
             out.push(b'>');
-            self.children(out, el, state, prefix);
+            self.children(out, el, state);
             out.extend_from_slice(b"</");
             write_qname(out, el.prefix.as_deref(), &el.local);
             out.push(b'>');
@@ -231,7 +242,7 @@ impl<'a> Context<'a> {
         // no prefixed attribute and has its parent's prefix finds every binding it could
         // render already rendered by the parent.
         let inherits_all =
-            parent == Some(prefix) && el.namespace_decls.is_empty() && el.attributes.iter().all(|a| a.prefix.is_none());
+            same_prefix && el.namespace_decls.is_empty() && el.attributes.iter().all(|a| a.prefix.is_none());
         let ns_out = if inherits_all { Vec::new() } else { self.namespaces_to_render(el, state, is_apex, prefix) };
         for (p, uri) in &ns_out {
             state.rendered.entry(p).or_default().push(uri);
@@ -268,7 +279,7 @@ impl<'a> Context<'a> {
         }
         out.push(b'>');
 
-        self.children(out, el, state, prefix);
+        self.children(out, el, state);
         out.extend_from_slice(b"</");
         write_qname(out, el.prefix.as_deref(), &el.local);
         out.push(b'>');
@@ -284,13 +295,14 @@ impl<'a> Context<'a> {
 
 impl<'a> Context<'a> {
     /// The children of `el`, in document order (comments are not in the node set).
-    fn children(&self, out: &mut Vec<u8>, el: &'a crate::saml::xml::Element, state: &mut State<'a>, prefix: &'a str) {
-        for child in &el.children {
-            if Some(*child) == self.exclude {
+    fn children(&self, out: &mut Vec<u8>, el: &'a Element, state: &mut State<'a>) {
+        let parent = Parent::Element(el.prefix.as_deref());
+        for &child in &el.children {
+            if Some(child) == self.exclude {
                 continue;
             }
-            match self.doc.node(*child).map(|n| &n.data) {
-                Some(NodeData::Element(_)) => self.element(out, *child, state, Some(prefix)),
+            match self.doc.node(child).map(|n| &n.data) {
+                Some(NodeData::Element(e)) => self.element(out, e, state, parent),
                 Some(NodeData::Text(t)) => escape_text(out, t),
                 Some(NodeData::Comment(_)) | None => {}
             }
