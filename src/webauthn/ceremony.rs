@@ -173,7 +173,11 @@ fn credential_id(id: &str, raw_id: &str, kind: &str) -> Result<Vec<u8>, Webauthn
     if kind != "public-key" {
         return Err(WebauthnError::Malformed("credential type is not public-key"));
     }
-    let raw = decode_field(raw_id, authdata::MAX_CREDENTIAL_ID, "rawId")?;
+    // Step 25 of §7.1, checked first: the id is at most 1023 bytes.
+    if raw_id.len() > authdata::MAX_CREDENTIAL_ID.div_ceil(3) * 4 {
+        return Err(WebauthnError::CredentialIdTooLong);
+    }
+    let raw = b64url_decode(raw_id).ok_or(WebauthnError::Malformed("rawId"))?;
     if raw.len() > authdata::MAX_CREDENTIAL_ID {
         return Err(WebauthnError::CredentialIdTooLong);
     }
@@ -292,7 +296,7 @@ pub async fn verify_registration(
         now: exp.now,
     };
     let attestation = attestation::verify(exp.attestation, &statement, port).await?;
-    // Step 25: the credential id is at most 1023 bytes (checked while parsing).
+    // Step 25: the credential id is at most 1023 bytes (checked with rawId and in authData).
     // Step 26: not registered yet — for this user here; across users it is the store's part.
     let id_text = b64url(&raw_id);
     if exp.existing.iter().any(|p| p.id == id_text) {

@@ -135,6 +135,7 @@ impl std::error::Error for WebauthnError {}
 /// Stored (serialised) until the response comes back; a registration challenge is never
 /// accepted where an authentication one is expected, nor the other way round.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegistrationChallenge {
     #[serde(with = "b64")]
     challenge: Vec<u8>,
@@ -145,6 +146,7 @@ pub struct RegistrationChallenge {
 
 /// A challenge issued for one authentication ceremony.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthenticationChallenge {
     #[serde(with = "b64")]
     challenge: Vec<u8>,
