@@ -25,6 +25,8 @@ const ATTESTATION_KEY: &str = include_str!("fixtures/webauthn/attestation.key");
 const RSA_KEY: &str = include_str!("fixtures/saml/keys/other-rsa.key");
 const NOT_AN_ATTESTATION_CRT: &str = include_str!("fixtures/saml/keys/idp-ec.crt");
 const NOT_AN_ATTESTATION_KEY: &str = include_str!("fixtures/saml/keys/idp-ec.key");
+const ATTESTATION_CA_CRT: &str = include_str!("fixtures/webauthn/attestation-ca.crt");
+const ATTESTATION_CA_KEY: &str = include_str!("fixtures/webauthn/attestation-ca.key");
 
 /// Unix seconds inside every certificate's validity.
 const NOW: u64 = 1_800_000_000;
@@ -451,6 +453,8 @@ struct Ceremony {
     /// Bytes appended to the authenticator data (outside any field).
     auth_data_suffix: Vec<u8>,
     user_handle: Option<Vec<u8>>,
+    /// The `alg` a packed self attestation states (default: the key's).
+    att_alg: Option<i64>,
 }
 
 const UP: u8 = 0x01;
@@ -479,6 +483,7 @@ impl Ceremony {
             tamper_sig: |_| {},
             auth_data_suffix: vec![],
             user_handle: None,
+            att_alg: None,
         }
     }
 
@@ -521,7 +526,8 @@ impl Ceremony {
             Some(None) => {
                 let mut sig = self.key.sign(&Self::signed(&ad, &cd));
                 (self.tamper_sig)(&mut sig);
-                ("packed", C::M(vec![(C::T("alg"), C::N(self.key.alg())), (C::T("sig"), C::B(sig))]))
+                let alg = self.att_alg.unwrap_or(self.key.alg());
+                ("packed", C::M(vec![(C::T("alg"), C::N(alg)), (C::T("sig"), C::B(sig))]))
             }
             Some(Some((cert, att_key))) => {
                 use p256::ecdsa::signature::Signer;
@@ -685,6 +691,25 @@ fn packed_attestation_with_an_attestation_certificate() {
     c.tamper_sig = |_| {};
     c.packed = Some(Some((attestation_cert(NOT_AN_ATTESTATION_CRT), other)));
     assert_eq!(c.register(AttestationPolicy::Packed).unwrap_err().code(), "attestation_invalid");
+
+    // The right subject on a CA certificate.
+    let ca = p256::ecdsa::SigningKey::from_pkcs8_der(&der(ATTESTATION_CA_KEY)).unwrap();
+    c.packed = Some(Some((attestation_cert(ATTESTATION_CA_CRT), ca)));
+    assert_eq!(
+        c.register(AttestationPolicy::Packed).err(),
+        Some(WebauthnError::AttestationInvalid("attestation certificate is not marked CA=false"))
+    );
+
+    // A certificate that expired (or is not valid yet) at the time of the ceremony.
+    c.packed = Some(Some((attestation_cert(ATTESTATION_CRT), att_key)));
+    let challenge = reg_challenge(&b64(&[0xc4; 32]), b"user-handle", 1_700_000_000);
+    let mut exp = reg_exp(&challenge, ORIGIN, RP_ID);
+    exp.attestation = AttestationPolicy::Packed;
+    exp.now = 1_700_000_000;
+    assert_eq!(
+        run(verify_registration(&c.registration_json(), &exp, None)).err(),
+        Some(WebauthnError::AttestationInvalid("attestation certificate is outside its validity"))
+    );
 }
 
 #[test]
@@ -698,6 +723,15 @@ fn packed_self_attestation_with_a_wrong_signature_or_alg() {
     assert_eq!(c.register(AttestationPolicy::Packed).unwrap_err().code(), "attestation_invalid");
     // The same statement is not examined when the tenant does not ask for attestation.
     assert_eq!(c.register(AttestationPolicy::None).unwrap().attestation(), &AttestationType::None);
+
+    // A correct signature, stated under another algorithm than the credential's.
+    c.tamper_sig = |_| {};
+    assert!(c.register(AttestationPolicy::Packed).is_ok());
+    c.att_alg = Some(-257);
+    assert_eq!(
+        c.register(AttestationPolicy::Packed).err(),
+        Some(WebauthnError::AttestationInvalid("self attestation alg differs from the credential's"))
+    );
 }
 
 /// A named change to a valid ceremony and the error it must cause.
@@ -997,4 +1031,65 @@ fn options_for_the_browser() {
     assert_eq!(o["challenge"], b64(&[4; 32]));
     assert_eq!(o["allowCredentials"][0]["id"], existing.id);
     assert_eq!(o["userVerification"], "preferred");
+}
+
+/// Every single-byte change to what an assertion signs — authenticator data or client data —
+/// is refused, whatever check catches it first.
+#[test]
+fn every_changed_byte_of_an_assertion_is_refused() {
+    let r = recorded();
+    let case = &r["authentications"]["es256"];
+    for field in ["authenticatorData", "clientDataJSON"] {
+        let original = unb64(case["response"]["response"][field].as_str().unwrap());
+        for i in 0..original.len() {
+            let mut changed = original.clone();
+            changed[i] ^= 0x01;
+            let mut response = case["response"].clone();
+            response["response"][field] = json!(b64(&changed));
+            assert!(
+                recorded_authentication("es256", UserVerification::Preferred, Some(response)).is_err(),
+                "{field} byte {i}"
+            );
+        }
+    }
+}
+
+/// The parsers never panic and stay bounded on corrupted inputs: deterministic mutations
+/// (byte changes, truncations, insertions) of real attestation objects.
+#[test]
+fn corrupted_attestation_objects_never_panic() {
+    let r = recorded();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for name in ["none_es256", "packed_x5c_yubikey_es256", "packed_x5c_yubikey_eddsa"] {
+        let obj = unb64(r["registrations"][name]["response"]["response"]["attestationObject"].as_str().unwrap());
+        for _ in 0..3000 {
+            let mut m = obj.clone();
+            for _ in 0..(next() % 4 + 1) {
+                if m.is_empty() {
+                    m.push(next() as u8);
+                }
+                let at = (next() as usize) % m.len();
+                match next() % 3 {
+                    0 => m[at] = next() as u8,
+                    1 => m.truncate(at),
+                    _ => m.insert(at, next() as u8),
+                }
+            }
+            if let Ok(v) = cbor::decode(&m) {
+                if let Some(ad) = v.get_text("authData").and_then(cbor::Value::as_bytes) {
+                    if let Ok(data) = portcullis::webauthn::authdata::parse(ad) {
+                        if let Some(att) = data.attested {
+                            let _ = CredentialKey::from_cose(&att.public_key);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

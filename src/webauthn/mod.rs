@@ -197,16 +197,16 @@ impl AuthenticationChallenge {
 /// A registration that passed every check of §7.1. Made only by [`verify_registration`].
 #[derive(Debug, Clone)]
 pub struct VerifiedRegistration {
-    pub(crate) credential_id: Vec<u8>,
-    pub(crate) key: CredentialKey,
-    pub(crate) sign_count: u32,
-    pub(crate) uv: bool,
-    pub(crate) backup_eligible: bool,
-    pub(crate) backup_state: bool,
-    pub(crate) transports: Vec<String>,
-    pub(crate) aaguid: [u8; 16],
-    pub(crate) cred_props_rk: Option<bool>,
-    pub(crate) attestation: AttestationType,
+    credential_id: Vec<u8>,
+    key: CredentialKey,
+    sign_count: u32,
+    uv: bool,
+    backup_eligible: bool,
+    backup_state: bool,
+    transports: Vec<String>,
+    aaguid: [u8; 16],
+    cred_props_rk: Option<bool>,
+    attestation: AttestationType,
 }
 
 impl VerifiedRegistration {
@@ -270,10 +270,10 @@ impl VerifiedRegistration {
 /// An authentication that passed every check of §7.2. Made only by [`verify_authentication`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedAuthentication {
-    pub(crate) credential_id: String,
-    pub(crate) counter: u32,
-    pub(crate) uv: bool,
-    pub(crate) backup_state: bool,
+    credential_id: String,
+    counter: u32,
+    uv: bool,
+    backup_state: bool,
 }
 
 impl VerifiedAuthentication {
