@@ -29,6 +29,7 @@ pub mod saml;
 pub mod secret;
 pub mod session;
 pub mod testing;
+pub mod webauthn;
 
 #[cfg(target_arch = "wasm32")]
 mod shell;
