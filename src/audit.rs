@@ -21,10 +21,15 @@ pub enum AuditEvent {
     AdminCall,
     AdminRefused,
     BackchannelLogout,
+    PasskeyRegistered,
+    PasskeyRemoved,
+    PasskeyVerified,
+    PasskeyFailed,
+    PasskeyCounterRegressed,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 15] = [
+    pub const ALL: [AuditEvent; 20] = [
         AuditEvent::LoginSuccess,
         AuditEvent::LoginFailure,
         AuditEvent::Logout,
@@ -40,6 +45,11 @@ impl AuditEvent {
         AuditEvent::AdminCall,
         AuditEvent::AdminRefused,
         AuditEvent::BackchannelLogout,
+        AuditEvent::PasskeyRegistered,
+        AuditEvent::PasskeyRemoved,
+        AuditEvent::PasskeyVerified,
+        AuditEvent::PasskeyFailed,
+        AuditEvent::PasskeyCounterRegressed,
     ];
 
     /// The `event` field of the log line and the stored entry.
@@ -60,6 +70,11 @@ impl AuditEvent {
             AuditEvent::AdminCall => "admin_call",
             AuditEvent::AdminRefused => "admin_refused",
             AuditEvent::BackchannelLogout => "backchannel_logout",
+            AuditEvent::PasskeyRegistered => "passkey_registered",
+            AuditEvent::PasskeyRemoved => "passkey_removed",
+            AuditEvent::PasskeyVerified => "passkey_verified",
+            AuditEvent::PasskeyFailed => "passkey_failed",
+            AuditEvent::PasskeyCounterRegressed => "passkey_counter_regressed",
         }
     }
 }

@@ -96,6 +96,17 @@ pub fn backup_code(hash: &str) -> String {
     format!("backup:{}", &sha256_hex(hash.as_bytes())[..32])
 }
 
+/// A session's outstanding WebAuthn challenge of one ceremony (`create` or `get`): per
+/// session, stored with the challenge's lifetime as TTL and deleted when it is used.
+pub fn passkey_challenge(tenant: &str, session_hash: &str, ceremony: &str) -> String {
+    format!("pk-chal:{tenant}:{session_hash}:{ceremony}")
+}
+
+/// The coordination object's claim of one WebAuthn challenge (each is used once).
+pub fn webauthn_challenge(challenge: &[u8]) -> String {
+    format!("webauthn:{}", &sha256_hex(challenge)[..32])
+}
+
 /// The coordination object's failure count of a user.
 pub const MFA_FAILURES: &str = "mfa-failures";
 
@@ -178,5 +189,6 @@ mod tests {
         assert_eq!(audit_event("t", "2026-01-02", 5, [0, 1, 2, 3]), "audit:t:2026-01-02:0000000000005:00010203");
         assert_eq!(user_shard("t", "u1"), format!("u:t:{}", &h[..32]));
         assert!(bucket_shard("t", "state", "x").starts_with("b:t:state:"));
+        assert_eq!(passkey_challenge("t", "abc", "get"), "pk-chal:t:abc:get");
     }
 }

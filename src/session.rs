@@ -199,6 +199,9 @@ pub struct SessionRecord {
     /// with `max_age=0`, SAML `ForceAuthn`): what adding a second factor needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauth_at: Option<u64>,
+    /// When a passkey was last verified in this session (for step-up rules that demand one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey_at: Option<u64>,
 }
 
 impl fmt::Debug for SessionRecord {

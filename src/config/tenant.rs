@@ -208,6 +208,34 @@ pub struct MfaSettings {
     /// first sign-in; an older session is sent to sign in again (`prompt=login`,
     /// `max_age=0`; SAML `ForceAuthn`).
     pub fresh_sign_in: u64,
+    /// The second factors users may enrol and sign in with (backup codes always work
+    /// as the recovery path). Default: both, passkey first.
+    pub methods: Vec<MfaMethod>,
+    pub passkey: PasskeySettings,
+}
+
+/// A second factor a tenant offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaMethod {
+    Passkey,
+    Totp,
+}
+
+/// Passkeys (WebAuthn) for a tenant.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasskeySettings {
+    /// Whether the authenticator must verify the user (PIN, biometrics): `required`,
+    /// `preferred` (default) or `discouraged`.
+    pub user_verification: crate::webauthn::UserVerification,
+    /// `none` (default) accepts any authenticator; `packed` verifies packed attestation.
+    pub attestation: crate::webauthn::AttestationPolicy,
+    /// Whether passkeys should be discoverable (`required`, `preferred`, `discouraged`).
+    pub resident_key: crate::webauthn::options::ResidentKey,
+    /// The relying party id; default: the host of the request. A registrable suffix of
+    /// every host of the tenant (passkeys then work on all of them).
+    pub rp_id: Option<String>,
 }
 
 impl Default for MfaSettings {
@@ -224,6 +252,8 @@ impl Default for MfaSettings {
             lockout: 900,
             step_up: Vec::new(),
             fresh_sign_in: 300,
+            methods: vec![MfaMethod::Passkey, MfaMethod::Totp],
+            passkey: PasskeySettings::default(),
         }
     }
 }
@@ -236,6 +266,10 @@ impl MfaSettings {
             period: self.period,
             window: self.window,
         }
+    }
+
+    pub fn allows(&self, method: MfaMethod) -> bool {
+        self.methods.contains(&method)
     }
 
     pub fn lockout_policy(&self) -> crate::mfa::LockoutPolicy {
@@ -257,6 +291,17 @@ pub struct StepUpRule {
     pub methods: Vec<String>,
     /// Seconds a completed second factor counts as recent.
     pub max_age: u64,
+    /// Which factor counts: `any` (default) or `passkey` (phishing-resistant only).
+    #[serde(default)]
+    pub factor: StepUpFactor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StepUpFactor {
+    #[default]
+    Any,
+    Passkey,
 }
 
 impl StepUpRule {

@@ -307,7 +307,11 @@ impl Config {
                     c.err(format!("{tp}.mfa.step_up[{i}].max_age"), "must be at least 30 seconds");
                 }
                 check_duration(&mut c, &format!("{tp}.mfa.step_up[{i}].max_age"), r.max_age, 30 * 86400);
+                if r.factor == super::StepUpFactor::Passkey && !m.allows(super::MfaMethod::Passkey) {
+                    c.err(format!("{tp}.mfa.step_up[{i}].factor"), "demands a passkey, but mfa.methods has none");
+                }
             }
+            check_mfa_methods(&mut c, &tp, t);
             let names = t.headers.names();
             for n in names.all() {
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -559,5 +563,33 @@ pub(super) const MAX_CACHE_TTL: u64 = 30 * 86400;
 fn check_duration(c: &mut Check, path: &str, value: u64, max: u64) {
     if value > max {
         c.err(path, format!("must be at most {max} seconds"));
+    }
+}
+
+/// `mfa.methods` names each method once; `mfa.passkey.rp_id` is a registrable suffix of
+/// every host of the tenant (the browser refuses any other).
+fn check_mfa_methods(c: &mut Check, tp: &str, t: &super::Tenant) {
+    let m = &t.mfa;
+    if m.methods.is_empty() {
+        c.err(format!("{tp}.mfa.methods"), "must name at least one method (passkey, totp)");
+    }
+    for (i, a) in m.methods.iter().enumerate() {
+        if m.methods[..i].contains(a) {
+            c.err(format!("{tp}.mfa.methods"), format!("{a:?} twice"));
+        }
+    }
+    if let Some(rp) = &m.passkey.rp_id {
+        let valid = !rp.is_empty()
+            && rp.contains('.')
+            && rp.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid {
+            c.err(format!("{tp}.mfa.passkey.rp_id"), "must be a lowercase domain name");
+        }
+        for h in &t.hosts {
+            let host = h.split(':').next().unwrap_or(h);
+            if host != rp && !host.ends_with(&format!(".{rp}")) {
+                c.err(format!("{tp}.mfa.passkey.rp_id"), format!("is not {host:?} nor a parent domain of it"));
+            }
+        }
     }
 }

@@ -310,6 +310,7 @@ impl Gateway {
             attributes: identity.extra.clone(),
             created_ms: Some(cx.ports.rt.now_ms()),
             reauth_at: login.fresh.then_some(now),
+            passkey_at: None,
         };
         let mut next = self.decide_mfa(cx, login.idp_mfa, &mut record, login.return_to).await?;
         if login.fresh && record.mfa != MfaState::Pending {

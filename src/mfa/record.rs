@@ -53,7 +53,7 @@ pub enum FailureOutcome {
 }
 
 /// The MFA record of one user. `Debug` never shows the sealed secret or the code hashes.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct MfaRecord {
     pub v: u8,
     /// Whether sign-ins must pass the second factor (false while enrolment is pending).
@@ -80,6 +80,12 @@ pub struct MfaRecord {
     /// Id of the gateway key whose derived HMAC key hashed the backup codes.
     #[serde(default)]
     pub backup_key: Option<String>,
+    /// The user's passkeys (WebAuthn credentials), each named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<crate::webauthn::Passkey>,
+    /// The opaque WebAuthn user handle (base64url random bytes) the user's passkeys share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn_user: Option<String>,
 }
 
 impl fmt::Debug for MfaRecord {
@@ -95,6 +101,7 @@ impl fmt::Debug for MfaRecord {
             .field("enrolled_at", &self.enrolled_at)
             .field("failures", &self.failures.len())
             .field("locked_until", &self.locked_until)
+            .field("passkeys", &self.passkeys.len())
             .finish()
     }
 }
@@ -112,6 +119,8 @@ impl Default for MfaRecord {
             failures: Vec::new(),
             locked_until: None,
             backup_key: None,
+            passkeys: Vec::new(),
+            webauthn_user: None,
         }
     }
 }
@@ -130,6 +139,20 @@ impl MfaRecord {
         self.failures.clear();
         self.locked_until = None;
         true
+    }
+
+    /// Turns the second factor on with a passkey as its first factor (no TOTP secret).
+    pub fn enable_passkey(&mut self, backup_hashes: Vec<String>, now: u64) {
+        self.enabled = true;
+        self.backup_hashes = backup_hashes.into_iter().map(Some).collect();
+        self.enrolled_at = Some(now);
+        self.failures.clear();
+        self.locked_until = None;
+    }
+
+    /// Whether a TOTP authenticator is enrolled.
+    pub fn has_totp(&self) -> bool {
+        self.enabled && self.secret.is_some()
     }
 
     /// The id of the key that sealed the secret (to re-seal under a newer key).
@@ -228,5 +251,7 @@ impl MfaRecord {
         self.enrolled_at = None;
         self.failures.clear();
         self.locked_until = None;
+        self.passkeys.clear();
+        self.webauthn_user = None;
     }
 }
