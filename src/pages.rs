@@ -13,6 +13,14 @@ const LOGGED_OUT: &str = include_str!("../www/logged_out.html");
 const MFA: &str = include_str!("../www/mfa.html");
 const ENROLL: &str = include_str!("../www/enroll.html");
 const BACKUP_CODES: &str = include_str!("../www/backup_codes.html");
+const MFA_TOTP: &str = include_str!("../www/mfa_totp.html");
+const MFA_BACKUP: &str = include_str!("../www/mfa_backup.html");
+const PASSKEY_GET: &str = include_str!("../www/passkey_get.html");
+const PASSKEY_REGISTER: &str = include_str!("../www/passkey_register.html");
+const PASSKEYS: &str = include_str!("../www/passkeys.html");
+/// The one script of the gateway's pages: the WebAuthn ceremony. Inlined and allowed by
+/// its hash in the page's CSP.
+pub const WEBAUTHN_JS: &str = include_str!("../www/webauthn.js");
 pub const STYLE_CSS: &str = include_str!("../www/style.css");
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -193,13 +201,143 @@ fn notice_html(n: Option<Notice<'_>>) -> String {
     }
 }
 
-/// The second-factor prompt (TOTP code, or a backup code).
-pub fn mfa_page(brand: Brand<'_>, lead: &str, notice: Option<Notice<'_>>, csrf: &str, rd: &str) -> Response {
+/// What the second-factor prompt offers, in this order: a passkey, a TOTP code, a backup code.
+#[derive(Debug)]
+pub struct MfaView<'a> {
+    pub lead: &'a str,
+    pub notice: Option<Notice<'a>>,
+    pub csrf: &'a str,
+    pub rd: &'a str,
+    /// The passkey request options (JSON), when the user has passkeys.
+    pub passkey_options: Option<&'a str>,
+    pub totp: bool,
+    pub backup: bool,
+}
+
+/// The second-factor prompt.
+pub fn mfa_page(brand: Brand<'_>, v: &MfaView<'_>) -> Response {
+    let common = [("prefix", brand.prefix), ("csrf", v.csrf), ("rd", v.rd)];
+    let fallback = match (v.totp, v.backup) {
+        (true, _) => "Use the code from your authenticator app or a backup code instead.",
+        (false, true) => "Use a backup code instead.",
+        (false, false) => "",
+    };
+    let passkey = v
+        .passkey_options
+        .map(|o| {
+            let vars = [common.as_slice(), &[("options", o), ("fallback", fallback), ("script", WEBAUTHN_JS)]].concat();
+            render(PASSKEY_GET, &vars)
+        })
+        .unwrap_or_default();
+    let autofocus = if v.passkey_options.is_none() { " autofocus" } else { "" };
+    let totp = if v.totp {
+        render(MFA_TOTP, &[common.as_slice(), &[("autofocus", autofocus)]].concat())
+    } else {
+        String::new()
+    };
+    let backup = if v.backup { render(MFA_BACKUP, &common) } else { String::new() };
     let content = render(
         MFA,
-        &[("notice", &notice_html(notice)), ("lead", lead), ("prefix", brand.prefix), ("csrf", csrf), ("rd", rd)],
+        &[
+            ("notice", &notice_html(v.notice)),
+            ("lead", v.lead),
+            ("passkey", &passkey),
+            ("totp", &totp),
+            ("backup", &backup),
+        ],
     );
-    page(brand, 200, "Two-step verification", &content)
+    let r = page(brand, 200, "Two-step verification", &content);
+    if v.passkey_options.is_some() {
+        with_script(r)
+    } else {
+        r
+    }
+}
+
+/// Allows the WebAuthn script, by its hash, in a page's CSP.
+fn with_script(mut r: Response) -> Response {
+    let hash = crate::crypto::b64(&crate::crypto::sha256(WEBAUTHN_JS.as_bytes()));
+    if let Some(csp) = r.headers.get("content-security-policy").map(str::to_owned) {
+        r.headers.set("content-security-policy", format!("{csp}; script-src 'sha256-{hash}'"));
+    }
+    r
+}
+
+/// Values of the passkey registration page.
+#[derive(Debug)]
+pub struct PasskeyRegisterView<'a> {
+    pub lead: &'a str,
+    pub notice: Option<Notice<'a>>,
+    /// The creation options (JSON).
+    pub options: &'a str,
+    pub name: &'a str,
+    pub csrf: &'a str,
+    pub rd: &'a str,
+    /// Whether an authenticator app can be set up instead.
+    pub totp: bool,
+}
+
+pub fn passkey_register_page(brand: Brand<'_>, v: &PasskeyRegisterView<'_>) -> Response {
+    let (fallback, alternative) = if v.totp {
+        let href = format!("{}/mfa/enroll?{}", brand.prefix, crate::http::query_encode(&[("rd", v.rd)]));
+        (
+            "Set up an authenticator app instead.",
+            format!(r#"<p><a href="{}">Set up an authenticator app instead</a></p>"#, escape(&href)),
+        )
+    } else {
+        ("Use a browser that supports passkeys.", String::new())
+    };
+    let content = render(
+        PASSKEY_REGISTER,
+        &[
+            ("notice", &notice_html(v.notice)),
+            ("lead", v.lead),
+            ("prefix", brand.prefix),
+            ("options", v.options),
+            ("name", v.name),
+            ("csrf", v.csrf),
+            ("rd", v.rd),
+            ("fallback", fallback),
+            ("alternative", &alternative),
+            ("script", WEBAUTHN_JS),
+        ],
+    );
+    with_script(page(brand, 200, "Add a passkey", &content))
+}
+
+/// One passkey in the list.
+#[derive(Debug)]
+pub struct PasskeyRow<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub created: u64,
+    pub last_used: Option<u64>,
+}
+
+fn day(secs: u64) -> String {
+    crate::saml::time::format(secs).chars().take(10).collect()
+}
+
+/// The user's passkeys, each with a remove button.
+pub fn passkeys_page(brand: Brand<'_>, rows: &[PasskeyRow<'_>], notice: Option<Notice<'_>>, csrf: &str) -> Response {
+    let rows: String = rows
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<tr><td>{name}</td><td>{created}</td><td>{used}</td><td><form method="post" action="{prefix}/mfa/passkeys/remove"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><button type="submit" class="button" aria-label="Remove {name}">Remove</button></form></td></tr>"#,
+                name = escape(p.name),
+                created = day(p.created),
+                used = p.last_used.map(day).unwrap_or_else(|| "never".into()),
+                prefix = escape(brand.prefix),
+                csrf = escape(csrf),
+                id = escape(p.id),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let rows = if rows.is_empty() { r#"<tr><td colspan="4">No passkeys yet.</td></tr>"#.to_owned() } else { rows };
+    let content = render(PASSKEYS, &[("notice", &notice_html(notice)), ("rows", &rows), ("prefix", brand.prefix)]);
+    page(brand, 200, "Passkeys", &content)
 }
 
 /// Values of the enrolment page.
@@ -212,9 +350,20 @@ pub struct EnrollView<'a> {
     pub uri: &'a str,
     pub csrf: &'a str,
     pub rd: &'a str,
+    /// Whether a passkey can be set up instead.
+    pub passkey: bool,
 }
 
 pub fn enroll_page(brand: Brand<'_>, v: &EnrollView<'_>) -> Response {
+    let alternative = if v.passkey {
+        let href = format!("{}/mfa/passkeys/register?{}", brand.prefix, crate::http::query_encode(&[("rd", v.rd)]));
+        format!(
+            r#"<p class="notice">Or <a href="{}" id="use-passkey">use a passkey instead</a>: your device's screen lock or a security key, which phishing sites cannot use.</p>"#,
+            escape(&href)
+        )
+    } else {
+        String::new()
+    };
     let content = render(
         ENROLL,
         &[
@@ -226,6 +375,7 @@ pub fn enroll_page(brand: Brand<'_>, v: &EnrollView<'_>) -> Response {
             ("prefix", brand.prefix),
             ("csrf", v.csrf),
             ("rd", v.rd),
+            ("alternative", &alternative),
         ],
     );
     page(brand, 200, "Set up two-step verification", &content)

@@ -104,7 +104,7 @@ fn every_route_acts_only_for_the_session_states_it_names() {
 #[test]
 fn the_enrolment_routes_take_a_first_factor_or_a_fresh_sign_in_only() {
     let enrol_rows: Vec<_> = route_sessions().filter(|(_, _, a)| *a == Accepts::Enrolment).collect();
-    assert_eq!(enrol_rows.len(), 2);
+    assert_eq!(enrol_rows.len(), 4, "TOTP enrolment and passkey registration, GET and POST");
     // A waiting session of a user without a factor, where the tenant requires one.
     let h = Harness::new(&config(json!({"mfa": {"required": true}}), json!({})));
     let (auth, pending) = h.start_login("/dashboard");
@@ -123,5 +123,9 @@ fn the_enrolment_routes_take_a_first_factor_or_a_fresh_sign_in_only() {
     assert_eq!(page.status, 302);
     assert!(page.headers.get("location").unwrap().contains("reauth=1"));
     assert_eq!(status(&h, &request("POST", "/mfa/enroll", Some(&complete), &csrf)), 401);
+    let page = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register"), &complete));
+    assert_eq!(page.status, 302);
+    assert!(page.headers.get("location").unwrap().contains("reauth=1"));
+    assert_eq!(status(&h, &request("POST", "/mfa/passkeys/register", Some(&complete), &csrf)), 401);
     assert!(!h.kv.keys().iter().any(|k| k.starts_with("mfa")), "nothing stored: {:?}", h.kv.keys());
 }

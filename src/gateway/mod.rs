@@ -339,7 +339,13 @@ impl Gateway {
                 Ok(r)
             }
             RouteId::Me => self.me(cx).await,
-            RouteId::Mfa | RouteId::MfaEnroll | RouteId::MfaBackupCodes => self.mfa_route(cx, route.id, post).await,
+            RouteId::Mfa
+            | RouteId::MfaEnroll
+            | RouteId::MfaBackupCodes
+            | RouteId::MfaPasskey
+            | RouteId::MfaPasskeys
+            | RouteId::MfaPasskeyRegister
+            | RouteId::MfaPasskeyRemove => self.mfa_route(cx, route.id, post).await,
             RouteId::Logout if post => self.logout(cx).await,
             RouteId::Logout => self.logout_confirm(cx).await,
             #[cfg(feature = "bench")]

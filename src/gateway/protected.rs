@@ -77,7 +77,7 @@ impl Gateway {
         };
         // Only a complete session is forwarded; a waiting one goes to its second factor.
         let Some(mut session) = session.into_complete() else {
-            return self.mfa_needed(cx.req, false).map(Action::Respond);
+            return self.mfa_needed(cx.req, None).map(Action::Respond);
         };
         if self.maybe_refresh(cx, &mut session).await? == Refresh::Ended {
             return Ok(Action::Respond(self.unauthenticated(cx.req, cx.tenant, true)));
@@ -96,8 +96,8 @@ impl Gateway {
         if let Err(denied) = policy::authorize(cx.tenant, decided, &subject) {
             return Err(Refusal::Forbidden { denied });
         }
-        if self.step_up_due(cx, decided, record) {
-            return self.mfa_needed(cx.req, true).map(Action::Respond);
+        if let Some(factor) = self.step_up_due(cx, decided, record) {
+            return self.mfa_needed(cx.req, Some(factor)).map(Action::Respond);
         }
         // A page on another origin can open a WebSocket with the browser's cookies
         // (cross-site WebSocket hijacking): a cookie-authenticated upgrade must come from

@@ -29,6 +29,12 @@ pub enum RouteId {
     Mfa,
     MfaEnroll,
     MfaBackupCodes,
+    /// `POST {prefix}/mfa/passkey`: a passkey assertion as the second factor.
+    MfaPasskey,
+    /// `GET {prefix}/mfa/passkeys`: the user's passkeys.
+    MfaPasskeys,
+    MfaPasskeyRegister,
+    MfaPasskeyRemove,
     Logout,
     /// The admin API: the caller is authenticated first, then `admin.rs` reads the path.
     Admin,
@@ -92,6 +98,10 @@ pub const ROUTES: &[Route] = &[
     route("/mfa", RouteId::Mfa, GET_POST, true, Accepts::Either),
     route("/mfa/enroll", RouteId::MfaEnroll, GET_POST, true, Accepts::Enrolment),
     route("/mfa/backup-codes", RouteId::MfaBackupCodes, POST, false, Accepts::Complete),
+    route("/mfa/passkey", RouteId::MfaPasskey, POST, false, Accepts::Either),
+    route("/mfa/passkeys", RouteId::MfaPasskeys, GET, true, Accepts::Complete),
+    route("/mfa/passkeys/register", RouteId::MfaPasskeyRegister, GET_POST, false, Accepts::Enrolment),
+    route("/mfa/passkeys/remove", RouteId::MfaPasskeyRemove, POST, false, Accepts::Complete),
     route("/logout", RouteId::Logout, GET_POST, true, Accepts::Either),
     route("/admin/*", RouteId::Admin, &["GET", "POST"], true, Accepts::Complete),
     Route {

@@ -5,7 +5,8 @@
 //! the compiler holds it to that: forwarding to the origin, refresh, the admin API, `/me`,
 //! and managing factors take a `CompleteSession`; the second-factor prompt takes either.
 //! A waiting session becomes complete only by consuming a proof that a code was verified
-//! ([`FactorProof`], made only by the attempt operation in `mfa.rs`) or that the first
+//! ([`FactorProof`], made only by the attempt operation in `mfa/attempt.rs`: a TOTP code, a
+//! backup code or a passkey assertion) or that the first
 //! factor was enrolled ([`EnrolmentProof`]).
 //!
 //! | route | no session | waiting | complete |
@@ -13,6 +14,9 @@
 //! | protected paths (the origin) | sign in | prompt | forwarded |
 //! | `GET/POST {prefix}/mfa` | sign in | verify | step-up |
 //! | `GET/POST {prefix}/mfa/enroll` | sign in | first factor only | after a fresh IdP sign-in |
+//! | `POST {prefix}/mfa/passkey` | sign in | verify | step-up |
+//! | `GET/POST {prefix}/mfa/passkeys/register` | sign in | first factor only | after a fresh IdP sign-in |
+//! | `GET {prefix}/mfa/passkeys`, `POST …/remove` | sign in | refused | yes |
 //! | `POST {prefix}/mfa/backup-codes` | sign in | refused | with a fresh code |
 //! | `GET {prefix}/me`, session admin | 401 | 401 | yes |
 //! | `GET/POST {prefix}/logout` | page | ends it | ends it |
@@ -110,6 +114,9 @@ impl WaitingSession {
         let WaitingSession { id, mut record } = self;
         record.mfa = MfaState::Verified;
         record.mfa_at = Some(proof.at());
+        if proof.passkey() {
+            record.passkey_at = Some(proof.at());
+        }
         add_amr(&mut record, proof.amr());
         Some(CompleteSession { id, record })
     }
@@ -150,6 +157,9 @@ impl CompleteSession {
         }
         self.record.mfa = MfaState::Verified;
         self.record.mfa_at = Some(proof.at());
+        if proof.passkey() {
+            self.record.passkey_at = Some(proof.at());
+        }
         add_amr(&mut self.record, proof.amr());
         true
     }

@@ -11,6 +11,7 @@ use crate::error::Refusal;
 use crate::mfa::{self, FailureOutcome, MfaRecord, TotpError, TotpParams};
 use crate::secret::Secret;
 use crate::session::SessionRecord;
+use crate::webauthn::AuthenticationChallenge;
 
 /// What a code is checked against.
 pub(super) enum Check<'a> {
@@ -20,6 +21,9 @@ pub(super) enum Check<'a> {
     Backup(&'a str),
     /// The first code of an authenticator being enrolled.
     Enrolment { code: &'a str, secret: &'a Secret, params: &'a TotpParams },
+    /// A passkey assertion (the browser's JSON), against the challenge this session was
+    /// given (`None`: expired, used, or never issued).
+    Passkey { response: &'a [u8], challenge: Option<AuthenticationChallenge> },
 }
 
 /// What a verified attempt proves: a code of the user's factor, or the first code of a
@@ -198,8 +202,9 @@ impl Gateway {
         const USED: &str = "That code was already used. Wait for the next code and enter it.";
         const WRONG: &str = "That code is not correct. Check the time on your device and try again.";
         let mut enrolled_step = None;
+        let mut passkey_amr = None;
         let verdict: Result<AuditEvent, &'static str> = match check {
-            Check::Totp(code) if record.enabled => {
+            Check::Totp(code) if record.has_totp() => {
                 let secret = self.totp_secret(record, user_id)?;
                 match mfa::verify_totp(secret.expose(), code, now, &record.params, record.last_step) {
                     Ok(step) => {
@@ -247,8 +252,18 @@ impl Gateway {
                     Err(_) => Err(WRONG),
                 }
             }
+            Check::Passkey { response, challenge } if record.enabled && !record.passkeys.is_empty() => {
+                match self.passkey_assertion(cx, session, record, response, challenge.as_ref()).await? {
+                    Ok(amr) => {
+                        passkey_amr = Some(amr);
+                        Ok(AuditEvent::PasskeyVerified)
+                    }
+                    Err(sentence) => Err(sentence),
+                }
+            }
             // No enrolled factor to check against: counted like a wrong code.
             Check::Totp(_) | Check::Backup(_) => Err(WRONG),
+            Check::Passkey { .. } => Err("You have no passkey here. Use another way to confirm."),
         };
         // Step 4: the outcome.
         match verdict {
@@ -262,7 +277,13 @@ impl Gateway {
                     Some(step) => {
                         Passed::Enrolment { proof: EnrolmentProof { user_id: user_id.to_owned(), amr: TOTP_AMR }, step }
                     }
-                    None => Passed::Factor(FactorProof { user_id: user_id.to_owned(), at: now, amr: TOTP_AMR, event }),
+                    None => Passed::Factor(FactorProof {
+                        user_id: user_id.to_owned(),
+                        at: now,
+                        amr: passkey_amr.unwrap_or(TOTP_AMR),
+                        event,
+                        passkey: passkey_amr.is_some(),
+                    }),
                 }))
             }
             Err(sentence) => {

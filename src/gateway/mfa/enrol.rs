@@ -35,15 +35,19 @@ impl Gateway {
     /// session may enrol the user's first factor (the first sign-in of a tenant that
     /// requires one); a complete session only within `mfa.fresh_sign_in` of a sign-in the
     /// IdP confirmed as fresh — a stolen session cookie cannot plant its own authenticator.
+    /// `another`: the factor may be added beside those the user has (a passkey); a TOTP
+    /// authenticator is the user's only one.
     pub(in crate::gateway) async fn enrolment_gate(
         &self,
         cx: &Cx<'_>,
         session: &Session,
         rd: &str,
+        another: bool,
     ) -> Result<Option<Response>, Refusal> {
         let prefix = self.prefix();
         let record = session.record();
-        if self.has_factor(cx, &record.user_id).await? {
+        let beside = another && matches!(session, Session::Complete(_));
+        if !beside && self.has_factor(cx, &record.user_id).await? {
             // Enrolled already: a new device goes through an admin reset.
             return Ok(Some(
                 self.no_store_redirect(&format!("{prefix}/mfa?{}", crate::http::query_encode(&[("rd", rd)]))),
@@ -120,7 +124,12 @@ impl Gateway {
         let prefix = self.prefix();
         let rd_raw = cx.req.query("rd").or_else(|| cx.req.form_value("rd")).unwrap_or_default();
         let rd = safe_return_path(&rd_raw, prefix);
-        if let Some(r) = self.enrolment_gate(cx, &session, &rd).await? {
+        if !cx.tenant.mfa.allows(crate::config::MfaMethod::Totp) {
+            // Passkeys only: enrolment is a passkey's.
+            let q = crate::http::query_encode(&[("rd", &rd)]);
+            return Ok(self.no_store_redirect(&format!("{prefix}/mfa/passkeys/register?{q}")));
+        }
+        if let Some(r) = self.enrolment_gate(cx, &session, &rd, false).await? {
             return Ok(r);
         }
         let record = session.record();
@@ -145,6 +154,7 @@ impl Gateway {
                 uri: &uri,
                 csrf: &self.csrf_for(cx.tenant, session.id()),
                 rd: &rd,
+                passkey: cx.tenant.mfa.allows(crate::config::MfaMethod::Passkey),
             },
         ))
     }
@@ -159,7 +169,10 @@ impl Gateway {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let prefix = self.prefix();
         let rd = safe_return_path(&cx.req.form_value("rd").unwrap_or_default(), prefix);
-        if let Some(r) = self.enrolment_gate(cx, &session, &rd).await? {
+        if !cx.tenant.mfa.allows(crate::config::MfaMethod::Totp) {
+            return Err(Refusal::NotFound);
+        }
+        if let Some(r) = self.enrolment_gate(cx, &session, &rd, false).await? {
             return Ok(r);
         }
         let user_id = session.record().user_id.clone();

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::state::Session;
 use super::{base_url, Gateway, Lookup};
-use crate::config::Tenant;
+use crate::config::{MfaMethod, StepUpFactor, Tenant};
 use crate::crypto::KeyWithId;
 use crate::error::Refusal;
 use crate::http::{Request, Response};
@@ -27,6 +27,7 @@ use crate::session::{self, MfaState, SessionId, SessionRecord};
 
 mod attempt;
 mod enrol;
+mod passkey;
 pub(super) use attempt::LocalAttempts;
 use attempt::{AttemptRefused, Check, Passed};
 
@@ -41,6 +42,8 @@ const ENROLMENT_SEAL: &str = "totp-enrolment";
 
 /// `amr` values that mean the IdP already did a second factor.
 const IDP_MFA_AMR: &[&str] = &["mfa", "otp", "hwk"];
+/// The `reason` of a prompt for a step-up rule that demands a passkey.
+const STEP_UP_PASSKEY: &str = "step_up_passkey";
 /// What a TOTP code or a backup code stands for in `amr`.
 const TOTP_AMR: &[&str] = &["mfa", "otp"];
 
@@ -72,9 +75,14 @@ pub(super) struct FactorProof {
     at: u64,
     amr: &'static [&'static str],
     event: AuditEvent,
+    /// A passkey was verified (what step-up rules demanding a passkey need).
+    passkey: bool,
 }
 
 impl FactorProof {
+    pub(super) fn passkey(&self) -> bool {
+        self.passkey
+    }
     pub(super) fn user_id(&self) -> &str {
         &self.user_id
     }
@@ -151,33 +159,49 @@ impl Gateway {
         }
     }
 
-    /// Whether the request needs a fresher second factor than the session has.
-    pub(super) fn step_up_due(&self, cx: &Cx<'_>, request: &crate::path::Decided, record: &SessionRecord) -> bool {
+    /// Whether the request needs a fresher second factor than the session has, and which:
+    /// a rule demanding a passkey counts only passkey verifications.
+    pub(super) fn step_up_due(
+        &self,
+        cx: &Cx<'_>,
+        request: &crate::path::Decided,
+        record: &SessionRecord,
+    ) -> Option<StepUpFactor> {
         let now = cx.ports.now();
-        cx.tenant
+        let stale = |at: Option<u64>, max_age: u64| at.is_none_or(|at| now > at.saturating_add(max_age));
+        let due: Vec<StepUpFactor> = cx
+            .tenant
             .mfa
             .step_up
             .iter()
             .filter(|r| request.methods.iter().any(|m| policy::rule_matches(&r.as_path_rule(), m, &request.path)))
-            .any(|r| record.mfa_at.is_none_or(|at| now > at.saturating_add(r.max_age)))
+            .filter(|r| match r.factor {
+                StepUpFactor::Any => stale(record.mfa_at, r.max_age),
+                StepUpFactor::Passkey => stale(record.passkey_at, r.max_age),
+            })
+            .map(|r| r.factor)
+            .collect();
+        due.iter().copied().find(|f| *f == StepUpFactor::Passkey).or(due.first().copied())
     }
 
     /// Answer for a request that needs the second factor first: browsers navigating go
     /// through the prompt and come back; anything else is refused with an explanation
     /// (a form post is never replayed silently).
-    pub(super) fn mfa_needed(&self, req: &Request, step_up: bool) -> Result<Response, Refusal> {
+    pub(super) fn mfa_needed(&self, req: &Request, step_up: Option<StepUpFactor>) -> Result<Response, Refusal> {
         let rd = match req.url.query() {
             Some(q) => format!("{}?{q}", req.url.path()),
             None => req.url.path().to_owned(),
         };
         if req.is_navigation() {
             let mut q = vec![("rd", rd.as_str())];
-            if step_up {
-                q.push(("reason", "step_up"));
+            match step_up {
+                Some(StepUpFactor::Any) => q.push(("reason", "step_up")),
+                Some(StepUpFactor::Passkey) => q.push(("reason", STEP_UP_PASSKEY)),
+                None => {}
             }
             return Ok(self.no_store_redirect(&format!("{}/mfa?{}", self.prefix(), crate::http::query_encode(&q))));
         }
-        Err(Refusal::MfaRequired { step_up })
+        Err(Refusal::MfaRequired { step_up: step_up.is_some() })
     }
 
     fn no_store_redirect(&self, location: &str) -> Response {
@@ -205,10 +229,26 @@ impl Gateway {
             (true, RouteId::Mfa) => self.mfa_verify(cx, session).await,
             (false, RouteId::MfaEnroll) => self.mfa_enroll_page(cx, session, None).await,
             (true, RouteId::MfaEnroll) => self.mfa_enroll_confirm(cx, session).await,
-            (true, RouteId::MfaBackupCodes) => match session {
-                Session::Complete(s) => self.mfa_regenerate_codes(cx, s).await,
-                // Managing factors is for complete sessions only.
-                Session::Waiting(_) => Err(Refusal::MfaRequired { step_up: false }),
+            (true, RouteId::MfaPasskey) => self.mfa_passkey_verify(cx, session).await,
+            (false, RouteId::MfaPasskeyRegister) => self.passkey_register_page(cx, session, None).await,
+            (true, RouteId::MfaPasskeyRegister) => self.passkey_register(cx, session).await,
+            // Managing factors is for complete sessions only.
+            (_, RouteId::MfaBackupCodes | RouteId::MfaPasskeys | RouteId::MfaPasskeyRemove)
+                if matches!(session, Session::Waiting(_)) =>
+            {
+                Err(Refusal::MfaRequired { step_up: false })
+            }
+            (true, RouteId::MfaBackupCodes) => match session.into_complete() {
+                Some(s) => self.mfa_regenerate_codes(cx, s).await,
+                None => Err(Refusal::MfaRequired { step_up: false }),
+            },
+            (false, RouteId::MfaPasskeys) => match session.into_complete() {
+                Some(s) => self.passkeys_page(cx, &s, None, 200).await,
+                None => Err(Refusal::MfaRequired { step_up: false }),
+            },
+            (true, RouteId::MfaPasskeyRemove) => match session.into_complete() {
+                Some(s) => self.passkey_remove(cx, s).await,
+                None => Err(Refusal::MfaRequired { step_up: false }),
             },
             _ => Err(Refusal::MethodNotAllowed),
         }
@@ -245,12 +285,16 @@ impl Gateway {
             .ok_or_else(|| Refusal::Storage(crate::ports::KvError("MFA secret cannot be opened".into())))
     }
 
-    fn prompt_lead(record: &MfaRecord, step_up: bool) -> String {
+    fn prompt_lead(record: &MfaRecord, step_up: bool, passkeys: bool) -> String {
+        let how = match (passkeys, record.has_totp()) {
+            (true, true) => "Use your passkey, or enter the 6-digit code from your authenticator app.",
+            (true, false) => "Use your passkey.",
+            (false, _) => "Enter the 6-digit code from your authenticator app.",
+        };
         let mut lead = if step_up {
-            "This page needs a recent confirmation of your identity. Enter the code from your authenticator app."
-                .to_owned()
+            format!("This page needs a recent confirmation of your identity. {how}")
         } else {
-            "Enter the 6-digit code from your authenticator app.".to_owned()
+            how.to_owned()
         };
         if record.params.digits == 8 {
             lead = lead.replace("6-digit", "8-digit");
@@ -281,15 +325,45 @@ impl Gateway {
         if let Some(until) = self.mfa_locked(cx, user_id, &record).await? {
             return Err(Self::lockout(until, cx.ports.now()));
         }
-        let step_up = cx.req.query("reason").as_deref() == Some("step_up");
         let warning = Self::backup_warning(&record);
-        Ok(pages::mfa_page(
-            Brand { tenant: Some(cx.tenant), prefix },
-            &Self::prompt_lead(&record, step_up),
-            warning.as_deref().map(Notice::Info),
-            &self.csrf_for(cx.tenant, session.id()),
-            &rd,
-        ))
+        self.prompt(cx, &session, &record, &rd, warning.as_deref().map(Notice::Info), 200).await
+    }
+
+    /// The prompt: a passkey first (a fresh challenge for this session), then a TOTP code,
+    /// then a backup code — what the user has. A step-up that demands a passkey offers
+    /// only that.
+    async fn prompt(
+        &self,
+        cx: &Cx<'_>,
+        session: &Session,
+        record: &MfaRecord,
+        rd: &str,
+        notice: Option<Notice<'_>>,
+        status: u16,
+    ) -> Result<Response, Refusal> {
+        let reason = cx.req.query("reason").or_else(|| cx.req.form_value("reason")).unwrap_or_default();
+        let passkey_only = reason == STEP_UP_PASSKEY && cx.tenant.mfa.allows(MfaMethod::Passkey);
+        let options = self.passkey_request_options(cx, session.id(), record).await?;
+        let no_passkey = passkey_only && options.is_none();
+        let lead = if no_passkey {
+            "This page needs a passkey, and you have none yet. Add one under Passkeys after signing in.".to_owned()
+        } else {
+            Self::prompt_lead(record, !reason.is_empty(), options.is_some())
+        };
+        let mut r = pages::mfa_page(
+            Brand { tenant: Some(cx.tenant), prefix: self.prefix() },
+            &pages::MfaView {
+                lead: &lead,
+                notice,
+                csrf: &self.csrf_for(cx.tenant, session.id()),
+                rd,
+                passkey_options: options.as_deref(),
+                totp: record.has_totp() && !passkey_only,
+                backup: !passkey_only,
+            },
+        );
+        r.status = status;
+        Ok(r)
     }
 
     /// `POST {prefix}/mfa`: a TOTP code or a backup code. Completes a waiting session, or
@@ -309,7 +383,21 @@ impl Gateway {
             Some(b) => Check::Backup(b),
             None => Check::Totp(&code),
         };
-        match self.attempt(cx, session.record(), &mut record, check).await? {
+        let outcome = self.attempt(cx, session.record(), &mut record, check).await?;
+        self.factor_outcome(cx, session, &record, &rd, outcome).await
+    }
+
+    /// What follows an attempt on the prompt: a verified factor completes the waiting session
+    /// (or refreshes a step-up) and goes back; a refusal shows the prompt again.
+    async fn factor_outcome(
+        &self,
+        cx: &Cx<'_>,
+        session: Session,
+        record: &MfaRecord,
+        rd: &str,
+        outcome: Result<Passed, AttemptRefused>,
+    ) -> Result<Response, Refusal> {
+        match outcome {
             Ok(Passed::Enrolment { .. }) => Err(Refusal::MfaRequired { step_up: false }),
             Ok(Passed::Factor(proof)) => {
                 let event = proof.event;
@@ -326,19 +414,11 @@ impl Gateway {
                     return Ok(self.unauthenticated(cx.req, cx.tenant, true));
                 }
                 self.audit_mfa(cx, complete.record(), event, "ok");
-                Ok(self.no_store_redirect(&rd))
+                Ok(self.no_store_redirect(rd))
             }
             Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, cx.ports.now())),
             Err(AttemptRefused::Wrong(text)) => {
-                let mut r = pages::mfa_page(
-                    Brand { tenant: Some(cx.tenant), prefix },
-                    &Self::prompt_lead(&record, false),
-                    Some(Notice::Error(&text)),
-                    &self.csrf_for(cx.tenant, session.id()),
-                    &rd,
-                );
-                r.status = 401;
-                Ok(r)
+                self.prompt(cx, &session, record, rd, Some(Notice::Error(&text)), 401).await
             }
         }
     }
