@@ -405,3 +405,37 @@ fn a_passkey_only_tenant_enrols_passkeys_and_refuses_a_step_up_rule_without_them
     let r = bad.respond(&get("/_portcullis/login"));
     assert!(r.status >= 500, "an invalid configuration serves nothing: {}", r.status);
 }
+
+#[test]
+fn an_admin_reset_removes_every_passkey() {
+    let h = harness(json!({"required": true}));
+    let mut a = Authenticator::new(1);
+    first_sign_in(&h, &a);
+    let user = "https://idp.test/alice";
+    let admin = |method: &str, path: &str, body: &str| {
+        h.respond(
+            &portcullis::http::Request::new(method, &format!("https://{HOST}/_portcullis/admin{path}"))
+                .unwrap()
+                .header("host", HOST)
+                .header("accept", "application/json")
+                .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+                .with_body(body.as_bytes().to_vec()),
+        )
+    };
+    let status = json_body(&admin("GET", &format!("/mfa?user_id={}", urlencode(user)), ""));
+    assert_eq!(status["passkeys"][0]["name"], "Laptop");
+    assert_eq!(status["totp"], false);
+    assert_eq!(admin("POST", "/mfa/reset", &json!({"user_id": user}).to_string()).status, 200);
+    assert_eq!(h.events("mfa_reset").len(), 1);
+    let status = json_body(&admin("GET", &format!("/mfa?user_id={}", urlencode(user)), ""));
+    assert_eq!(status["passkeys"], json!([]));
+    // The next sign-in enrols again; the old passkey signs in nothing.
+    let (waiting, next) = idp_login(&h);
+    assert!(next.starts_with("/_portcullis/mfa/enroll"), "{next}");
+    a.counter = 1;
+    let csrf = form_field(&h.respond(&with_session(get(&next), &waiting)).text(), "csrf");
+    let r = post_assertion(&h, &waiting, &csrf, &a.get(&json!({"challenge": b64(&[7; 32])})));
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert!(r.headers.get("location").unwrap().starts_with("/_portcullis/mfa/enroll"));
+    assert!(!forwarded(&h, &waiting));
+}

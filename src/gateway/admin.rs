@@ -64,6 +64,8 @@ impl Gateway {
                 Ok(json!({
                     "user_id": user_id, "enrolled": record.enabled, "enrolled_at": record.enrolled_at,
                     "backup_codes_left": record.backup_codes_left(), "locked_until": locked_until,
+                    "totp": record.has_totp(),
+                    "passkeys": record.passkeys.iter().map(|p| json!({"name": p.name, "created": p.created, "last_used": p.last_used})).collect::<Vec<_>>(),
                 }))
             }
             ("POST", "/mfa/reset") => {
