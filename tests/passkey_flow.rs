@@ -404,6 +404,11 @@ fn a_passkey_only_tenant_enrols_passkeys_and_refuses_a_step_up_rule_without_them
     ));
     let r = bad.respond(&get("/_portcullis/login"));
     assert!(r.status >= 500, "an invalid configuration serves nothing: {}", r.status);
+    // An RP id must be the tenant's host or a parent domain of it.
+    for (rp, ok) in [("app.test", true), ("example.com", false), ("pp.test", false)] {
+        let h = Harness::new(&config(json!({"mfa": {"passkey": {"rp_id": rp}}}), json!({})));
+        assert_eq!(h.respond(&get("/_portcullis/login")).status < 500, ok, "{rp}");
+    }
 }
 
 #[test]
@@ -438,4 +443,19 @@ fn an_admin_reset_removes_every_passkey() {
     assert_eq!(r.status, 302, "{}", r.text());
     assert!(r.headers.get("location").unwrap().starts_with("/_portcullis/mfa/enroll"));
     assert!(!forwarded(&h, &waiting));
+}
+
+/// KV cost of the second factor with a passkey (docs/deploying.md, "Plan limits"): the
+/// challenge (one write, one delete), the record with the new counter, the session.
+#[test]
+fn a_passkey_sign_in_costs_three_writes_and_one_delete_beyond_the_idp_sign_in() {
+    let h = harness(json!({"required": true}));
+    let mut a = Authenticator::new(1);
+    first_sign_in(&h, &a);
+    let (waiting, _) = idp_login(&h);
+    let (writes, deletes) = (h.kv.writes.get(), h.kv.deletes.get());
+    let (opts, csrf) = prompt(&h, &waiting);
+    a.counter = 1;
+    assert_eq!(post_assertion(&h, &waiting, &csrf, &a.get(&opts)).status, 302);
+    assert_eq!((h.kv.writes.get() - writes, h.kv.deletes.get() - deletes), (3, 1));
 }
