@@ -151,7 +151,8 @@ describe('passkeys in the browser', { timeout: 240_000 }, () => {
       await shot(page, 'pk-alice-prompt');
       const answer = await usePasskey(page);
       assert.equal(answer.status(), 302);
-      assert.equal(page.url(), site('/home'));
+      await page.waitForURL(site('/home'));
+      await page.waitForLoadState('load');
       const seen = await echoJson(page);
       const amr = seen.headers['x-portcullis-amr'].split(',');
       for (const v of ['hwk', 'user', 'pop']) assert.ok(amr.includes(v), `amr ${amr}`);
@@ -170,6 +171,7 @@ describe('passkeys in the browser', { timeout: 240_000 }, () => {
       await registerFirst(page, 'pk-bob', 'Key');
       await signIn(page, 'pk-bob');
       assert.equal((await usePasskey(page)).status(), 302);
+      await page.waitForURL(site('/home'));
       const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
       assert.ok(credentials[0].signCount >= 1, `signCount ${credentials[0].signCount}`);
       // A copy of the authenticator taken before the last use: its counter is behind.
