@@ -212,6 +212,8 @@ pub struct MfaView<'a> {
     pub passkey_options: Option<&'a str>,
     pub totp: bool,
     pub backup: bool,
+    /// Why the prompt is shown (`step_up`, `step_up_passkey`), kept through a refusal.
+    pub reason: &'a str,
 }
 
 /// The second-factor prompt.
@@ -225,7 +227,11 @@ pub fn mfa_page(brand: Brand<'_>, v: &MfaView<'_>) -> Response {
     let passkey = v
         .passkey_options
         .map(|o| {
-            let vars = [common.as_slice(), &[("options", o), ("fallback", fallback), ("script", WEBAUTHN_JS)]].concat();
+            let vars = [
+                common.as_slice(),
+                &[("options", o), ("fallback", fallback), ("reason", v.reason), ("script", WEBAUTHN_JS)],
+            ]
+            .concat();
             render(PASSKEY_GET, &vars)
         })
         .unwrap_or_default();

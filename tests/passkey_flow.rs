@@ -381,6 +381,20 @@ fn a_step_up_rule_can_demand_a_passkey() {
     // The step-up prompt offers the passkey only.
     let page = h.respond(&with_session(get("/_portcullis/mfa?rd=/vault/keys&reason=step_up_passkey"), &backup)).text();
     assert!(page.contains("Use a passkey") && !page.contains("backup_code"), "{page}");
+    // A refusal shows the passkey-only prompt again.
+    let bad = h.respond(&post_form(
+        "/_portcullis/mfa/passkey",
+        &backup,
+        &[
+            ("csrf", &form_field(&page, "csrf")),
+            ("rd", "/vault/keys"),
+            ("reason", "step_up_passkey"),
+            ("credential", "{}"),
+        ],
+    ));
+    assert_eq!(bad.status, 401);
+    assert!(bad.text().contains("Use a passkey") && !bad.text().contains("backup_code"));
+    let page = h.respond(&with_session(get("/_portcullis/mfa?rd=/vault/keys&reason=step_up_passkey"), &backup)).text();
     let opts = options(&page);
     a.counter = 1;
     let ok = post_assertion(&h, &backup, &form_field(&page, "csrf"), &a.get(&opts));

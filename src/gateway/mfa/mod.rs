@@ -360,6 +360,7 @@ impl Gateway {
                 passkey_options: options.as_deref(),
                 totp: record.has_totp() && !passkey_only,
                 backup: !passkey_only,
+                reason: &reason,
             },
         );
         r.status = status;
