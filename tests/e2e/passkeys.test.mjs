@@ -3,7 +3,8 @@
 // the gateway in workerd, oidc-provider and the echo origin. The gateway's page script
 // runs navigator.credentials.create/get under the gateway's CSP; the gateway verifies.
 // Covered: registration at the first sign-in, sign-in with the passkey, a counter that
-// went backwards, an assertion made on another origin, and a removed passkey.
+// went backwards, an assertion made on another origin, a removed passkey, and a browser
+// without WebAuthn.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { freePort, startGateway } from './lib/gateway.mjs';
@@ -284,5 +285,29 @@ describe('passkeys in the browser', { timeout: 240_000 }, () => {
       await page.getByText('not registered for your account').waitFor();
       await shot(page, 'pk-dave-refused');
     });
+  });
+
+  test('without WebAuthn the prompt says so and a backup code still signs in', async (t) => {
+    let codes;
+    await withAuthenticator(t, async ({ page }) => {
+      codes = await registerFirst(page, 'pk-erin', 'Key');
+    });
+    const ctx = await newPage(browser);
+    try {
+      await ctx.page.addInitScript(() => { delete window.PublicKeyCredential; });
+      await signIn(ctx.page, 'pk-erin');
+      assert.equal(pathOf(ctx.page), '/_portcullis/mfa?rd=%2Fhome');
+      const status = ctx.page.locator('#passkey-status');
+      await status.waitFor({ state: 'visible' });
+      assert.match(await status.textContent(), /This browser cannot use passkeys\. Use a backup code instead\./);
+      assert.equal(await ctx.page.getByRole('button', { name: 'Use a passkey' }).isDisabled(), true);
+      await shot(ctx.page, 'pk-erin-no-webauthn');
+      await ctx.page.locator('summary', { hasText: 'Use a backup code instead' }).click();
+      await ctx.page.fill('#backup_code', codes[0]);
+      await Promise.all([ctx.page.waitForURL(site('/home')), ctx.page.getByRole('button', { name: 'Use backup code' }).click()]);
+      assert.deepEqual(ctx.consoleErrors, []);
+    } finally {
+      await ctx.context.close();
+    }
   });
 });
