@@ -1,9 +1,10 @@
-//! The TOTP second factor in the sign-in flow: the decision after the IdP, the prompt,
-//! enrolment, backup codes, step-up, and the admin reset. The protocol pieces live in
-//! [`crate::mfa`]; this module stores records and sessions and renders the pages.
+//! The second factor in the sign-in flow (TOTP, passkeys in `passkey.rs`, backup codes):
+//! the decision after the IdP, the prompt, enrolment, step-up, and the admin reset. The
+//! protocol pieces live in [`crate::mfa`] and [`crate::webauthn`]; this module stores
+//! records and sessions and renders the pages.
 //!
-//! Every route that takes a code goes through one operation, [`Gateway::attempt`]: check
-//! the lock, reserve the attempt, verify, record the outcome. Its success is a
+//! Every route that takes a code or a passkey assertion goes through one operation,
+//! [`Gateway::attempt`]: check the lock, reserve the attempt, verify, record the outcome. Its success is a
 //! [`FactorProof`], the only thing that turns a [`WaitingSession`] into a complete one or
 //! refreshes a step-up. Which session state each route takes is in `state.rs`.
 
