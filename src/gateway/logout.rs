@@ -223,7 +223,7 @@ impl Gateway {
             let key = id.kv_key(&cx.tenant.id);
             self.mark_revoked(cx, &record.user_id, &key).await?;
             cx.ports.kv.delete(&key).await?;
-            self.sessions.borrow_mut().remove(&key);
+            self.sessions.remove(&key);
             cx.audit(AuditEvent::Logout, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": cx.req.client_ip}));
             if let Some(url) = self.rp_logout_url(cx, id, record).await {
                 location = url;

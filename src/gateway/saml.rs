@@ -78,14 +78,9 @@ impl Gateway {
             provider: c.name.clone(),
             error: OidcError::Discovery(format!("SAML metadata {url}: {e}")),
         };
-        let key = format!("{}:{}", cx.tenant.id, c.name);
+        let key = super::caches::ProviderCache::key(&cx.tenant.id, &c.name);
         let now = cx.ports.now();
-        let cached = self
-            .providers
-            .borrow()
-            .get(&key)
-            .and_then(|s| s.saml_meta.clone())
-            .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl));
+        let cached = self.providers.saml_metadata(&key).filter(|(_, at)| now < at.saturating_add(c.metadata_ttl));
         let meta = match cached {
             Some((m, _)) => m,
             None => {
@@ -110,7 +105,7 @@ impl Gateway {
                         (m, now)
                     }
                 };
-                self.providers.borrow_mut().entry(key).or_default().saml_meta = Some((m.clone(), at));
+                self.providers.set_saml_metadata(&key, m.clone(), at);
                 m
             }
         };
