@@ -28,6 +28,9 @@ pub mod redirect;
 pub mod saml;
 pub mod secret;
 pub mod session;
+/// In-memory ports for native tests and benchmarks (cargo feature `testing`, which the
+/// integration tests and benchmarks enable through the crate's dev-dependency on itself).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod webauthn;
 

@@ -151,7 +151,7 @@ impl Route {
 }
 
 /// Every (method, route, state) a route acts for, HEAD and OPTIONS left out: what
-/// `tests/session_states.rs` enumerates against each session state. The admin API is
+/// `tests/flows/session_states.rs` enumerates against each session state. The admin API is
 /// listed by its session routes.
 pub fn route_sessions() -> impl Iterator<Item = (&'static str, &'static str, Accepts)> {
     ROUTES.iter().filter(|r| r.id != RouteId::Jwks && r.id != RouteId::Bench).flat_map(|r| {

@@ -2,9 +2,7 @@
 //! codes, step-up and admin reset, through the gateway core with in-memory ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::mfa::{base32_decode, totp_code, TotpParams};
 use serde_json::json;
 

@@ -1,0 +1,13 @@
+//! Verifiers of what arrives from outside, each against its specification and real signed
+//! inputs: ID tokens, SAML responses (plain and encrypted), canonicalization, the runtime's
+//! signature port, AuthnRequest encoding, TOTP and the sealed MFA record. One binary for the
+//! theme; each module is the file of the same name.
+
+mod id_token;
+mod mfa_record;
+mod mfa_totp;
+mod saml_authn_request;
+mod saml_c14n;
+mod saml_encrypted;
+mod saml_port;
+mod saml_response;
