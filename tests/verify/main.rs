@@ -1,6 +1,6 @@
 //! Verifiers of what arrives from outside, each against its specification and real signed
 //! inputs: ID tokens, SAML responses (plain and encrypted), canonicalization, the runtime's
-//! signature port, AuthnRequest encoding, TOTP and the sealed MFA record. One binary for the
+//! signature port, AuthnRequest encoding, TOTP, the sealed MFA record and passkey ceremonies. One binary for the
 //! theme; each module is the file of the same name.
 
 mod id_token;
@@ -11,3 +11,6 @@ mod saml_c14n;
 mod saml_encrypted;
 mod saml_port;
 mod saml_response;
+mod webauthn;
+mod webauthn_refusals;
+mod webauthn_support;
