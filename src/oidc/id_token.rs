@@ -16,9 +16,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use crate::crypto::{b64url, ct_eq};
 use crate::oidc::jwks::{Jwk, PublicKey};
 
-/// Signature algorithms accepted for ID tokens. `none` is never accepted; HMAC only when the
-/// provider is configured for it (its key is the client secret, shared with the IdP).
-pub const ASYMMETRIC_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"];
+pub use crate::crypto::ASYMMETRIC_JWS_ALGS as ASYMMETRIC_ALGS;
 pub const HMAC_ALGS: &[&str] = &["HS256", "HS384", "HS512"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
