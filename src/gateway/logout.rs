@@ -134,7 +134,7 @@ impl Gateway {
                 cx.audit(
                     AuditEvent::BackchannelLogout,
                     json!({"tenant": cx.tenant.id, "provider": p.name, "outcome": "ok",
-                    "revoked": n, "user": token.sub.map(|s| format!("{}/{s}", token.iss))}),
+                    "revoked": n, "user": token.sub.as_ref().map(|s| format!("{}/{s}", token.iss))}),
                 );
                 let mut r = Response::new(200);
                 r.headers.set("cache-control", "no-store");

@@ -164,9 +164,9 @@ impl fmt::Debug for UntrustedIdToken {
     }
 }
 
-/// A token whose signature and claims passed every check.
+/// The claims of an ID token, as [`VerifiedIdToken`] holds them.
 #[derive(Clone, PartialEq)]
-pub struct VerifiedIdToken {
+pub struct IdTokenClaims {
     pub claims: Map<String, Value>,
     pub iss: String,
     pub sub: String,
@@ -176,7 +176,7 @@ pub struct VerifiedIdToken {
     pub kid: Option<String>,
 }
 
-impl fmt::Debug for VerifiedIdToken {
+impl fmt::Debug for IdTokenClaims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedIdToken")
             .field("iss", &self.iss)
@@ -186,7 +186,38 @@ impl fmt::Debug for VerifiedIdToken {
     }
 }
 
+/// An ID token whose signature and claims passed every check: made only by the verifier (`UntrustedIdToken::verify` and its port variant), so holding one is proof that
+/// every check passed. Read what it says through [`IdTokenClaims`] (`Deref`).
+#[derive(Clone, PartialEq)]
+pub struct VerifiedIdToken(IdTokenClaims);
+
+impl std::ops::Deref for VerifiedIdToken {
+    type Target = IdTokenClaims;
+    fn deref(&self) -> &IdTokenClaims {
+        &self.0
+    }
+}
+
 impl VerifiedIdToken {
+    /// What the verified token says, for keeping after the proof is no longer needed.
+    pub fn into_claims(self) -> IdTokenClaims {
+        self.0
+    }
+}
+
+impl PartialEq<IdTokenClaims> for VerifiedIdToken {
+    fn eq(&self, other: &IdTokenClaims) -> bool {
+        &self.0 == other
+    }
+}
+
+impl fmt::Debug for VerifiedIdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl IdTokenClaims {
     pub fn str_claim(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
     }
@@ -615,16 +646,55 @@ fn check_claims(
         }
     }
     let sub = c.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSub)?;
-    Ok(VerifiedIdToken { iss: iss.to_owned(), sub: sub.to_owned(), exp: exp_ts, iat, alg, kid, claims: claims.custom })
+    Ok(VerifiedIdToken(IdTokenClaims {
+        iss: iss.to_owned(),
+        sub: sub.to_owned(),
+        exp: exp_ts,
+        iat,
+        alg,
+        kid,
+        claims: claims.custom,
+    }))
 }
 
-/// A validated back-channel logout token.
+/// The claims of a back-channel logout token, as [`VerifiedLogoutToken`] holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedLogoutToken {
+pub struct LogoutTokenClaims {
     pub iss: String,
     pub sub: Option<String>,
     pub sid: Option<String>,
     pub jti: String,
+}
+
+/// A back-channel logout token that passed every check: made only by `UntrustedIdToken::verify_logout`, so holding one is proof that
+/// every check passed. Read what it says through [`LogoutTokenClaims`] (`Deref`).
+#[derive(Clone, PartialEq)]
+pub struct VerifiedLogoutToken(LogoutTokenClaims);
+
+impl std::ops::Deref for VerifiedLogoutToken {
+    type Target = LogoutTokenClaims;
+    fn deref(&self) -> &LogoutTokenClaims {
+        &self.0
+    }
+}
+
+impl VerifiedLogoutToken {
+    /// What the verified token says, for keeping after the proof is no longer needed.
+    pub fn into_claims(self) -> LogoutTokenClaims {
+        self.0
+    }
+}
+
+impl PartialEq<LogoutTokenClaims> for VerifiedLogoutToken {
+    fn eq(&self, other: &LogoutTokenClaims) -> bool {
+        &self.0 == other
+    }
+}
+
+impl fmt::Debug for VerifiedLogoutToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -678,7 +748,7 @@ impl UntrustedIdToken {
         }
         let jti =
             c.get("jti").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(IdTokenError::LogoutJtiMissing)?;
-        Ok(VerifiedLogoutToken { iss: iss.to_owned(), sub, sid, jti: jti.to_owned() })
+        Ok(VerifiedLogoutToken(LogoutTokenClaims { iss: iss.to_owned(), sub, sid, jti: jti.to_owned() }))
     }
 }
 

@@ -4,7 +4,6 @@
 //! properties over changed and corrupted inputs. One-change refusals on synthetic ceremonies
 //! are in webauthn_refusals.rs.
 
-
 use std::cell::RefCell;
 
 use portcullis::ports::{LocalFuture, SignatureVerifier};

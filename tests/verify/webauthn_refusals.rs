@@ -2,7 +2,6 @@
 //! Synthetic ceremonies with ES256, RS256 and Ed25519 keys: a valid one for each, then each
 //! refusal of §7.1 and §7.2 on a ceremony that is valid but for the one change.
 
-
 use p256::pkcs8::DecodePrivateKey;
 use portcullis::webauthn::cbor;
 use portcullis::webauthn::{
