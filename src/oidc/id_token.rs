@@ -5,6 +5,9 @@
 //! [`UntrustedIdToken::verify`]. The order of the checks differs from the spec's list
 //! on purpose: the signature is verified before any claim is trusted, and the spec's step
 //! numbers are kept in the comments so a reviewer can tick them off.
+//!
+//! Why one long file: the validation steps of Core 3.1.3.7, shared by ID, logout and access
+//! tokens through `TokenProfile`, are kept in one place and in the spec's order.
 
 use std::fmt;
 

@@ -22,6 +22,9 @@
 //!
 //! The replay cache is the caller's: store `assertion_id` until `not_on_or_after` and refuse
 //! an assertion whose ID is already stored (profile 4.1.4.5).
+//!
+//! Why one long file: the profile's processing rules (4.1.4.2-4.1.4.5) run in one order over
+//! one parsed tree; the steps are kept together so a reviewer can tick them off in order.
 
 use std::collections::BTreeMap;
 use std::fmt;
