@@ -94,10 +94,7 @@ pub const ROUTES: &[Route] = &[
     route("/mfa/backup-codes", RouteId::MfaBackupCodes, POST, false, Accepts::Complete),
     route("/logout", RouteId::Logout, GET_POST, true, Accepts::Either),
     route("/admin/*", RouteId::Admin, &["GET", "POST"], true, Accepts::Complete),
-    Route {
-        body_limit: MAX_ACS_BODY,
-        ..route("/bench", RouteId::Bench, if cfg!(feature = "bench") { POST } else { &[] }, false, Accepts::NoSession)
-    },
+    Route { body_limit: MAX_ACS_BODY, ..route("/bench", RouteId::Bench, POST, false, Accepts::NoSession) },
 ];
 
 /// The route for a request path (the full path, prefix included), and the provider name
@@ -110,6 +107,8 @@ pub fn find<'p>(prefix: &str, path: &'p str) -> Option<(&'static Route, Option<&
     ROUTES
         .iter()
         .filter(|r| r.path.starts_with("/.well-known/") == root)
+        // Without the `bench` feature, the bench route is no route at all.
+        .filter(|r| cfg!(feature = "bench") || r.id != RouteId::Bench)
         .find_map(|r| matches(r, inner).map(|n| (r, n)))
 }
 
@@ -188,6 +187,7 @@ mod tests {
         assert_eq!(f("/_plogin"), None);
         assert_eq!(f("/_p/login/"), None);
         assert_eq!(f("/_p/nope"), None);
+        assert_eq!(f("/_p/bench").is_some(), cfg!(feature = "bench"));
     }
 
     #[test]
