@@ -1,5 +1,7 @@
 //! The TOTP second factor in the sign-in flow: enrolment, prompt, replay, lockout, backup
 //! codes, step-up and admin reset, through the gateway core with in-memory ports.
+//! Long because each refusal of the second factor is its own test, in the order a user
+//! meets them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;

@@ -2,6 +2,7 @@
 //! SAML Response verification against real responses signed by xmlsec1
 //! (tests/fixtures/saml/make.sh), and refusal of tampered, wrapped and misdirected ones.
 //! Each refusal test asserts the exact error, so removing the check it targets fails it.
+//! Long because every wrapping variant and every profile rule has its own test.
 
 use std::path::PathBuf;
 
