@@ -302,11 +302,7 @@ impl Gateway {
 
         // Replay: each assertion is accepted once, remembered until it expires.
         let now = cx.ports.now();
-        let replay_key = format!(
-            "samlid:{}:{}",
-            cx.tenant.id,
-            crypto::sha256_hex(format!("{}\n{}", assertion.issuer, assertion.assertion_id).as_bytes())
-        );
+        let replay_key = crate::keys::saml_assertion(&cx.tenant.id, &assertion.issuer, &assertion.assertion_id);
         let keep = (assertion.not_on_or_after.max(0) as u64).saturating_sub(now) + c.clock_skew;
         if !self.first_use(cx, "saml", &replay_key, keep.max(60)).await? {
             return Err(Refusal::SamlReplay { connection: name });
@@ -421,11 +417,7 @@ impl Gateway {
             return Err(bad("LogoutRequest expired".into()));
         }
         // Each LogoutRequest is acted on once: its ID is remembered while it could be fresh.
-        let replay_key = format!(
-            "slo:{}:{}",
-            cx.tenant.id,
-            crypto::sha256_hex(format!("{}\n{}\n{}", c.name, lr.issuer, lr.id).as_bytes())
-        );
+        let replay_key = crate::keys::saml_logout_request(&cx.tenant.id, &c.name, &lr.issuer, &lr.id);
         let keep = crate::saml::logout::MESSAGE_LIFETIME.saturating_add(c.clock_skew.saturating_mul(2)).max(60);
         if !self.first_use(cx, "slo", &replay_key, keep).await? {
             return Err(bad(format!("LogoutRequest {:?} was already used", lr.id)));
