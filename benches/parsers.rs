@@ -170,7 +170,7 @@ fn c14n_group(limits: &XmlLimits) -> (&'static str, f64) {
 
 fn saml_group() -> (&'static str, f64) {
     // The ACS path up to the signature check: base64 of the form field, then parsing (the
-    // verification itself needs a configured key; tests/saml_response.rs covers it).
+    // verification itself needs a configured key; tests/verify/saml_response.rs covers it).
     let limits = XmlLimits::default();
     let b64 = |s: &str| portcullis::crypto::b64(s.as_bytes());
     let valid = b64(&valid_xml(limits.max_bytes - 64));

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 step_run "setup (dev stack; the first run compiles two Rust tools: about 10 minutes)" bash scripts/setup.sh --dev
+# The build that deploys, without the KV fault switch (`make test` builds with it). Under
+# `make test` the dev test sets PORTCULLIS_SKIP_BUILD=1 and so runs the suite's one build.
 step_run "build (the first run compiles the wasm: a few minutes)" bash scripts/build.sh
 if [ -n "${PORTCULLIS_CONFIG_FILE:-}" ]; then
   # The same check the deployed Worker makes, before wrangler starts.

@@ -8,7 +8,7 @@
 #               esbuild, binaryen, oidc-provider for the demo IdP)
 #   tests also: Debian's xmlsec1 (signs the SAML test IdP's responses), chromium (the
 #               browser tests), python3-jwt and python3-cryptography (the Python origin
-#               example, tests/origin_examples.rs)
+#               example, tests/project/origin_examples.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh

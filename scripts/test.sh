@@ -14,14 +14,19 @@ cargo fmt --check
 
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
-# The Worker shell compiles for wasm32 only: lint it there too.
+# The Worker shell compiles for wasm32 only: lint it there too, as deployed (no fault
+# switch) and as the end-to-end tests run it (feature test-faults).
 cargo clippy --target wasm32-unknown-unknown --locked -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --locked --features test-faults -- -D warnings
 
 step "native tests"
 cargo test --locked
 
-step "wasm build"
-bash scripts/build.sh
+step "wasm build (the test build: the KV fault switch compiled in)"
+# One wasm build for everything below: wrangler runs scripts/build.sh itself, and with
+# PORTCULLIS_SKIP_BUILD=1 that reuses this one. The deployed build, without the switch, is
+# checked by tests/e2e/build.test.mjs (a cargo build of the crate alone, no second bundle).
+bash scripts/build.sh --test-faults
 
 step "configuration files (portcullis check)"
 for f in config/*.json; do

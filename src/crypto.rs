@@ -13,6 +13,10 @@ use crate::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Signature algorithms accepted for ID tokens. `none` is never accepted; HMAC only when the
+/// provider is configured for it (its key is the client secret, shared with the IdP).
+pub const ASYMMETRIC_JWS_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"];
+
 pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }

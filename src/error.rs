@@ -22,6 +22,17 @@ pub enum Refusal {
         provider: String,
         error: OidcError,
     },
+    /// The state a sign-in started with (OIDC `state`, SAML RelayState) and the browser
+    /// that started it do not hold up: the same checks for every protocol.
+    PreLogin {
+        provider: String,
+        error: PreLoginError,
+    },
+    /// A provider's published documents (discovery, JWKS, SAML metadata) could not be had.
+    ProviderUnavailable {
+        provider: String,
+        cause: String,
+    },
     NoRoles,
     Forbidden {
         denied: crate::policy::Denied,
@@ -70,6 +81,35 @@ pub enum Refusal {
     },
 }
 
+/// Why the state a sign-in started with was not accepted, whatever the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreLoginError {
+    /// The response carries no state (OIDC `state`, SAML RelayState).
+    StateMissing,
+    /// The state is unknown or expired.
+    StateUnknown,
+    /// The state was already consumed.
+    StateReplayed,
+    /// The pending-login cookie is absent or belongs to another sign-in.
+    PendingCookieMissing,
+    PendingCookieMismatch,
+    /// The response came for a different provider than the sign-in started with.
+    ProviderMismatch,
+}
+
+impl fmt::Display for PreLoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PreLoginError::StateMissing => "response without state",
+            PreLoginError::StateUnknown => "login state unknown or expired",
+            PreLoginError::StateReplayed => "login state already used",
+            PreLoginError::PendingCookieMissing => "pending-login cookie missing",
+            PreLoginError::PendingCookieMismatch => "pending-login cookie belongs to another login",
+            PreLoginError::ProviderMismatch => "response for a different provider than the login",
+        })
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -82,6 +122,8 @@ impl fmt::Display for Refusal {
             Refusal::UnknownProvider(p) => write!(f, "unknown provider {p:?}"),
             Refusal::Storage(e) => write!(f, "{e}"),
             Refusal::Oidc { provider, error } => write!(f, "provider {provider}: {error}"),
+            Refusal::PreLogin { provider, error } => write!(f, "provider {provider}: {error}"),
+            Refusal::ProviderUnavailable { provider, cause } => write!(f, "provider {provider}: {cause}"),
             Refusal::NoRoles => f.write_str("no mapped group or role for this user"),
             Refusal::Forbidden { denied } => write!(f, "denied by {}", denied.label()),
             Refusal::Bearer(e) => e.fmt(f),
@@ -234,6 +276,11 @@ impl Refusal {
             Refusal::RateLimited { retry_after } => p(429, "rate_limited", "Too many sign-in attempts", format!("Too many sign-ins were started from your network. Wait {retry_after} second{} and try again.", if *retry_after == 1 { "" } else { "s" }), None),
             Refusal::UnknownSession => p(404, "unknown_session", "Unknown session", "No such session exists (it may have ended already).", None),
             Refusal::Oidc { provider, error } => present_oidc(&label(provider), error),
+            Refusal::PreLogin { error, .. } => present_pre_login(error),
+            Refusal::ProviderUnavailable { provider, .. } => {
+                let provider = label(provider);
+                p(502, "idp_unavailable", "Identity provider unavailable", format!("{provider} could not be reached or gave an unusable answer. Please try again in a minute."), Login)
+            }
             Refusal::SamlReplay { .. } => p(400, "saml_replay", "Sign-in response already used", "This sign-in response was already used. Start again.", Login),
             Refusal::Saml { connection, error } => present_saml(&label(connection), error),
         }
@@ -243,6 +290,8 @@ impl Refusal {
     pub fn audit_event(&self) -> Option<AuditEvent> {
         match self {
             Refusal::Oidc { .. }
+            | Refusal::PreLogin { .. }
+            | Refusal::ProviderUnavailable { .. }
             | Refusal::NoRoles
             | Refusal::Saml { .. }
             | Refusal::SamlReplay { .. }
@@ -271,14 +320,22 @@ fn present_bearer(e: &BearerError) -> Presentation {
     }
 }
 
-fn present_oidc(provider: &str, e: &OidcError) -> Presentation {
-    use OidcError::*;
+fn present_pre_login(e: &PreLoginError) -> Presentation {
+    use PreLoginError::*;
     use Retry::*;
     match e {
         StateMissing | StateUnknown => p(400, "state_expired", "Sign-in expired", "This sign-in took too long or its link is no longer valid. Start again.", Login),
         StateReplayed => p(400, "state_replayed", "Sign-in link already used", "This sign-in response was already used. If you opened it twice or went back, start again.", Login),
         PendingCookieMissing | PendingCookieMismatch => p(400, "login_not_started_here", "Sign-in not started in this browser", "This sign-in response does not belong to a sign-in started in this browser (or cookies are blocked). Start again from this browser.", Login),
-        ProviderMismatch | IssuerParamMismatch { .. } => p(400, "idp_mixup", "Sign-in response from the wrong provider", "The sign-in response did not come from the identity provider the sign-in was sent to. Start again.", Login),
+        ProviderMismatch => p(400, "idp_mixup", "Sign-in response from the wrong provider", "The sign-in response did not come from the identity provider the sign-in was sent to. Start again.", Login),
+    }
+}
+
+fn present_oidc(provider: &str, e: &OidcError) -> Presentation {
+    use OidcError::*;
+    use Retry::*;
+    match e {
+        IssuerParamMismatch { .. } => p(400, "idp_mixup", "Sign-in response from the wrong provider", "The sign-in response did not come from the identity provider the sign-in was sent to. Start again.", Login),
         IdpError { error, description } => {
             let detail = match description {
                 Some(d) if !d.is_empty() => format!("{error}: {d}"),

@@ -69,6 +69,16 @@ pub fn logout_token(tenant: &str, issuer: &str, jti: &str) -> String {
     format!("jti:{tenant}:{}", sha256_hex(format!("{issuer}\n{jti}").as_bytes()))
 }
 
+/// A SAML assertion, by issuer and ID: each is accepted once (profile 4.1.4.5).
+pub fn saml_assertion(tenant: &str, issuer: &str, assertion_id: &str) -> String {
+    format!("samlid:{tenant}:{}", sha256_hex(format!("{issuer}\n{assertion_id}").as_bytes()))
+}
+
+/// A SAML LogoutRequest, by connection, issuer and ID: each is acted on once.
+pub fn saml_logout_request(tenant: &str, connection: &str, issuer: &str, id: &str) -> String {
+    format!("slo:{tenant}:{}", sha256_hex(format!("{connection}\n{issuer}\n{id}").as_bytes()))
+}
+
 // --- Second factor ------------------------------------------------------------------------
 
 /// A user's second-factor record.
@@ -190,5 +200,7 @@ mod tests {
         assert_eq!(user_shard("t", "u1"), format!("u:t:{}", &h[..32]));
         assert!(bucket_shard("t", "state", "x").starts_with("b:t:state:"));
         assert_eq!(passkey_challenge("t", "abc", "get"), "pk-chal:t:abc:get");
+        assert_eq!(saml_assertion("t", "i", "a"), format!("samlid:t:{}", sha256_hex(b"i\na")));
+        assert_eq!(saml_logout_request("t", "c", "i", "r"), format!("slo:t:{}", sha256_hex(b"c\ni\nr")));
     }
 }

@@ -10,12 +10,14 @@ pub mod audit;
 pub mod check;
 pub mod config;
 pub mod coord;
+pub mod coordinator;
 pub mod crypto;
 pub mod error;
 pub mod faults;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod markup;
 pub mod mfa;
 pub mod oidc;
 pub mod pages;
@@ -28,6 +30,9 @@ pub mod redirect;
 pub mod saml;
 pub mod secret;
 pub mod session;
+/// In-memory ports for native tests and benchmarks (cargo feature `testing`, which the
+/// integration tests and benchmarks enable through the crate's dev-dependency on itself).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod webauthn;
 

@@ -23,21 +23,7 @@ const PASSKEYS: &str = include_str!("../www/passkeys.html");
 pub const WEBAUTHN_JS: &str = include_str!("../www/webauthn.js");
 pub const STYLE_CSS: &str = include_str!("../www/style.css");
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::markup::escape;
 
 /// Fills `{{name}}` (escaped) and `{{{name}}}` (raw, for fragments built from escaped parts).
 pub fn render(template: &str, vars: &[(&str, &str)]) -> String {

@@ -131,10 +131,6 @@ impl std::fmt::Debug for Ports<'_> {
 }
 
 impl Ports<'_> {
-    pub fn coord(&self) -> Option<crate::coord::Coord<'_>> {
-        self.coord.map(crate::coord::Coord)
-    }
-
     pub fn now(&self) -> u64 {
         self.rt.now_ms() / 1000
     }

@@ -11,7 +11,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
 
 use crate::config::{self, Coordination, VarValue};
-use crate::faults::{self, DeadlineKv, Faults, FaultyKv};
+use crate::faults::DeadlineKv;
+#[cfg(feature = "test-faults")]
+use crate::faults::{self, Faults, FaultyKv};
 use crate::gateway::{Action, Forward, Gateway};
 use crate::http::{Headers, Inbound, Outbound, Request, Response};
 use crate::ports::{Fetch, FetchError, Kv, KvError, LocalFuture, Ports, Runtime};
@@ -43,6 +45,7 @@ thread_local! {
     /// `crypto.subtle`, looked up once per isolate (`None`: the runtime has none).
     static SUBTLE: OnceCell<Option<Subtle>> = const { OnceCell::new() };
     /// The KV test switch (used only when `PORTCULLIS_TEST_FAULTS` is "1").
+    #[cfg(feature = "test-faults")]
     static FAULTS: Rc<Faults> = Rc::new(Faults::default());
 }
 
@@ -91,6 +94,7 @@ fn gateway(env: &Env) -> Rc<Gateway> {
             if let Some(line) = gw.startup_log() {
                 worker::console_error!("{line}");
             }
+            #[cfg(feature = "test-faults")]
             if test_faults_enabled(env) {
                 worker::console_error!(
                     "{}",
@@ -105,8 +109,15 @@ fn gateway(env: &Env) -> Rc<Gateway> {
     })
 }
 
+#[cfg(feature = "test-faults")]
 fn test_faults_enabled(env: &Env) -> bool {
     env_string(env, faults::ENV_VAR).as_deref() == Some("1")
+}
+
+/// The deployed build has no fault switch (src/faults/switch.rs).
+#[cfg(not(feature = "test-faults"))]
+fn test_faults_enabled(_: &Env) -> bool {
+    false
 }
 
 fn sleep_ms(ms: u64) -> LocalFuture<'static, ()> {
@@ -431,7 +442,9 @@ fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
 /// deployment: `PORTCULLIS_TEST_FAULTS`), a JSON `X-Portcullis-Test-Cf` header stands in for
 /// it, so tests can be a request from another country or with a client certificate; the
 /// header is one the gateway owns and never reaches the origin.
+#[cfg_attr(not(feature = "test-faults"), allow(unused_variables))]
 fn edge_context(req: &worker::Request, headers: &Headers, test_switch: bool) -> crate::http::EdgeContext {
+    #[cfg(feature = "test-faults")]
     if test_switch {
         if let Some(e) = headers.get(faults::TEST_CF_HEADER).and_then(|v| serde_json::from_str(v).ok()) {
             return e;
@@ -520,16 +533,23 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
     // The method as sent: the `worker` crate's `Method` reads every unknown token as GET.
     let core_req = Request { method: req.inner().method(), url, headers, body, client_ip, edge };
 
+    #[cfg(feature = "test-faults")]
     let fault_switch = test_faults_enabled(&env).then(|| FAULTS.with(Rc::clone));
+    #[cfg(feature = "test-faults")]
     if let Some(f) = &fault_switch {
         if core_req.url.path() == format!("{}{}", gw.prefix(), faults::ROUTE) {
             return to_worker_response(f.route(&core_req.method, &core_req.body));
         }
     }
     let store = WorkerKv(env.kv(KV_BINDING).ok());
+    #[cfg(feature = "test-faults")]
     let faulty = fault_switch.as_deref().map(|faults| FaultyKv { inner: &store, faults, rt: &WorkerRuntime });
+    #[cfg(feature = "test-faults")]
+    let kv_inner = faulty.as_ref().map_or(&store as &dyn Kv, |f| f as &dyn Kv);
+    #[cfg(not(feature = "test-faults"))]
+    let kv_inner: &dyn Kv = &store;
     let kv = DeadlineKv {
-        inner: faulty.as_ref().map_or(&store as &dyn Kv, |f| f as &dyn Kv),
+        inner: kv_inner,
         timeout_ms: gw.config().map_or(5000, |l| l.config.gateway.kv_timeout_ms),
         sleep: sleep_ms,
     };

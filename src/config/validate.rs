@@ -396,7 +396,7 @@ fn validate_bearer(c: &mut Check, tp: &str, t: &Tenant) {
             c.err(format!("{bp}.algorithms"), "at least one algorithm is required");
         }
         for (ai, a) in b.algorithms.iter().enumerate() {
-            if !crate::oidc::id_token::ASYMMETRIC_ALGS.contains(&a.as_str()) {
+            if !crate::crypto::ASYMMETRIC_JWS_ALGS.contains(&a.as_str()) {
                 c.err(format!("{bp}.algorithms[{ai}]"), format!("{a:?} is not an accepted asymmetric algorithm"));
             }
         }

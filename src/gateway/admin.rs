@@ -149,7 +149,7 @@ impl Gateway {
                 let p = self
                     .oidc_provider(cx.tenant, &name)
                     .map_err(|_| Refusal::BadInput(format!("no OIDC provider named {name:?}")))?;
-                self.providers.borrow_mut().remove(&format!("{}:{}", cx.tenant.id, p.name));
+                self.providers.forget(&super::caches::ProviderCache::key(&cx.tenant.id, &p.name));
                 let m = self.metadata(cx, p).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
                 let keys = self.jwks(cx, p, &m, true).await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
                 Ok(

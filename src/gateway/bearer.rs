@@ -14,7 +14,7 @@ use crate::config::{PrincipalKind, Tenant};
 use crate::crypto;
 use crate::error::{BearerError, Refusal};
 use crate::http::{Request, Response};
-use crate::oidc::access_token::{AccessTokenExpectations, VerifiedAccessToken};
+use crate::oidc::access_token::{AccessTokenClaims, AccessTokenExpectations};
 use crate::oidc::{self, IdTokenError, UntrustedIdToken};
 use crate::path::Decided;
 use crate::policy;
@@ -74,9 +74,11 @@ fn short_description(e: &IdTokenError) -> &'static str {
 
 /// A verified machine credential: a bearer token (with the name of the issuer entry that
 /// accepted it) or a service token (`service-token`).
+/// A client a bearer credential was verified for: made only after the token's verifier
+/// (`bearer_principal`) or the service token's secret check (`service_principal`).
 struct Principal {
     label: String,
-    token: VerifiedAccessToken,
+    token: AccessTokenClaims,
     /// Whether the issuer's `groups` are mapped (`bearer[].groups`).
     groups: bool,
 }
@@ -147,7 +149,7 @@ impl Gateway {
         if !b.principals.contains(&kind) {
             return Err(BearerError::Principal { issuer: label, kind: verified.kind.as_str() });
         }
-        Ok(Principal { label, token: verified, groups: b.groups })
+        Ok(Principal { label, token: verified.into_claims(), groups: b.groups })
     }
 
     /// Checks service-token credentials against the tenant's stored tokens (one KV read;
@@ -168,7 +170,7 @@ impl Gateway {
         if !crypto::ct_eq(presented.as_bytes(), stored.secret_sha256.as_bytes()) || !live {
             return Err(Refusal::Bearer(BearerError::ServiceToken));
         }
-        let token = VerifiedAccessToken {
+        let token = AccessTokenClaims {
             iss: "service-token".to_owned(),
             sub: id.to_owned(),
             client_id: id.to_owned(),

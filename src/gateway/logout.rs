@@ -134,7 +134,7 @@ impl Gateway {
                 cx.audit(
                     AuditEvent::BackchannelLogout,
                     json!({"tenant": cx.tenant.id, "provider": p.name, "outcome": "ok",
-                    "revoked": n, "user": token.sub.map(|s| format!("{}/{s}", token.iss))}),
+                    "revoked": n, "user": token.sub.as_ref().map(|s| format!("{}/{s}", token.iss))}),
                 );
                 let mut r = Response::new(200);
                 r.headers.set("cache-control", "no-store");
@@ -223,7 +223,7 @@ impl Gateway {
             let key = id.kv_key(&cx.tenant.id);
             self.mark_revoked(cx, &record.user_id, &key).await?;
             cx.ports.kv.delete(&key).await?;
-            self.sessions.borrow_mut().remove(&key);
+            self.sessions.remove(&key);
             cx.audit(AuditEvent::Logout, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": cx.req.client_ip}));
             if let Some(url) = self.rp_logout_url(cx, id, record).await {
                 location = url;

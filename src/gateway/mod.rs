@@ -12,6 +12,7 @@ mod admin;
 mod bearer;
 #[cfg(feature = "bench")]
 mod bench;
+mod caches;
 mod context;
 mod logout;
 mod mfa;
@@ -29,17 +30,17 @@ pub use context::Outcome;
 pub use routes::{route_sessions, RouteId, ROUTES};
 pub use state::Accepts;
 
+use caches::{ProviderCache, SessionCache};
 use context::{log_line, Cx};
 use protected::{base_url, to_origin};
-use providers::{cached_doc, check_token, ProviderState};
+use providers::{cached_doc, check_token};
 use refresh::Refresh;
 use respond::{css, json_error, options_response};
 pub use routes::{MAX_ACS_BODY, MAX_FORM_BODY};
-use sessions::{CachedSession, Lookup};
+use sessions::Lookup;
 use signin::SignedIn;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
@@ -89,8 +90,8 @@ pub struct Forward {
 #[derive(Debug)]
 pub struct Gateway {
     loaded: Result<Loaded, ConfigErrors>,
-    providers: RefCell<HashMap<String, ProviderState>>,
-    sessions: RefCell<HashMap<String, CachedSession>>,
+    providers: ProviderCache,
+    sessions: SessionCache,
     /// Sign-in starts per client IP (`gateway.login_rate_limit`).
     login_limiter: RefCell<crate::ratelimit::RateLimiter>,
     /// KV alone: this isolate's view of second-factor attempts (in flight, failures,
@@ -117,8 +118,8 @@ impl Gateway {
     pub fn from_loaded(loaded: Result<Loaded, ConfigErrors>) -> Self {
         Self {
             loaded,
-            providers: RefCell::default(),
-            sessions: RefCell::default(),
+            providers: ProviderCache::default(),
+            sessions: SessionCache::default(),
             login_limiter: RefCell::default(),
             mfa_local: RefCell::default(),
         }

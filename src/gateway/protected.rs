@@ -159,7 +159,7 @@ impl Gateway {
         let key = self.signing_keys().first()?;
         let now = cx.ports.now();
         let cache_key = id.kv_key(&cx.tenant.id);
-        if let Some((a, iat)) = self.sessions.borrow().get(&cache_key).and_then(|c| c.assertion.clone()) {
+        if let Some((a, iat)) = self.sessions.assertion(&cache_key) {
             if now < iat + assertion::LIFETIME - 60 && now >= iat {
                 return Some(a);
             }
@@ -181,9 +181,7 @@ impl Gateway {
             scope: None,
         };
         let token = key.sign(&claims, now)?;
-        if let Some(c) = self.sessions.borrow_mut().get_mut(&cache_key) {
-            c.assertion = Some((token.clone(), now));
-        }
+        self.sessions.keep_assertion(&cache_key, &token, now);
         Some(token)
     }
 

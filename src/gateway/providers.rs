@@ -1,6 +1,7 @@
 //! OIDC provider documents and keys: discovery and JWKS, cached in the isolate and in KV,
 //! fetched with one retry; ID-token verification through the runtime's crypto when offered.
 
+use super::caches::ProviderCache;
 use super::{Gateway, JWKS_REFETCH_INTERVAL, MAX_IDP_BODY};
 use std::rc::Rc;
 
@@ -35,17 +36,9 @@ pub(super) fn cached_doc(raw: &str) -> Option<(String, u64)> {
     Some((v.get("body")?.as_str()?.to_owned(), v.get("at")?.as_u64()?))
 }
 
-#[derive(Debug, Default)]
-pub(super) struct ProviderState {
-    pub(super) meta: Option<(ProviderMetadata, u64)>,
-    pub(super) saml_meta: Option<(crate::saml::metadata::IdpMetadata, u64)>,
-    pub(super) jwks: Option<(Rc<Vec<Jwk>>, u64)>,
-    pub(super) last_forced_jwks: u64,
-}
-
 impl Gateway {
     pub(super) fn provider_key(tenant: &Tenant, p: &OidcProvider) -> String {
-        format!("{}:{}", tenant.id, p.name)
+        ProviderCache::key(&tenant.id, &p.name)
     }
 
     pub(super) async fn fetch_json(&self, ports: Ports<'_>, url: &str) -> Result<Inbound, FetchError> {
@@ -70,7 +63,7 @@ impl Gateway {
     pub(super) async fn metadata(&self, cx: &Cx<'_>, p: &OidcProvider) -> Result<ProviderMetadata, OidcError> {
         let key = Self::provider_key(cx.tenant, p);
         let now = cx.ports.now();
-        if let Some((m, at)) = self.providers.borrow().get(&key).and_then(|s| s.meta.clone()) {
+        if let Some((m, at)) = self.providers.discovery(&key) {
             if now < at.saturating_add(p.discovery_ttl) {
                 return Ok(m);
             }
@@ -80,7 +73,7 @@ impl Gateway {
             if let Some((body, at)) = cached_doc(&raw) {
                 if now < at.saturating_add(p.discovery_ttl) {
                     if let Ok(m) = oidc::parse_discovery(body.as_bytes(), p.issuer_id()) {
-                        self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), at));
+                        self.providers.set_discovery(&key, m.clone(), at);
                         return Ok(m);
                     }
                 }
@@ -95,7 +88,7 @@ impl Gateway {
         }
         let m = oidc::parse_discovery(&resp.body, p.issuer_id())?;
         self.store_doc(cx.ports, &kv_key, &resp.body, now, p.discovery_ttl).await;
-        self.providers.borrow_mut().entry(key).or_default().meta = Some((m.clone(), now));
+        self.providers.set_discovery(&key, m.clone(), now);
         Ok(m)
     }
 
@@ -121,15 +114,15 @@ impl Gateway {
         let key = Self::provider_key(cx.tenant, p);
         let now = cx.ports.now();
         let kv_key = crate::keys::jwks(&key);
-        let cached = self.providers.borrow().get(&key).and_then(|s| s.jwks.clone());
+        let cached = self.providers.jwks(&key);
         if force {
-            let last = self.providers.borrow().get(&key).map(|s| s.last_forced_jwks).unwrap_or(0);
+            let last = self.providers.last_forced_jwks(&key);
             if now < last + JWKS_REFETCH_INTERVAL {
                 if let Some((k, _)) = cached {
                     return Ok(k);
                 }
             }
-            self.providers.borrow_mut().entry(key.clone()).or_default().last_forced_jwks = now;
+            self.providers.set_last_forced_jwks(&key, now);
         } else {
             if let Some((k, at)) = cached {
                 if now < at.saturating_add(p.jwks_ttl) {
@@ -141,7 +134,7 @@ impl Gateway {
                     if now < at.saturating_add(p.jwks_ttl) {
                         if let Ok(parsed) = oidc::jwks::parse_jwks(body.as_bytes()) {
                             let keys = Rc::new(parsed.keys);
-                            self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), at));
+                            self.providers.set_jwks(&key, keys.clone(), at);
                             return Ok(keys);
                         }
                     }
@@ -159,7 +152,7 @@ impl Gateway {
         }
         self.store_doc(cx.ports, &kv_key, &resp.body, now, p.jwks_ttl).await;
         let keys = Rc::new(parsed.keys);
-        self.providers.borrow_mut().entry(key).or_default().jwks = Some((keys.clone(), now));
+        self.providers.set_jwks(&key, keys.clone(), now);
         Ok(keys)
     }
 
@@ -204,18 +197,18 @@ impl Gateway {
     /// Cached discovery and key state of the tenant's OIDC providers (admin API).
     pub(super) fn provider_status(&self, cx: &Cx<'_>) -> Vec<Value> {
         let now = cx.ports.now();
-        let cache = self.providers.borrow();
         cx.tenant
             .providers
             .iter()
             .map(|p| {
-                let state = cache.get(&format!("{}:{}", cx.tenant.id, p.name()));
+                let (discovery_age, jwks_age, kids) =
+                    self.providers.status(&ProviderCache::key(&cx.tenant.id, p.name()), now);
                 json!({
                     "name": p.name(),
                     "type": if p.as_oidc().is_some() { "oidc" } else { "saml" },
-                    "discovery_age": state.and_then(|s| s.meta.as_ref()).map(|(_, at)| now.saturating_sub(*at)),
-                    "jwks_age": state.and_then(|s| s.jwks.as_ref()).map(|(_, at)| now.saturating_sub(*at)),
-                    "kids": state.and_then(|s| s.jwks.as_ref()).map(|(k, _)| k.iter().map(|k| k.kid.clone()).collect::<Vec<_>>()),
+                    "discovery_age": discovery_age,
+                    "jwks_age": jwks_age,
+                    "kids": kids,
                 })
             })
             .collect()

@@ -85,7 +85,7 @@ impl Gateway {
             }
             // REFRESH_ENDED, or anything else: the session is over.
             _ => {
-                self.sessions.borrow_mut().remove(&id.kv_key(&cx.tenant.id));
+                self.sessions.remove(&id.kv_key(&cx.tenant.id));
                 Refresh::Ended
             }
         }

@@ -83,7 +83,9 @@ impl Gateway {
         };
         let pres = refusal.present_with(&label);
         let provider = match refusal {
-            Refusal::Oidc { provider, .. } => Some(provider.as_str()),
+            Refusal::Oidc { provider, .. }
+            | Refusal::PreLogin { provider, .. }
+            | Refusal::ProviderUnavailable { provider, .. } => Some(provider.as_str()),
             _ => None,
         };
         let line = json!({

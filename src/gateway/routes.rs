@@ -104,10 +104,7 @@ pub const ROUTES: &[Route] = &[
     route("/mfa/passkeys/remove", RouteId::MfaPasskeyRemove, POST, false, Accepts::Complete),
     route("/logout", RouteId::Logout, GET_POST, true, Accepts::Either),
     route("/admin/*", RouteId::Admin, &["GET", "POST"], true, Accepts::Complete),
-    Route {
-        body_limit: MAX_ACS_BODY,
-        ..route("/bench", RouteId::Bench, if cfg!(feature = "bench") { POST } else { &[] }, false, Accepts::NoSession)
-    },
+    Route { body_limit: MAX_ACS_BODY, ..route("/bench", RouteId::Bench, POST, false, Accepts::NoSession) },
 ];
 
 /// The route for a request path (the full path, prefix included), and the provider name
@@ -120,6 +117,8 @@ pub fn find<'p>(prefix: &str, path: &'p str) -> Option<(&'static Route, Option<&
     ROUTES
         .iter()
         .filter(|r| r.path.starts_with("/.well-known/") == root)
+        // Without the `bench` feature, the bench route is no route at all.
+        .filter(|r| cfg!(feature = "bench") || r.id != RouteId::Bench)
         .find_map(|r| matches(r, inner).map(|n| (r, n)))
 }
 
@@ -161,7 +160,7 @@ impl Route {
 }
 
 /// Every (method, route, state) a route acts for, HEAD and OPTIONS left out: what
-/// `tests/session_states.rs` enumerates against each session state. The admin API is
+/// `tests/flows/session_states.rs` enumerates against each session state. The admin API is
 /// listed by its session routes.
 pub fn route_sessions() -> impl Iterator<Item = (&'static str, &'static str, Accepts)> {
     ROUTES.iter().filter(|r| r.id != RouteId::Jwks && r.id != RouteId::Bench).flat_map(|r| {
@@ -198,6 +197,7 @@ mod tests {
         assert_eq!(f("/_plogin"), None);
         assert_eq!(f("/_p/login/"), None);
         assert_eq!(f("/_p/nope"), None);
+        assert_eq!(f("/_p/bench").is_some(), cfg!(feature = "bench"));
     }
 
     #[test]

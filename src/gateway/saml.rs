@@ -8,9 +8,9 @@ use serde_json::json;
 use super::{base_url, Gateway, SignedIn};
 use crate::config::{SamlConnection, Tenant};
 use crate::crypto::{self, b64url};
-use crate::error::Refusal;
+use crate::error::{PreLoginError, Refusal};
 use crate::http::{Request, Response};
-use crate::oidc::{Identity, OidcError};
+use crate::oidc::Identity;
 use crate::redirect::safe_return_path;
 use crate::saml::authn_request::{self, AuthnRequestParams};
 use crate::saml::response::{Expectations, SamlResponse};
@@ -74,18 +74,13 @@ impl Gateway {
         let Some(url) = &c.idp_metadata_url else {
             return Ok(configured);
         };
-        let unavailable = |e: String| Refusal::Oidc {
+        let unavailable = |e: String| Refusal::ProviderUnavailable {
             provider: c.name.clone(),
-            error: OidcError::Discovery(format!("SAML metadata {url}: {e}")),
+            cause: format!("SAML metadata {url}: {e}"),
         };
-        let key = format!("{}:{}", cx.tenant.id, c.name);
+        let key = super::caches::ProviderCache::key(&cx.tenant.id, &c.name);
         let now = cx.ports.now();
-        let cached = self
-            .providers
-            .borrow()
-            .get(&key)
-            .and_then(|s| s.saml_meta.clone())
-            .filter(|(_, at)| now < at.saturating_add(c.metadata_ttl));
+        let cached = self.providers.saml_metadata(&key).filter(|(_, at)| now < at.saturating_add(c.metadata_ttl));
         let meta = match cached {
             Some((m, _)) => m,
             None => {
@@ -110,7 +105,7 @@ impl Gateway {
                         (m, now)
                     }
                 };
-                self.providers.borrow_mut().entry(key).or_default().saml_meta = Some((m.clone(), at));
+                self.providers.set_saml_metadata(&key, m.clone(), at);
                 m
             }
         };
@@ -224,7 +219,7 @@ impl Gateway {
         let limits = XmlLimits::default();
         let parsed = SamlResponse::from_post_binding(&saml_response, &limits)
             .map_err(|error| Refusal::Saml { connection: hint.clone(), error: Box::new(error) })?;
-        let state_error = |error: OidcError, who: &str| Refusal::Oidc { provider: who.to_owned(), error };
+        let state_error = |error: PreLoginError, who: &str| Refusal::PreLogin { provider: who.to_owned(), error };
 
         // The pending login this answers, if any (single use, bound to this browser).
         let ttl = loaded.config.gateway.login_state_ttl;
@@ -238,35 +233,35 @@ impl Gateway {
                         .req
                         .headers
                         .cookie(SAML_PENDING_COOKIE)
-                        .ok_or_else(|| state_error(OidcError::PendingCookieMissing, &hint))?;
+                        .ok_or_else(|| state_error(PreLoginError::PendingCookieMissing, &hint))?;
                     if !session::pending_cookie_matches(&loaded.cookie_keys, &cx.tenant.id, cookie, relay) {
-                        return Err(state_error(OidcError::PendingCookieMismatch, &hint));
+                        return Err(state_error(PreLoginError::PendingCookieMismatch, &hint));
                     }
                     if !self.claim_state(cx, relay, &key).await? {
-                        return Err(state_error(OidcError::StateReplayed, &hint));
+                        return Err(state_error(PreLoginError::StateReplayed, &hint));
                     }
                     cx.ports.kv.delete(&key).await?;
                     cx.ports.kv.put(&used_key, "1", Some(ttl)).await?;
                     let p: SamlPreLogin =
-                        serde_json::from_str(&raw).map_err(|_| state_error(OidcError::StateUnknown, &hint))?;
+                        serde_json::from_str(&raw).map_err(|_| state_error(PreLoginError::StateUnknown, &hint))?;
                     if cx.ports.now() > p.created + ttl {
-                        return Err(state_error(OidcError::StateUnknown, &p.connection));
+                        return Err(state_error(PreLoginError::StateUnknown, &p.connection));
                     }
                     pre = Some(p);
                 }
                 None if cx.ports.kv.get(&used_key).await?.is_some() => {
-                    return Err(state_error(OidcError::StateReplayed, &hint))
+                    return Err(state_error(PreLoginError::StateReplayed, &hint))
                 }
                 // A RelayState we never issued: an expired login, or an IdP-initiated
                 // login's own RelayState (checked below).
                 None if parsed.unverified_in_response_to().is_some() => {
-                    return Err(state_error(OidcError::StateUnknown, &hint))
+                    return Err(state_error(PreLoginError::StateUnknown, &hint))
                 }
                 None => {}
             }
         }
         let name = match (&pre, &ws) {
-            (Some(p), Some(w)) if &p.connection != w => return Err(state_error(OidcError::ProviderMismatch, w)),
+            (Some(p), Some(w)) if &p.connection != w => return Err(state_error(PreLoginError::ProviderMismatch, w)),
             (Some(p), _) => p.connection.clone(),
             (None, Some(w)) => w.clone(),
             (None, None) => {
@@ -307,11 +302,7 @@ impl Gateway {
 
         // Replay: each assertion is accepted once, remembered until it expires.
         let now = cx.ports.now();
-        let replay_key = format!(
-            "samlid:{}:{}",
-            cx.tenant.id,
-            crypto::sha256_hex(format!("{}\n{}", assertion.issuer, assertion.assertion_id).as_bytes())
-        );
+        let replay_key = crate::keys::saml_assertion(&cx.tenant.id, &assertion.issuer, &assertion.assertion_id);
         let keep = (assertion.not_on_or_after.max(0) as u64).saturating_sub(now) + c.clock_skew;
         if !self.first_use(cx, "saml", &replay_key, keep.max(60)).await? {
             return Err(Refusal::SamlReplay { connection: name });
@@ -426,11 +417,7 @@ impl Gateway {
             return Err(bad("LogoutRequest expired".into()));
         }
         // Each LogoutRequest is acted on once: its ID is remembered while it could be fresh.
-        let replay_key = format!(
-            "slo:{}:{}",
-            cx.tenant.id,
-            crypto::sha256_hex(format!("{}\n{}\n{}", c.name, lr.issuer, lr.id).as_bytes())
-        );
+        let replay_key = crate::keys::saml_logout_request(&cx.tenant.id, &c.name, &lr.issuer, &lr.id);
         let keep = crate::saml::logout::MESSAGE_LIFETIME.saturating_add(c.clock_skew.saturating_mul(2)).max(60);
         if !self.first_use(cx, "slo", &replay_key, keep).await? {
             return Err(bad(format!("LogoutRequest {:?} was already used", lr.id)));

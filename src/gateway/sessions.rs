@@ -160,7 +160,7 @@ impl Gateway {
         // The coordinator first: once it has the revocation, no location accepts the session.
         self.mark_revoked(cx, &user, &key).await?;
         cx.ports.kv.delete(&key).await?;
-        self.sessions.borrow_mut().remove(&key);
+        self.sessions.remove(&key);
         cx.audit(
             AuditEvent::SessionRevoked,
             json!({"level": "warn", "tenant": cx.tenant.id, "actor": actor, "user": user,
@@ -193,28 +193,6 @@ impl Lookup {
     }
 }
 
-#[derive(Debug, Clone)]
-pub(super) struct CachedSession {
-    pub(super) record: SessionRecord,
-    pub(super) cached_at_ms: u64,
-    pub(super) assertion: Option<(String, u64)>,
-}
-
-/// Whether two records assert the same identity to the origin (the signed assertion's
-/// claims and the identity headers).
-pub(super) fn same_claims(a: &SessionRecord, b: &SessionRecord) -> bool {
-    a.user_id == b.user_id
-        && a.user == b.user
-        && a.provider == b.provider
-        && a.email == b.email
-        && a.name == b.name
-        && a.preferred_username == b.preferred_username
-        && a.groups == b.groups
-        && a.roles == b.roles
-        && a.amr == b.amr
-        && a.attributes == b.attributes
-}
-
 impl Gateway {
     pub(super) async fn lookup_session(&self, cx: &Cx<'_>) -> Result<Lookup, Refusal> {
         let Some(loaded) = self.config() else {
@@ -230,13 +208,12 @@ impl Gateway {
         let key = id.kv_key(&cx.tenant.id);
         let now_ms = cx.ports.rt.now_ms();
         let ttl_ms = loaded.config.gateway.session_cache_ttl * 1000;
-        let cached =
-            self.sessions.borrow().get(&key).filter(|c| now_ms < c.cached_at_ms + ttl_ms).map(|c| c.record.clone());
+        let cached = self.sessions.fresh(&key, now_ms, ttl_ms);
         let record = match cached {
             Some(r) => r,
             None => {
                 let Some(raw) = cx.ports.kv.get(&key).await? else {
-                    self.sessions.borrow_mut().remove(&key);
+                    self.sessions.remove(&key);
                     cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(),
                         "cause": "session not found (signed out, revoked or expired)", "ip": cx.req.client_ip}));
                     return Ok(Lookup::Ended);
@@ -256,7 +233,7 @@ impl Gateway {
                     None => self.tombstoned(cx.ports, &key).await?.then_some("tombstone"),
                 };
                 if let Some(by) = revoked_by {
-                    self.sessions.borrow_mut().remove(&key);
+                    self.sessions.remove(&key);
                     cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id,
                         "cause": format!("session revoked ({by})"), "ip": cx.req.client_ip}),
                     );
@@ -270,7 +247,7 @@ impl Gateway {
             return Ok(Lookup::NoSession { cause: Some("session belongs to another tenant".into()) });
         }
         if let Err(why) = record.check_times(cx.ports.now(), &cx.tenant.session) {
-            self.sessions.borrow_mut().remove(&key);
+            self.sessions.remove(&key);
             // Best effort: the record's KV TTL removes it anyway.
             let _ = cx.ports.kv.delete(&key).await;
             cx.audit(AuditEvent::SessionExpired, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "cause": format!("{why:?}").to_lowercase()}));
@@ -281,19 +258,7 @@ impl Gateway {
 
     pub(super) fn cache_session(&self, key: &str, record: SessionRecord, now_ms: u64) {
         let max = self.config().map(|l| l.config.gateway.session_cache_size).unwrap_or(10_000);
-        let mut cache = self.sessions.borrow_mut();
-        if cache.len() >= max && !cache.contains_key(key) {
-            // Bounded memory: drop the oldest half.
-            let mut ages: Vec<(u64, String)> = cache.iter().map(|(k, v)| (v.cached_at_ms, k.clone())).collect();
-            ages.sort();
-            for (_, k) in ages.into_iter().take(max / 2 + 1) {
-                cache.remove(&k);
-            }
-        }
-        // A cached assertion stays only while what it asserts is unchanged: a step-up's new
-        // `amr` (or refreshed groups) reaches the origin with the next request.
-        let assertion = cache.get(key).filter(|c| same_claims(&c.record, &record)).and_then(|c| c.assertion.clone());
-        cache.insert(key.to_owned(), CachedSession { record, cached_at_ms: now_ms, assertion });
+        self.sessions.insert(key, record, now_ms, max);
     }
 
     pub(super) async fn save_session(
@@ -320,7 +285,7 @@ impl Gateway {
     ) -> Result<bool, Refusal> {
         let key = id.kv_key(&cx.tenant.id);
         if cx.ports.coord().is_none() && self.tombstoned(cx.ports, &key).await? {
-            self.sessions.borrow_mut().remove(&key);
+            self.sessions.remove(&key);
             return Ok(false);
         }
         self.save_session(cx, id, record).await?;
@@ -346,7 +311,7 @@ impl Gateway {
 
     pub(super) async fn end_session(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord, cause: String) {
         let key = id.kv_key(&cx.tenant.id);
-        self.sessions.borrow_mut().remove(&key);
+        self.sessions.remove(&key);
         if let Err(e) = self.mark_revoked(cx, &record.user_id, &key).await {
             cx.log(json!({"level": "warn", "event": "session_revoke_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }

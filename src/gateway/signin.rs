@@ -10,7 +10,7 @@ use crate::audit::AuditEvent;
 use crate::config::{OidcProvider, Provider, Tenant};
 use crate::coord::{self};
 use crate::crypto::{self, b64url};
-use crate::error::Refusal;
+use crate::error::{PreLoginError, Refusal};
 use crate::http::{Outbound, Response};
 use crate::oidc::{self, OidcError, PreLogin};
 use crate::pages::{self, Brand, ButtonView};
@@ -134,6 +134,8 @@ impl Gateway {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let provider_hint = path_provider.unwrap_or("unknown").to_owned();
         let fail = |error: OidcError, provider: &str| Refusal::Oidc { provider: provider.to_owned(), error };
+        let pre_login =
+            |error: PreLoginError, provider: &str| Refusal::PreLogin { provider: provider.to_owned(), error };
         if let Some(name) = path_provider {
             self.oidc_provider(cx.tenant, name)?;
         }
@@ -142,11 +144,11 @@ impl Gateway {
             .req
             .query("state")
             .filter(|s| !s.is_empty() && s.len() <= 128)
-            .ok_or_else(|| fail(OidcError::StateMissing, &provider_hint))?;
+            .ok_or_else(|| pre_login(PreLoginError::StateMissing, &provider_hint))?;
         let key = oidc::state_key(&cx.tenant.id, &state);
         let used_key = crate::keys::used(&key);
         let unknown_state = |replay: bool| {
-            fail(if replay { OidcError::StateReplayed } else { OidcError::StateUnknown }, &provider_hint)
+            pre_login(if replay { PreLoginError::StateReplayed } else { PreLoginError::StateUnknown }, &provider_hint)
         };
         let Some(cookie) = cx.req.headers.cookie(PENDING_COOKIE) else {
             // Without the cookie, an expired or used state explains more than "not started
@@ -154,10 +156,10 @@ impl Gateway {
             if cx.ports.kv.get(&key).await?.is_none() {
                 return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
             }
-            return Err(fail(OidcError::PendingCookieMissing, &provider_hint));
+            return Err(pre_login(PreLoginError::PendingCookieMissing, &provider_hint));
         };
         if !session::pending_cookie_matches(&loaded.cookie_keys, &cx.tenant.id, cookie, &state) {
-            return Err(fail(OidcError::PendingCookieMismatch, &provider_hint));
+            return Err(pre_login(PreLoginError::PendingCookieMismatch, &provider_hint));
         }
         // Single use. With a coordinator the first claim wins atomically, everywhere; without
         // one, read-then-delete in KV (a replay within KV's propagation delay, or a race in
@@ -173,14 +175,15 @@ impl Gateway {
         }
         cx.ports.kv.delete(&key).await?;
         cx.ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
-        let pre: PreLogin = serde_json::from_str(&raw).map_err(|_| fail(OidcError::StateUnknown, &provider_hint))?;
+        let pre: PreLogin =
+            serde_json::from_str(&raw).map_err(|_| pre_login(PreLoginError::StateUnknown, &provider_hint))?;
         let name = pre.provider.clone();
         if pre.tenant != cx.tenant.id || path_provider.is_some_and(|p| p != name) {
-            return Err(fail(OidcError::ProviderMismatch, &name));
+            return Err(pre_login(PreLoginError::ProviderMismatch, &name));
         }
         // KV's TTL is the upper bound; the record's own time is checked too.
         if cx.ports.now() > pre.created + state_ttl {
-            return Err(fail(OidcError::StateUnknown, &name));
+            return Err(pre_login(PreLoginError::StateUnknown, &name));
         }
         let p = self.oidc_provider(cx.tenant, &name)?;
         let m = self.metadata(cx, p).await.map_err(|e| fail(e, &name))?;

@@ -22,7 +22,7 @@
 //! | `GET/POST {prefix}/logout` | page | ends it | ends it |
 //!
 //! The route table (`routes.rs`) names the state each route acts for; `route_sessions`
-//! lists it for `tests/session_states.rs`.
+//! lists it for `tests/flows/session_states.rs`.
 
 use super::mfa::{EnrolmentProof, FactorProof};
 

@@ -45,9 +45,10 @@ impl PrincipalKind {
     }
 }
 
-/// An access token whose signature and claims passed every check.
+/// What an access token (or a checked service token) says about its principal, as
+/// [`VerifiedAccessToken`] holds it.
 #[derive(Clone, PartialEq)]
-pub struct VerifiedAccessToken {
+pub struct AccessTokenClaims {
     pub iss: String,
     /// `sub`, or the client for a token without one.
     pub sub: String,
@@ -59,7 +60,38 @@ pub struct VerifiedAccessToken {
     pub claims: Map<String, Value>,
 }
 
+/// An access token whose signature and claims passed every check: made only by the access-token profile of the shared verifier, so holding one is proof that
+/// every check passed. Read what it says through [`AccessTokenClaims`] (`Deref`).
+#[derive(Clone, PartialEq)]
+pub struct VerifiedAccessToken(AccessTokenClaims);
+
+impl std::ops::Deref for VerifiedAccessToken {
+    type Target = AccessTokenClaims;
+    fn deref(&self) -> &AccessTokenClaims {
+        &self.0
+    }
+}
+
+impl VerifiedAccessToken {
+    /// What the verified token says, for keeping after the proof is no longer needed.
+    pub fn into_claims(self) -> AccessTokenClaims {
+        self.0
+    }
+}
+
+impl PartialEq<AccessTokenClaims> for VerifiedAccessToken {
+    fn eq(&self, other: &AccessTokenClaims) -> bool {
+        &self.0 == other
+    }
+}
+
 impl fmt::Debug for VerifiedAccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for AccessTokenClaims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedAccessToken")
             .field("iss", &self.iss)
@@ -142,6 +174,6 @@ impl TokenProfile for AccessTokenExpectations<'_> {
         if let Some(missing) = self.scopes.iter().find(|s| !scopes.contains(s)) {
             return Err(IdTokenError::ScopeMissing(missing.clone()));
         }
-        Ok(VerifiedAccessToken { iss, sub, client_id, kind, scopes, exp, claims: c })
+        Ok(VerifiedAccessToken(AccessTokenClaims { iss, sub, client_id, kind, scopes, exp, claims: c }))
     }
 }

@@ -27,16 +27,6 @@ pub enum OidcError {
     /// The discovery document offers only `none`/HMAC ID token algorithms.
     Downgrade(Vec<String>),
     Jwks(String),
-    /// The callback has no `state`, or the pre-login state is unknown: expired or used.
-    StateMissing,
-    StateUnknown,
-    /// The pre-login state was already consumed.
-    StateReplayed,
-    /// The pending-login cookie is absent or belongs to another login.
-    PendingCookieMissing,
-    PendingCookieMismatch,
-    /// The callback came for a different provider than the login started with.
-    ProviderMismatch,
     /// RFC 9207: the `iss` response parameter is not this provider's issuer.
     IssuerParamMismatch {
         expected: String,
@@ -68,12 +58,6 @@ impl fmt::Display for OidcError {
             Discovery(e) => write!(f, "discovery: {e}"),
             Downgrade(algs) => write!(f, "discovery offers only insecure ID token algorithms {algs:?}"),
             Jwks(e) => write!(f, "JWKS: {e}"),
-            StateMissing => f.write_str("callback without state"),
-            StateUnknown => f.write_str("login state unknown or expired"),
-            StateReplayed => f.write_str("login state already used"),
-            PendingCookieMissing => f.write_str("pending-login cookie missing"),
-            PendingCookieMismatch => f.write_str("pending-login cookie belongs to another login"),
-            ProviderMismatch => f.write_str("callback for a different provider than the login"),
             IssuerParamMismatch { expected, actual } => {
                 write!(f, "iss parameter {actual:?} is not {expected:?}")
             }

@@ -14,6 +14,9 @@
 //!   C14N, `#WithComments`), HMAC and unknown algorithms; SHA-1 unless explicitly allowed.
 //! - `DigestValue`/`SignatureValue` with comments or child elements inside (a reader that
 //!   skips comments would see another value than the one that was digested).
+//!
+//! Why one long file: XML Signature Core 3.2's reference and signature validation, and the
+//! structural checks that come before either, read best as one sequence.
 
 use std::fmt;
 

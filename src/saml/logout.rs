@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::crypto::{ct_eq, hex, hmac_sha256, KeyWithId};
-use crate::pages::escape;
+use crate::markup::escape;
 use crate::saml::dsig::IdpCertificate;
 use crate::saml::response::{ASSERTION_NS, PROTOCOL_NS};
 use crate::saml::xml::{Document, XmlLimits};

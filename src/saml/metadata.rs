@@ -1,7 +1,7 @@
 //! SAML 2.0 metadata: reading an IdP's EntityDescriptor (entity id, SSO endpoint, signing
 //! certificates) and writing the SP's own.
 
-use crate::pages::escape;
+use crate::markup::escape;
 use crate::saml::dsig::DSIG_NS;
 use crate::saml::xml::{Document, XmlLimits};
 

@@ -22,6 +22,9 @@
 //!
 //! The replay cache is the caller's: store `assertion_id` until `not_on_or_after` and refuse
 //! an assertion whose ID is already stored (profile 4.1.4.5).
+//!
+//! Why one long file: the profile's processing rules (4.1.4.2-4.1.4.5) run in one order over
+//! one parsed tree; the steps are kept together so a reviewer can tick them off in order.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -268,10 +271,10 @@ impl fmt::Debug for Expectations<'_> {
     }
 }
 
-/// The identity an IdP asserted, read from a verified assertion only. `Debug` leaves the
+/// The identity an IdP asserted, as [`VerifiedAssertion`] holds it. `Debug` leaves the
 /// attribute values out (they are personal data).
 #[derive(Clone, PartialEq, Eq)]
-pub struct VerifiedAssertion {
+pub struct AssertionContents {
     pub assertion_id: String,
     pub issuer: String,
     pub name_id: String,
@@ -291,7 +294,38 @@ pub struct VerifiedAssertion {
     pub attributes: BTreeMap<String, Vec<String>>,
 }
 
+/// An assertion read from a Response whose signature and conditions passed every check: made only by `SamlResponse::verify`, so holding one is proof that
+/// every check passed. Read what it says through [`AssertionContents`] (`Deref`).
+#[derive(Clone, PartialEq)]
+pub struct VerifiedAssertion(AssertionContents);
+
+impl std::ops::Deref for VerifiedAssertion {
+    type Target = AssertionContents;
+    fn deref(&self) -> &AssertionContents {
+        &self.0
+    }
+}
+
+impl VerifiedAssertion {
+    /// What the verified assertion says, for keeping after the proof is no longer needed.
+    pub fn into_contents(self) -> AssertionContents {
+        self.0
+    }
+}
+
+impl PartialEq<AssertionContents> for VerifiedAssertion {
+    fn eq(&self, other: &AssertionContents) -> bool {
+        &self.0 == other
+    }
+}
+
 impl fmt::Debug for VerifiedAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for AssertionContents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedAssertion")
             .field("assertion_id", &self.assertion_id)
@@ -663,7 +697,7 @@ fn verify_assertion(
         Some(c) => c.min(confirmation_not_on_or_after),
         None => confirmation_not_on_or_after,
     };
-    Ok(VerifiedAssertion {
+    Ok(VerifiedAssertion(AssertionContents {
         assertion_id,
         issuer,
         name_id,
@@ -674,7 +708,7 @@ fn verify_assertion(
         not_on_or_after,
         authn_context_class_ref,
         attributes,
-    })
+    }))
 }
 
 /// Profile 4.1.4.2: a bearer SubjectConfirmation whose data names this ACS as Recipient, has

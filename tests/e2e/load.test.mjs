@@ -1,7 +1,8 @@
 // Load through the gateway in workerd (scripts/load.mjs): 10 000 requests mixing valid
 // sessions, forged cookies and sign-in starts. No answer may be a 5xx, and workerd's memory
-// is reported before and after. The same gateway runs without PORTCULLIS_TEST_FAULTS, so
-// the fault switch's route does not exist there.
+// is reported before and after. The same gateway (the test build) runs without
+// PORTCULLIS_TEST_FAULTS, so the fault switch is off and its route is an ordinary path; the
+// deployed build has no switch at all (build.test.mjs).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { rssMiB, workerdPid } from './lib/processes.mjs';

@@ -59,7 +59,9 @@ impl Gateway {
             Session::Waiting(_) => Err(Refusal::MfaRequired { step_up: false }),
             Session::Complete(_) if fresh => Ok(None),
             Session::Complete(_) => {
-                if cx.req.method != "GET" {
+                // A page load (GET, or HEAD answered as GET) is sent to sign in again; a
+                // confirmation without a fresh sign-in is refused.
+                if cx.req.method == "POST" {
                     return Err(Refusal::FreshSignInNotConfirmed { provider: record.provider.clone() });
                 }
                 // After the fresh sign-in the gateway comes back to enrolment by itself.

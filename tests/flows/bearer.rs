@@ -4,9 +4,7 @@
 //! principal never gets a session.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jwt_compact::alg::Es256;
 use jwt_compact::{AlgorithmExt, UntrustedToken};
 use portcullis::http::Request;

@@ -2,9 +2,7 @@
 //! claim that merely resembles the rule, or a WebSocket from another site must not get.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::gateway::Action;
 use portcullis::http::{EdgeContext, Request};
 use serde_json::json;

@@ -3,9 +3,7 @@
 //! by its status, its machine code and the log line that names the cause.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jwt_compact::alg::Es256;
 use jwt_compact::{AlgorithmExt, UntrustedToken};
 use portcullis::oidc::jwks::{parse_jwks, PublicKey};

@@ -2,9 +2,7 @@
 //! Passkey ceremonies recorded from real authenticators (tests/fixtures/webauthn/
 //! recorded.json), the signature port, stored challenges, error codes, browser options, and
 //! properties over changed and corrupted inputs. One-change refusals on synthetic ceremonies
-//! are in tests/webauthn_refusals.rs.
-
-mod webauthn_support;
+//! are in webauthn_refusals.rs.
 
 use std::cell::RefCell;
 
@@ -17,7 +15,7 @@ use portcullis::webauthn::{
 };
 use serde_json::{json, Value};
 
-use webauthn_support::*;
+use crate::webauthn_support::*;
 
 #[test]
 fn recorded_none_registration() {

@@ -4,14 +4,10 @@
 //! lock), and a step-up rule that demands a passkey.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "webauthn_support/mod.rs"]
-mod webauthn_support;
-
-use common::*;
+use crate::common::*;
+use crate::webauthn_support::{b64, unb64, Ceremony, Key};
 use portcullis::http::Response;
 use serde_json::{json, Value};
-use webauthn_support::{b64, unb64, Ceremony, Key};
 
 fn harness(mfa: Value) -> Harness {
     Harness::new(&config(json!({"mfa": mfa}), json!({})))

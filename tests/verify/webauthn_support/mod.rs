@@ -15,14 +15,14 @@ use portcullis::webauthn::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub const RECORDED: &str = include_str!("../fixtures/webauthn/recorded.json");
-pub const ATTESTATION_CRT: &str = include_str!("../fixtures/webauthn/attestation.crt");
-pub const ATTESTATION_KEY: &str = include_str!("../fixtures/webauthn/attestation.key");
-pub const RSA_KEY: &str = include_str!("../fixtures/saml/keys/other-rsa.key");
-pub const NOT_AN_ATTESTATION_CRT: &str = include_str!("../fixtures/saml/keys/idp-ec.crt");
-pub const NOT_AN_ATTESTATION_KEY: &str = include_str!("../fixtures/saml/keys/idp-ec.key");
-pub const ATTESTATION_CA_CRT: &str = include_str!("../fixtures/webauthn/attestation-ca.crt");
-pub const ATTESTATION_CA_KEY: &str = include_str!("../fixtures/webauthn/attestation-ca.key");
+pub const RECORDED: &str = include_str!("../../fixtures/webauthn/recorded.json");
+pub const ATTESTATION_CRT: &str = include_str!("../../fixtures/webauthn/attestation.crt");
+pub const ATTESTATION_KEY: &str = include_str!("../../fixtures/webauthn/attestation.key");
+pub const RSA_KEY: &str = include_str!("../../fixtures/saml/keys/other-rsa.key");
+pub const NOT_AN_ATTESTATION_CRT: &str = include_str!("../../fixtures/saml/keys/idp-ec.crt");
+pub const NOT_AN_ATTESTATION_KEY: &str = include_str!("../../fixtures/saml/keys/idp-ec.key");
+pub const ATTESTATION_CA_CRT: &str = include_str!("../../fixtures/webauthn/attestation-ca.crt");
+pub const ATTESTATION_CA_KEY: &str = include_str!("../../fixtures/webauthn/attestation-ca.key");
 
 /// Unix seconds inside every certificate's validity.
 pub const NOW: u64 = 1_800_000_000;

@@ -4,9 +4,7 @@
 //! alone does there next to what the coordinator does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::coord::{self, Op, Reply};
 use portcullis::gateway::Action;
 use portcullis::ports::Coordinator;

@@ -2,11 +2,12 @@
 //! SAML Response verification against real responses signed by xmlsec1
 //! (tests/fixtures/saml/make.sh), and refusal of tampered, wrapped and misdirected ones.
 //! Each refusal test asserts the exact error, so removing the check it targets fails it.
+//! Long because every wrapping variant and every profile rule has its own test.
 
 use std::path::PathBuf;
 
 use portcullis::saml::dsig::{DsigError, IdpCertificate};
-use portcullis::saml::response::{Expectations, SamlError, SamlResponse, VerifiedAssertion};
+use portcullis::saml::response::{AssertionContents, Expectations, SamlError, SamlResponse, VerifiedAssertion};
 use portcullis::saml::xml::{XmlError, XmlLimits};
 
 /// 2024-05-01T12:01:40Z, shortly after the fixtures' IssueInstant.
@@ -97,8 +98,8 @@ fn evil_assertion(signed: &str, id: &str) -> String {
     a.replace(&format!("ID=\"{ASSERTION_ID}\""), &format!("ID=\"{id}\""))
 }
 
-fn expected_assertion() -> VerifiedAssertion {
-    VerifiedAssertion {
+fn expected_assertion() -> AssertionContents {
+    AssertionContents {
         assertion_id: ASSERTION_ID.into(),
         issuer: IDP.into(),
         name_id: "admin@evil.com".into(),

@@ -3,9 +3,7 @@
 //! as the gateway's own; methods and method overrides; reflected paths.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::gateway::Action;
 use portcullis::http::Request;
 use serde_json::{json, Value};

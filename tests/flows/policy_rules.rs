@@ -4,9 +4,7 @@
 //! route that answers "would this request be allowed, and by which rule?".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::http::{EdgeContext, Request, Response};
 use serde_json::{json, Value};
 

@@ -4,9 +4,7 @@
 //! never passed to the origin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::http::{Request, Response};
 use serde_json::{json, Value};
 

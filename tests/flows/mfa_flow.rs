@@ -1,10 +1,10 @@
 //! The TOTP second factor in the sign-in flow: enrolment, prompt, replay, lockout, backup
 //! codes, step-up and admin reset, through the gateway core with in-memory ports.
+//! Long because each refusal of the second factor is its own test, in the order a user
+//! meets them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::mfa::{base32_decode, totp_code, TotpParams};
 use serde_json::json;
 
@@ -796,4 +796,16 @@ fn with_kv_alone_a_lock_in_one_tenant_does_not_lock_another() {
     let beta_second = beta_login();
     let again = h.respond(&on_beta(with_session(get("/_portcullis/mfa"), &beta_second)));
     assert_eq!(again.status, 200, "acme's lock reached beta");
+}
+
+#[test]
+fn a_head_request_for_the_enrolment_page_spends_and_records_nothing() {
+    let h = mfa_harness(json!({}), json!({}));
+    let (complete, _) = idp_login(&h);
+    let mut head = with_session(get("/_portcullis/mfa/enroll?rd=/admin"), &complete);
+    head.method = "HEAD".into();
+    let r = h.respond(&head);
+    assert_eq!(r.status, 302, "answered as the page's GET: off to a fresh sign-in");
+    assert!(r.body.is_empty());
+    assert!(h.events("login_failure").is_empty(), "a HEAD is no failed sign-in");
 }

@@ -3,12 +3,10 @@
 //! runtime meant to reuse fails the first try only); anything else is not repeated.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::cell::Cell;
 use std::rc::Rc;
 
-use common::*;
+use crate::common::*;
 use portcullis::ports::FetchError;
 use serde_json::json;
 

@@ -3,9 +3,7 @@
 //! the ones the README's budget is computed from, so a change that adds writes fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Writes of one whole OIDC sign-in (login start, callback), after a first one has cached

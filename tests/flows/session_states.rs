@@ -3,9 +3,7 @@
 //! the states it names, and no route makes a waiting session forwardable without a code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::gateway::{route_sessions, Accepts, Action};
 use portcullis::http::Request;
 use portcullis::mfa::{base32_decode, totp_code, TotpParams};

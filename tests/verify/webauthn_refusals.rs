@@ -2,8 +2,6 @@
 //! Synthetic ceremonies with ES256, RS256 and Ed25519 keys: a valid one for each, then each
 //! refusal of §7.1 and §7.2 on a ceremony that is valid but for the one change.
 
-mod webauthn_support;
-
 use p256::pkcs8::DecodePrivateKey;
 use portcullis::webauthn::cbor;
 use portcullis::webauthn::{
@@ -12,7 +10,7 @@ use portcullis::webauthn::{
 };
 use serde_json::{json, Value};
 
-use webauthn_support::*;
+use crate::webauthn_support::*;
 
 #[test]
 fn synthetic_round_trips_for_each_algorithm() {

@@ -3,9 +3,7 @@
 //! tests/e2e/saml.test.mjs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn idp_cert() -> String {

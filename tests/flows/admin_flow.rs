@@ -2,9 +2,7 @@
 //! the gateway core with in-memory ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jwt_compact::alg::Es256;
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use portcullis::http::{Request, Response};

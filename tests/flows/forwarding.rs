@@ -3,9 +3,7 @@
 //! origin deadline, and the 504 page when the origin misses it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis::http::Request;
 use serde_json::json;
 

@@ -1,4 +1,5 @@
-//! ID token verification against OpenID Connect Core 1.0, section 3.1.3.7.
+//! ID token verification against OpenID Connect Core 1.0, section 3.1.3.7. Long because
+//! each step of the section has its accepting and refusing tests here, in the section's order.
 //!
 //! Tokens are signed with jwt-compact and real keys; the provider's JWKS is written out as
 //! JSON from the public key parts and read back through `parse_jwks`, so the JWKS parser is
