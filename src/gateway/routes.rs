@@ -207,9 +207,24 @@ mod tests {
         assert_eq!(allow("/_p/oidc/callback").as_deref(), Some("GET, OPTIONS"));
         assert_eq!(allow("/_p/logout").as_deref(), Some("GET, HEAD, POST, OPTIONS"));
         assert_eq!(allow("/_p/saml/acs").as_deref(), Some("POST, OPTIONS"));
-        let acs = find("/_p", "/_p/saml/acs").map(|(r, _)| r.body_limit);
-        assert_eq!(acs, Some(MAX_ACS_BODY));
-        assert_eq!(find("/_p", "/_p/mfa").map(|(r, _)| r.body_limit), Some(MAX_FORM_BODY));
+        // The documented limits: 1 MiB for SAML responses, 64 KiB for forms.
+        assert_eq!(find("/_p", "/_p/saml/acs").map(|(r, _)| r.body_limit), Some(1_048_576));
+        assert_eq!(find("/_p", "/_p/mfa").map(|(r, _)| r.body_limit), Some(65_536));
+    }
+
+    #[test]
+    fn a_route_answers_its_methods_head_where_allowed_and_options() {
+        let route = |p: &str| find("/_p", p).map(|(r, _)| r).unwrap_or_else(|| panic!("{p} is no route"));
+        let acs = route("/_p/saml/acs");
+        assert!(acs.answers("POST") && acs.answers("OPTIONS"));
+        assert!(!acs.answers("GET") && !acs.answers("HEAD") && !acs.answers("PUT"));
+        // A HEAD never reaches a route whose GET spends single-use state.
+        for p in ["/_p/oidc/callback", "/_p/oidc/corp/callback", "/_p/saml/slo", "/_p/oidc/frontchannel-logout"] {
+            assert!(route(p).answers("GET") && !route(p).answers("HEAD"), "{p}");
+        }
+        let login = route("/_p/login");
+        assert!(login.answers("HEAD") && login.answers("OPTIONS") && !login.answers("POST"));
+        assert!(!route("/_p/logout").answers("DELETE"));
     }
 
     #[test]
@@ -219,6 +234,7 @@ mod tests {
         assert!(rows.contains(&("POST", "/admin/sessions/revoke", Accepts::Complete)));
         assert!(!rows.contains(&("POST", "/admin/sessions", Accepts::Complete)));
         assert!(rows.contains(&("POST", "/mfa/enroll", Accepts::Enrolment)));
+        assert!(!rows.iter().any(|(_, p, _)| p.starts_with("/.well-known/") || *p == "/bench"), "not session routes");
         let mut seen = std::collections::HashSet::new();
         for (m, p, _) in &rows {
             assert!(seen.insert((m, p)), "{m} {p} twice");
