@@ -46,6 +46,22 @@ if ! { [ "${PORTCULLIS_SKIP_BUILD:-0}" = 1 ] && [ -f build/worker/shim.mjs ]; };
   export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/.bin/esbuild}"
   export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
   worker-build --release ${args[@]+"${args[@]}"}
+  # The names section (function names: 380 KB raw, 100 KB gzipped) only makes wasm stack
+  # traces and profiles readable: kept with PORTCULLIS_WASM_NAMES=1 (for
+  # `node scripts/bench-serve.mjs profile`), dropped otherwise.
+  if [ "${PORTCULLIS_WASM_NAMES:-0}" != 1 ]; then
+    out=build
+    set -- ${args[@]+"${args[@]}"}
+    while [ $# -gt 0 ]; do
+      case "$1" in -d | --out-dir) out="${2:-build}"; shift ;; -d=* | --out-dir=*) out="${1#*=}" ;; esac
+      shift
+    done
+    wasm="$out/index_bg.wasm"
+    "$WASM_OPT_BIN" --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int \
+      --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling \
+      --strip-debug --strip-producers "$wasm" -o "$wasm.tmp"
+    mv "$wasm.tmp" "$wasm"
+  fi
 fi
 mkdir -p build
 # Unchanged content is not rewritten: a running `wrangler dev` would reload on the write.
