@@ -65,6 +65,16 @@ if ! { [ "${PORTCULLIS_SKIP_BUILD:-0}" = 1 ] && [ -f build/worker/shim.mjs ]; };
   export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
   rm -f "$out_dir/variant"
   worker-build --release ${args[@]+"${args[@]}"}
+  # The names section (function names: 380 KB raw, 100 KB gzipped) only makes wasm stack
+  # traces and profiles readable: kept with PORTCULLIS_WASM_NAMES=1 (for
+  # `node scripts/bench-serve.mjs profile`), dropped otherwise.
+  if [ "${PORTCULLIS_WASM_NAMES:-0}" != 1 ]; then
+    wasm="$out_dir/index_bg.wasm"
+    "$WASM_OPT_BIN" --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int \
+      --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling \
+      --strip-debug --strip-producers "$wasm" -o "$wasm.tmp"
+    mv "$wasm.tmp" "$wasm"
+  fi
   echo "$variant" >"$out_dir/variant"
 fi
 mkdir -p build

@@ -83,6 +83,7 @@ fn config_var(env: &Env) -> VarValue {
 }
 
 /// The gateway for this isolate: configuration loaded and validated once.
+#[inline(never)]
 fn gateway(env: &Env) -> Rc<Gateway> {
     GATEWAY.with(|cell| {
         cell.get_or_init(|| {
@@ -565,10 +566,13 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
         verifier: Some(&WebCrypto),
         coord: coordinator.as_ref().map(|c| c as &dyn crate::ports::Coordinator),
     };
-    let outcome = gw.handle(ports, &core_req).await;
+    // Polled through a `dyn` future, as is `forward`: each stays a function of its own that
+    // the engine compiles when first run, instead of part of this one (see BENCHMARKS.md,
+    // cold start).
+    let outcome = (Box::pin(gw.handle(ports, &core_req)) as LocalFuture<'_, crate::gateway::Outcome>).await;
     let response = match outcome.action {
         Action::Respond(r) => to_worker_response(r),
-        Action::Forward(f) => match forward(&req, f).await {
+        Action::Forward(f) => match (Box::pin(forward(&req, f)) as LocalFuture<'_, Result<_, ForwardError>>).await {
             Ok(r) => Ok(r),
             Err(ForwardError::Unreachable(e)) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
             Err(ForwardError::TimedOut(ms)) => to_worker_response(gw.origin_timed_out(ports, &core_req, ms)),
