@@ -198,6 +198,9 @@ mod tests {
         assert_eq!(f("/_p/login/"), None);
         assert_eq!(f("/_p/nope"), None);
         assert_eq!(f("/_p/bench").is_some(), cfg!(feature = "bench"));
+        // The prefix is matched as whole segments: a prefix that happens to begin the jwks
+        // path does not hide it.
+        assert_eq!(find("/.well", "/.well-known/portcullis/jwks.json").map(|(r, _)| r.id), Some(RouteId::Jwks));
     }
 
     #[test]
