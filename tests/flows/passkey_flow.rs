@@ -6,7 +6,7 @@
 
 use crate::common::*;
 use crate::webauthn_support::{b64, unb64, Ceremony, Key};
-use portcullis::http::Response;
+use portcullis::http::{Request, Response};
 use serde_json::{json, Value};
 
 fn harness(mfa: Value) -> Harness {
@@ -468,4 +468,26 @@ fn a_passkey_sign_in_costs_three_writes_and_one_delete_beyond_the_idp_sign_in() 
     a.counter = 1;
     assert_eq!(post_assertion(&h, &waiting, &csrf, &a.get(&opts)).status, 302);
     assert_eq!((h.kv.writes.get() - writes, h.kv.deletes.get() - deletes), (3, 1));
+}
+
+/// `HEAD` on the prompt spends and writes nothing (the route table's promise); a `GET` of a
+/// user with passkeys writes the one challenge it shows.
+#[test]
+fn a_head_of_the_prompt_writes_no_challenge() {
+    let h = harness(json!({"required": true}));
+    let a = Authenticator::new(1);
+    first_sign_in(&h, &a);
+    let (waiting, _) = idp_login(&h);
+    let head = Request::new("HEAD", &format!("https://{HOST}/_portcullis/mfa?rd=/dashboard"))
+        .unwrap()
+        .header("host", HOST)
+        .header("accept", "text/html");
+    let writes = h.kv.writes.get();
+    let r = h.respond(&with_session(head, &waiting));
+    assert_eq!(r.status, 200);
+    assert_eq!(h.kv.writes.get() - writes, 0, "a HEAD writes nothing");
+    assert!(!h.kv.keys().iter().any(|k| k.starts_with("pk-chal:")), "no challenge stored");
+    let writes = h.kv.writes.get();
+    prompt(&h, &waiting);
+    assert_eq!(h.kv.writes.get() - writes, 1, "a GET writes its one challenge");
 }

@@ -116,7 +116,8 @@ impl Gateway {
     }
 
     /// The request options for the prompt, with a fresh challenge stored for this session;
-    /// `None` when the user has no passkey.
+    /// `None` when the user has no passkey. A `HEAD` stores none: it spends and writes
+    /// nothing, and its body is never seen.
     pub(super) async fn passkey_request_options(
         &self,
         cx: &Cx<'_>,
@@ -127,7 +128,9 @@ impl Gateway {
             return Ok(None);
         }
         let challenge = AuthenticationChallenge::issue(cx.ports.random::<CHALLENGE_BYTES>(), cx.ports.now());
-        self.put_challenge(cx, id, GET, &challenge).await?;
+        if cx.req.method != "HEAD" {
+            self.put_challenge(cx, id, GET, &challenge).await?;
+        }
         let options =
             request_options(&Self::rp_id(cx), &challenge, &record.passkeys, cx.tenant.mfa.passkey.user_verification);
         Ok(Some(options.to_string()))
