@@ -144,7 +144,6 @@ fn a_passkey_registered_at_the_first_sign_in_signs_in_later() {
     for v in ["hwk", "user", "pop"] {
         assert!(amr.contains(&v), "{amr:?}");
     }
-    assert_eq!(h.events("passkey_verified").len(), 1);
     // The list shows it, named, with its dates.
     let list = h.respond(&with_session(get("/_portcullis/mfa/passkeys"), &second));
     assert_eq!(list.status, 200);
@@ -490,4 +489,52 @@ fn a_head_of_the_prompt_writes_no_challenge() {
     let writes = h.kv.writes.get();
     prompt(&h, &waiting);
     assert_eq!(h.kv.writes.get() - writes, 1, "a GET writes its one challenge");
+}
+
+/// A user with passkeys only regenerates backup codes with a passkey (the attempt
+/// operation, a single-use challenge); a request offering no factor the user has is refused
+/// with a sentence and counts as no wrong code.
+#[test]
+fn a_passkey_only_user_regenerates_backup_codes_with_a_passkey() {
+    let h = harness(json!({"required": true}));
+    let mut a = Authenticator::new(1);
+    let (cookie, old) = first_sign_in(&h, &a);
+    let page = h.respond(&with_session(get("/_portcullis/mfa/passkeys"), &cookie));
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains(r#"action="/_portcullis/mfa/backup-codes" id="passkey-form""#), "{html}");
+    assert!(!html.contains(r#"name="code""#), "no TOTP field without TOTP");
+    assert!(page.headers.get("content-security-policy").unwrap().contains("script-src 'sha256-"));
+    let csrf = form_field(&html, "csrf");
+    // A TOTP code, or nothing: not a factor of this user's; refused, not counted.
+    let mut html = html;
+    for form in [vec![("csrf", csrf.as_str()), ("code", "123456")], vec![("csrf", csrf.as_str())]] {
+        let r = h.respond(&post_form("/_portcullis/mfa/backup-codes", &cookie, &form));
+        assert_eq!(r.status, 400, "{}", r.text());
+        html = r.text();
+        assert!(html.contains("need confirmation with one of your passkeys"), "{html}");
+    }
+    assert!(h.events("mfa_failed").is_empty(), "no wrong code counted");
+    // The page shown with the refusal carries a fresh challenge.
+    a.counter = 1;
+    let credential = a.get(&options(&html));
+    let r = h.respond(&post_form(
+        "/_portcullis/mfa/backup-codes",
+        &cookie,
+        &[("csrf", &csrf), ("credential", &credential)],
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let codes: Vec<String> =
+        r.text().split("<li><code>").skip(1).map(|c| c.split('<').next().unwrap().to_owned()).collect();
+    assert_eq!(codes.len(), 10);
+    assert_ne!(codes, old);
+    assert_eq!(h.events("backup_codes_regenerated").len(), 1);
+    // The challenge was single-use: the same assertion again is refused.
+    let again = h.respond(&post_form(
+        "/_portcullis/mfa/backup-codes",
+        &cookie,
+        &[("csrf", &csrf), ("credential", &credential)],
+    ));
+    assert_eq!(again.status, 400);
+    assert_eq!(h.events("backup_codes_regenerated").len(), 1);
 }
