@@ -86,6 +86,7 @@ fn prompt(h: &Harness, cookie: &str) -> (Value, String) {
     let page = h.respond(&with_session(get("/_portcullis/mfa?rd=/dashboard"), cookie));
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
+    assert!(html.contains(r#"action="/_portcullis/mfa/passkey" id="passkey-form""#), "{html}");
     (options(&html), form_field(&html, "csrf"))
 }
 
