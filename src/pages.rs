@@ -200,11 +200,13 @@ pub struct MfaView<'a> {
     pub backup: bool,
     /// Why the prompt is shown (`step_up`, `step_up_passkey`), kept through a refusal.
     pub reason: &'a str,
+    /// What follows the factor (`add_passkey`), kept through a refusal.
+    pub then: &'a str,
 }
 
 /// The second-factor prompt.
 pub fn mfa_page(brand: Brand<'_>, v: &MfaView<'_>) -> Response {
-    let common = [("prefix", brand.prefix), ("csrf", v.csrf), ("rd", v.rd)];
+    let common = [("prefix", brand.prefix), ("csrf", v.csrf), ("rd", v.rd), ("then", v.then)];
     let fallback = match (v.totp, v.backup) {
         (true, _) => "Use the code from your authenticator app or a backup code instead.",
         (false, true) => "Use a backup code instead.",
@@ -339,6 +341,7 @@ fn regenerate_section(prefix: &str, csrf: &str, v: &RegenerateView<'_>) -> Strin
                     ("prefix", prefix),
                     ("csrf", csrf),
                     ("rd", ""),
+                    ("then", ""),
                     ("action", &action),
                     ("options", o),
                     ("fallback", fallback),

@@ -204,7 +204,7 @@ fn a_removed_passkey_is_refused() {
     let gate = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register"), &first));
     assert_eq!(gate.status, 302);
     let login = gate.headers.get("location").unwrap().to_owned();
-    assert!(login.contains("reauth=1"), "{login}");
+    assert!(login.contains("reauth=passkey"), "{login}");
     let r = h.respond(&get(&login));
     let auth = url::Url::parse(r.headers.get("location").unwrap()).unwrap();
     let pending = set_cookie_value(&r, "__Host-portcullis_pending").unwrap();
@@ -538,4 +538,59 @@ fn a_passkey_only_user_regenerates_backup_codes_with_a_passkey() {
     ));
     assert_eq!(again.status, 400);
     assert_eq!(h.events("backup_codes_regenerated").len(), 1);
+}
+
+/// The fresh IdP sign-in that adding a passkey asks for: the session it makes, and where the
+/// gateway sends the browser after it.
+fn fresh_sign_in(h: &Harness, gate: &Response) -> (String, String) {
+    assert_eq!(gate.status, 302, "{}", gate.text());
+    let login = gate.headers.get("location").unwrap().to_owned();
+    assert!(login.contains("reauth="), "{login}");
+    let r = h.respond(&get(&login));
+    let auth = url::Url::parse(r.headers.get("location").unwrap()).unwrap();
+    let pending = set_cookie_value(&r, "__Host-portcullis_pending").unwrap();
+    h.idp.borrow_mut().extra_claims = json!({"auth_time": h.clock.now()});
+    let ok = h.respond(&h.callback_for(&auth, &pending));
+    assert_eq!(ok.status, 302, "{}", ok.text());
+    (set_cookie_value(&ok, "__Host-portcullis_session").unwrap(), ok.headers.get("location").unwrap().to_owned())
+}
+
+/// After the fresh sign-in for adding a passkey the gateway goes on with that, as it does
+/// for TOTP enrolment: through the prompt when the user has a factor, straight to the
+/// registration page otherwise; the return path is kept.
+#[test]
+fn the_fresh_sign_in_for_a_passkey_comes_back_to_its_registration() {
+    let h = harness(json!({"required": true}));
+    let mut a = Authenticator::new(1);
+    let (first, _) = first_sign_in(&h, &a);
+    let gate = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register?rd=/dashboard"), &first));
+    let (fresh, next) = fresh_sign_in(&h, &gate);
+    assert!(next.starts_with("/_portcullis/mfa?") && next.contains("then=add_passkey"), "{next}");
+    let page = h.respond(&with_session(get(&next), &fresh));
+    let html = page.text();
+    assert!(html.contains(r#"name="then" value="add_passkey""#), "{html}");
+    a.counter = 1;
+    let r = h.respond(&post_form(
+        "/_portcullis/mfa/passkey",
+        &fresh,
+        &[
+            ("csrf", &form_field(&html, "csrf")),
+            ("rd", "/dashboard"),
+            ("then", "add_passkey"),
+            ("credential", &a.get(&options(&html))),
+        ],
+    ));
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(r.headers.get("location"), Some("/_portcullis/mfa/passkeys/register?rd=%2Fdashboard"));
+    let register = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register?rd=/dashboard"), &fresh));
+    assert_eq!(register.status, 200, "{}", register.text());
+    assert!(register.text().contains(r#"data-ceremony="create""#));
+
+    // A user without a factor, in a tenant that does not require one: straight there.
+    let h = harness(json!({}));
+    let (cookie, next) = idp_login(&h);
+    assert_eq!(next, "/dashboard");
+    let gate = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register?rd=/dashboard"), &cookie));
+    let (_, next) = fresh_sign_in(&h, &gate);
+    assert_eq!(next, "/_portcullis/mfa/passkeys/register?rd=%2Fdashboard");
 }

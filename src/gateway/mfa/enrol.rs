@@ -65,9 +65,14 @@ impl Gateway {
                     return Err(Refusal::FreshSignInNotConfirmed { provider: record.provider.clone() });
                 }
                 // After the fresh sign-in the gateway comes back to enrolment by itself.
+                let reauth = if another { "passkey" } else { "1" };
                 let login = format!(
                     "{prefix}/login?{}",
-                    crate::http::query_encode(&[("provider", record.provider.as_str()), ("reauth", "1"), ("rd", rd)])
+                    crate::http::query_encode(&[
+                        ("provider", record.provider.as_str()),
+                        ("reauth", reauth),
+                        ("rd", rd)
+                    ])
                 );
                 Ok(Some(self.no_store_redirect(&login)))
             }
