@@ -200,22 +200,31 @@ pub struct MfaView<'a> {
     pub backup: bool,
     /// Why the prompt is shown (`step_up`, `step_up_passkey`), kept through a refusal.
     pub reason: &'a str,
+    /// What follows the factor (`add_passkey`), kept through a refusal.
+    pub then: &'a str,
 }
 
 /// The second-factor prompt.
 pub fn mfa_page(brand: Brand<'_>, v: &MfaView<'_>) -> Response {
-    let common = [("prefix", brand.prefix), ("csrf", v.csrf), ("rd", v.rd)];
+    let common = [("prefix", brand.prefix), ("csrf", v.csrf), ("rd", v.rd), ("then", v.then)];
     let fallback = match (v.totp, v.backup) {
         (true, _) => "Use the code from your authenticator app or a backup code instead.",
         (false, true) => "Use a backup code instead.",
         (false, false) => "",
     };
+    let action = format!("{}/mfa/passkey", brand.prefix);
     let passkey = v
         .passkey_options
         .map(|o| {
             let vars = [
                 common.as_slice(),
-                &[("options", o), ("fallback", fallback), ("reason", v.reason), ("script", WEBAUTHN_JS)],
+                &[
+                    ("action", &action),
+                    ("options", o),
+                    ("fallback", fallback),
+                    ("reason", v.reason),
+                    ("script", WEBAUTHN_JS),
+                ],
             ]
             .concat();
             render(PASSKEY_GET, &vars)
@@ -310,8 +319,60 @@ fn day(secs: u64) -> String {
     crate::saml::time::format(secs).chars().take(10).collect()
 }
 
-/// The user's passkeys, each with a remove button.
-pub fn passkeys_page(brand: Brand<'_>, rows: &[PasskeyRow<'_>], notice: Option<Notice<'_>>, csrf: &str) -> Response {
+/// How the passkeys page offers new backup codes: with what the user has (a passkey, a
+/// TOTP code).
+#[derive(Debug)]
+pub struct RegenerateView<'a> {
+    /// The passkey request options (JSON), when the user has passkeys.
+    pub passkey_options: Option<&'a str>,
+    pub totp: bool,
+}
+
+/// The section that regenerates backup codes, confirmed by one of the user's factors.
+fn regenerate_section(prefix: &str, csrf: &str, v: &RegenerateView<'_>) -> String {
+    let action = format!("{prefix}/mfa/backup-codes");
+    let fallback = if v.totp { "Use the code from your authenticator app instead." } else { "" };
+    let passkey = v
+        .passkey_options
+        .map(|o| {
+            render(
+                PASSKEY_GET,
+                &[
+                    ("prefix", prefix),
+                    ("csrf", csrf),
+                    ("rd", ""),
+                    ("then", ""),
+                    ("action", &action),
+                    ("options", o),
+                    ("fallback", fallback),
+                    ("reason", ""),
+                    ("script", WEBAUTHN_JS),
+                ],
+            )
+        })
+        .unwrap_or_default();
+    let totp = if v.totp {
+        format!(
+            r#"<form method="post" action="{action}"><input type="hidden" name="csrf" value="{csrf}"><label for="code">Code from your authenticator app</label><input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="10" required><button type="submit" class="button">New backup codes</button></form>"#,
+            action = escape(&action),
+            csrf = escape(csrf),
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<section aria-labelledby="regenerate-heading"><h2 id="regenerate-heading">Backup codes</h2><p>New backup codes replace the old ones. Confirm with one of your second factors.</p>{passkey}{totp}</section>"#
+    )
+}
+
+/// The user's passkeys, each with a remove button, and new backup codes.
+pub fn passkeys_page(
+    brand: Brand<'_>,
+    rows: &[PasskeyRow<'_>],
+    notice: Option<Notice<'_>>,
+    csrf: &str,
+    regenerate: &RegenerateView<'_>,
+) -> Response {
     let rows: String = rows
         .iter()
         .map(|p| {
@@ -328,8 +389,17 @@ pub fn passkeys_page(brand: Brand<'_>, rows: &[PasskeyRow<'_>], notice: Option<N
         .collect::<Vec<_>>()
         .join("\n");
     let rows = if rows.is_empty() { r#"<tr><td colspan="4">No passkeys yet.</td></tr>"#.to_owned() } else { rows };
-    let content = render(PASSKEYS, &[("notice", &notice_html(notice)), ("rows", &rows), ("prefix", brand.prefix)]);
-    page(brand, 200, "Passkeys", &content)
+    let section = regenerate_section(brand.prefix, csrf, regenerate);
+    let content = render(
+        PASSKEYS,
+        &[("notice", &notice_html(notice)), ("rows", &rows), ("prefix", brand.prefix), ("regenerate", &section)],
+    );
+    let r = page(brand, 200, "Passkeys", &content);
+    if regenerate.passkey_options.is_some() {
+        with_script(r)
+    } else {
+        r
+    }
 }
 
 /// Values of the enrolment page.

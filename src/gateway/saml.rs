@@ -32,6 +32,9 @@ struct SamlPreLogin {
     /// Sent with `ForceAuthn`: the IdP was asked to authenticate the person afresh.
     #[serde(default)]
     reauth: bool,
+    /// The fresh sign-in is for adding a passkey.
+    #[serde(default)]
+    add_passkey: bool,
 }
 
 fn state_key(tenant: &str, relay_state: &str) -> String {
@@ -161,6 +164,7 @@ impl Gateway {
         c: &SamlConnection,
         rd: String,
         reauth: bool,
+        add_passkey: bool,
     ) -> Result<Response, Refusal> {
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
         let idp = self.saml_idp(cx, c).await?;
@@ -183,6 +187,7 @@ impl Gateway {
             return_to: rd,
             created: cx.ports.now(),
             reauth,
+            add_passkey,
         };
         let ttl = loaded.config.gateway.login_state_ttl;
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
@@ -352,6 +357,7 @@ impl Gateway {
             return_to: &return_to,
             detail: json!({"protocol": "saml", "solicited": pre.is_some(), "authn_context": assertion.authn_context_class_ref}),
             fresh,
+            add_passkey: fresh && pre.as_ref().is_some_and(|p| p.add_passkey),
             pending_cookie: SAML_PENDING_COOKIE,
         };
         let id = SessionId::from_random(cx.ports.random::<32>());

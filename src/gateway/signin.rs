@@ -35,6 +35,8 @@ pub(super) struct SignedIn<'a> {
     pub(super) detail: Value,
     /// The sign-in was asked to be fresh (`reauth=1`) and the IdP confirmed it.
     pub(super) fresh: bool,
+    /// The fresh sign-in was asked for to add a passkey (`reauth=passkey`).
+    pub(super) add_passkey: bool,
     pub(super) pending_cookie: &'static str,
 }
 
@@ -77,10 +79,13 @@ impl Gateway {
             }
         };
         self.login_allowed(cx)?;
-        // `reauth=1`: the IdP must authenticate the person afresh (adding a second factor).
-        let reauth = cx.req.query("reauth").as_deref() == Some("1");
+        // `reauth=1`: the IdP must authenticate the person afresh (adding a second factor);
+        // `reauth=passkey`: the same, and the gateway goes on with adding a passkey after it.
+        let asked = cx.req.query("reauth");
+        let add_passkey = asked.as_deref() == Some("passkey");
+        let reauth = add_passkey || asked.as_deref() == Some("1");
         if let Some(c) = cx.tenant.providers.iter().find(|p| p.name() == provider).and_then(|p| p.as_saml()) {
-            return self.saml_login_start(cx, c, rd, reauth).await;
+            return self.saml_login_start(cx, c, rd, reauth, add_passkey).await;
         }
         let p = self.oidc_provider(cx.tenant, &provider)?;
         let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
@@ -101,6 +106,7 @@ impl Gateway {
             redirect_uri: redirect_uri.clone(),
             created: cx.ports.now(),
             reauth,
+            add_passkey,
         };
         let value = serde_json::to_string(&pre).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         cx.ports
@@ -263,6 +269,7 @@ impl Gateway {
             return_to: &pre.return_to,
             detail: json!({"alg": verified.alg, "kid": verified.kid}),
             fresh: pre.reauth,
+            add_passkey: pre.reauth && pre.add_passkey,
             pending_cookie: PENDING_COOKIE,
         };
         self.finish_login(cx, id, login).await
@@ -316,9 +323,16 @@ impl Gateway {
             passkey_at: None,
         };
         let mut next = self.decide_mfa(cx, login.idp_mfa, &mut record, login.return_to).await?;
-        if login.fresh && record.mfa != MfaState::Pending {
+        let rd = crate::http::query_encode(&[("rd", login.return_to)]);
+        if login.add_passkey && next.starts_with(&format!("{}/mfa?", self.prefix())) {
+            // The fresh sign-in was asked for to add a passkey beside the user's factors: the
+            // prompt first, then the passkey.
+            let q = [("rd", login.return_to), ("then", crate::gateway::mfa::THEN_ADD_PASSKEY)];
+            next = format!("{}/mfa?{}", self.prefix(), crate::http::query_encode(&q));
+        } else if login.add_passkey {
+            next = format!("{}/mfa/passkeys/register?{rd}", self.prefix());
+        } else if login.fresh && record.mfa != MfaState::Pending {
             // The fresh sign-in was asked for to add a second factor: go on with that.
-            let rd = crate::http::query_encode(&[("rd", login.return_to)]);
             next = format!("{}/mfa/enroll?{rd}", self.prefix());
         }
         self.save_session(cx, &id, &record).await?;

@@ -17,7 +17,7 @@
 //! | `POST {prefix}/mfa/passkey` | sign in | verify | step-up |
 //! | `GET/POST {prefix}/mfa/passkeys/register` | sign in | first factor only | after a fresh IdP sign-in |
 //! | `GET {prefix}/mfa/passkeys`, `POST …/remove` | sign in | refused | yes |
-//! | `POST {prefix}/mfa/backup-codes` | sign in | refused | with a fresh code |
+//! | `POST {prefix}/mfa/backup-codes` | sign in | refused | with a fresh code or passkey |
 //! | `GET {prefix}/me`, session admin | 401 | 401 | yes |
 //! | `GET/POST {prefix}/logout` | page | ends it | ends it |
 //!

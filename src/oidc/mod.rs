@@ -151,6 +151,9 @@ pub struct PreLogin {
     /// `auth_time`.
     #[serde(default)]
     pub reauth: bool,
+    /// The fresh sign-in is for adding a passkey: the gateway goes on with that after it.
+    #[serde(default)]
+    pub add_passkey: bool,
 }
 
 impl fmt::Debug for PreLogin {

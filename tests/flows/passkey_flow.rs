@@ -6,7 +6,7 @@
 
 use crate::common::*;
 use crate::webauthn_support::{b64, unb64, Ceremony, Key};
-use portcullis::http::Response;
+use portcullis::http::{Request, Response};
 use serde_json::{json, Value};
 
 fn harness(mfa: Value) -> Harness {
@@ -86,6 +86,7 @@ fn prompt(h: &Harness, cookie: &str) -> (Value, String) {
     let page = h.respond(&with_session(get("/_portcullis/mfa?rd=/dashboard"), cookie));
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
+    assert!(html.contains(r#"action="/_portcullis/mfa/passkey" id="passkey-form""#), "{html}");
     (options(&html), form_field(&html, "csrf"))
 }
 
@@ -144,7 +145,6 @@ fn a_passkey_registered_at_the_first_sign_in_signs_in_later() {
     for v in ["hwk", "user", "pop"] {
         assert!(amr.contains(&v), "{amr:?}");
     }
-    assert_eq!(h.events("passkey_verified").len(), 1);
     // The list shows it, named, with its dates.
     let list = h.respond(&with_session(get("/_portcullis/mfa/passkeys"), &second));
     assert_eq!(list.status, 200);
@@ -204,7 +204,7 @@ fn a_removed_passkey_is_refused() {
     let gate = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register"), &first));
     assert_eq!(gate.status, 302);
     let login = gate.headers.get("location").unwrap().to_owned();
-    assert!(login.contains("reauth=1"), "{login}");
+    assert!(login.contains("reauth=passkey"), "{login}");
     let r = h.respond(&get(&login));
     let auth = url::Url::parse(r.headers.get("location").unwrap()).unwrap();
     let pending = set_cookie_value(&r, "__Host-portcullis_pending").unwrap();
@@ -468,4 +468,129 @@ fn a_passkey_sign_in_costs_three_writes_and_one_delete_beyond_the_idp_sign_in() 
     a.counter = 1;
     assert_eq!(post_assertion(&h, &waiting, &csrf, &a.get(&opts)).status, 302);
     assert_eq!((h.kv.writes.get() - writes, h.kv.deletes.get() - deletes), (3, 1));
+}
+
+/// `HEAD` on the prompt spends and writes nothing (the route table's promise); a `GET` of a
+/// user with passkeys writes the one challenge it shows.
+#[test]
+fn a_head_of_the_prompt_writes_no_challenge() {
+    let h = harness(json!({"required": true}));
+    let a = Authenticator::new(1);
+    first_sign_in(&h, &a);
+    let (waiting, _) = idp_login(&h);
+    let head = Request::new("HEAD", &format!("https://{HOST}/_portcullis/mfa?rd=/dashboard"))
+        .unwrap()
+        .header("host", HOST)
+        .header("accept", "text/html");
+    let writes = h.kv.writes.get();
+    let r = h.respond(&with_session(head, &waiting));
+    assert_eq!(r.status, 200);
+    assert_eq!(h.kv.writes.get() - writes, 0, "a HEAD writes nothing");
+    assert!(!h.kv.keys().iter().any(|k| k.starts_with("pk-chal:")), "no challenge stored");
+    let writes = h.kv.writes.get();
+    prompt(&h, &waiting);
+    assert_eq!(h.kv.writes.get() - writes, 1, "a GET writes its one challenge");
+}
+
+/// A user with passkeys only regenerates backup codes with a passkey (the attempt
+/// operation, a single-use challenge); a request offering no factor the user has is refused
+/// with a sentence and counts as no wrong code.
+#[test]
+fn a_passkey_only_user_regenerates_backup_codes_with_a_passkey() {
+    let h = harness(json!({"required": true}));
+    let mut a = Authenticator::new(1);
+    let (cookie, old) = first_sign_in(&h, &a);
+    let page = h.respond(&with_session(get("/_portcullis/mfa/passkeys"), &cookie));
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains(r#"action="/_portcullis/mfa/backup-codes" id="passkey-form""#), "{html}");
+    assert!(!html.contains(r#"name="code""#), "no TOTP field without TOTP");
+    assert!(page.headers.get("content-security-policy").unwrap().contains("script-src 'sha256-"));
+    let csrf = form_field(&html, "csrf");
+    // A TOTP code, or nothing: not a factor of this user's; refused, not counted.
+    let mut html = html;
+    for form in [vec![("csrf", csrf.as_str()), ("code", "123456")], vec![("csrf", csrf.as_str())]] {
+        let r = h.respond(&post_form("/_portcullis/mfa/backup-codes", &cookie, &form));
+        assert_eq!(r.status, 400, "{}", r.text());
+        html = r.text();
+        assert!(html.contains("need confirmation with one of your passkeys"), "{html}");
+    }
+    assert!(h.events("mfa_failed").is_empty(), "no wrong code counted");
+    // The page shown with the refusal carries a fresh challenge.
+    a.counter = 1;
+    let credential = a.get(&options(&html));
+    let r = h.respond(&post_form(
+        "/_portcullis/mfa/backup-codes",
+        &cookie,
+        &[("csrf", &csrf), ("credential", &credential)],
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let codes: Vec<String> =
+        r.text().split("<li><code>").skip(1).map(|c| c.split('<').next().unwrap().to_owned()).collect();
+    assert_eq!(codes.len(), 10);
+    assert_ne!(codes, old);
+    assert_eq!(h.events("backup_codes_regenerated").len(), 1);
+    // The challenge was single-use: the same assertion again is refused.
+    let again = h.respond(&post_form(
+        "/_portcullis/mfa/backup-codes",
+        &cookie,
+        &[("csrf", &csrf), ("credential", &credential)],
+    ));
+    assert_eq!(again.status, 400);
+    assert_eq!(h.events("backup_codes_regenerated").len(), 1);
+}
+
+/// The fresh IdP sign-in that adding a passkey asks for: the session it makes, and where the
+/// gateway sends the browser after it.
+fn fresh_sign_in(h: &Harness, gate: &Response) -> (String, String) {
+    assert_eq!(gate.status, 302, "{}", gate.text());
+    let login = gate.headers.get("location").unwrap().to_owned();
+    assert!(login.contains("reauth="), "{login}");
+    let r = h.respond(&get(&login));
+    let auth = url::Url::parse(r.headers.get("location").unwrap()).unwrap();
+    let pending = set_cookie_value(&r, "__Host-portcullis_pending").unwrap();
+    h.idp.borrow_mut().extra_claims = json!({"auth_time": h.clock.now()});
+    let ok = h.respond(&h.callback_for(&auth, &pending));
+    assert_eq!(ok.status, 302, "{}", ok.text());
+    (set_cookie_value(&ok, "__Host-portcullis_session").unwrap(), ok.headers.get("location").unwrap().to_owned())
+}
+
+/// After the fresh sign-in for adding a passkey the gateway goes on with that, as it does
+/// for TOTP enrolment: through the prompt when the user has a factor, straight to the
+/// registration page otherwise; the return path is kept.
+#[test]
+fn the_fresh_sign_in_for_a_passkey_comes_back_to_its_registration() {
+    let h = harness(json!({"required": true}));
+    let mut a = Authenticator::new(1);
+    let (first, _) = first_sign_in(&h, &a);
+    let gate = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register?rd=/dashboard"), &first));
+    let (fresh, next) = fresh_sign_in(&h, &gate);
+    assert!(next.starts_with("/_portcullis/mfa?") && next.contains("then=add_passkey"), "{next}");
+    let page = h.respond(&with_session(get(&next), &fresh));
+    let html = page.text();
+    assert!(html.contains(r#"name="then" value="add_passkey""#), "{html}");
+    a.counter = 1;
+    let r = h.respond(&post_form(
+        "/_portcullis/mfa/passkey",
+        &fresh,
+        &[
+            ("csrf", &form_field(&html, "csrf")),
+            ("rd", "/dashboard"),
+            ("then", "add_passkey"),
+            ("credential", &a.get(&options(&html))),
+        ],
+    ));
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(r.headers.get("location"), Some("/_portcullis/mfa/passkeys/register?rd=%2Fdashboard"));
+    let register = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register?rd=/dashboard"), &fresh));
+    assert_eq!(register.status, 200, "{}", register.text());
+    assert!(register.text().contains(r#"data-ceremony="create""#));
+
+    // A user without a factor, in a tenant that does not require one: straight there.
+    let h = harness(json!({}));
+    let (cookie, next) = idp_login(&h);
+    assert_eq!(next, "/dashboard");
+    let gate = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register?rd=/dashboard"), &cookie));
+    let (_, next) = fresh_sign_in(&h, &gate);
+    assert_eq!(next, "/_portcullis/mfa/passkeys/register?rd=%2Fdashboard");
 }

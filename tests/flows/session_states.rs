@@ -123,7 +123,7 @@ fn the_enrolment_routes_take_a_first_factor_or_a_fresh_sign_in_only() {
     assert_eq!(status(&h, &request("POST", "/mfa/enroll", Some(&complete), &csrf)), 401);
     let page = h.respond(&with_session(get("/_portcullis/mfa/passkeys/register"), &complete));
     assert_eq!(page.status, 302);
-    assert!(page.headers.get("location").unwrap().contains("reauth=1"));
+    assert!(page.headers.get("location").unwrap().contains("reauth=passkey"));
     assert_eq!(status(&h, &request("POST", "/mfa/passkeys/register", Some(&complete), &csrf)), 401);
     assert!(!h.kv.keys().iter().any(|k| k.starts_with("mfa")), "nothing stored: {:?}", h.kv.keys());
 }

@@ -65,9 +65,14 @@ impl Gateway {
                     return Err(Refusal::FreshSignInNotConfirmed { provider: record.provider.clone() });
                 }
                 // After the fresh sign-in the gateway comes back to enrolment by itself.
+                let reauth = if another { "passkey" } else { "1" };
                 let login = format!(
                     "{prefix}/login?{}",
-                    crate::http::query_encode(&[("provider", record.provider.as_str()), ("reauth", "1"), ("rd", rd)])
+                    crate::http::query_encode(&[
+                        ("provider", record.provider.as_str()),
+                        ("reauth", reauth),
+                        ("rd", rd)
+                    ])
                 );
                 Ok(Some(self.no_store_redirect(&login)))
             }
@@ -261,7 +266,9 @@ impl Gateway {
     }
 
     /// `POST {prefix}/mfa/backup-codes`: new codes for a complete session and a fresh TOTP
-    /// code (through the attempt operation); the old codes stop working.
+    /// code or passkey assertion (through the attempt operation, a passkey against this
+    /// session's single-use challenge); the old codes stop working. A request that offers
+    /// no factor the user has is refused without counting as a wrong code.
     pub(in crate::gateway) async fn mfa_regenerate_codes(
         &self,
         cx: &Cx<'_>,
@@ -273,8 +280,25 @@ impl Gateway {
         let Some(mut record) = self.load_mfa(cx, &user_id).await?.filter(|m| m.enabled) else {
             return Err(Refusal::NotFound);
         };
-        let code = cx.req.form_value("code").unwrap_or_default();
-        match self.attempt(cx, session.record(), &mut record, Check::Totp(&code)).await? {
+        let code = cx.req.form_value("code").filter(|c| !c.trim().is_empty());
+        let credential = cx.req.form_value("credential").filter(|c| !c.trim().is_empty());
+        let check = match (credential.as_deref(), code.as_deref()) {
+            (Some(response), _) if !record.passkeys.is_empty() => {
+                let challenge = self.take_challenge(cx, session.id(), super::passkey::GET).await?;
+                Check::Passkey { response: response.as_bytes(), challenge }
+            }
+            (_, Some(code)) if record.has_totp() => Check::Totp(code),
+            _ => {
+                let how = match (record.passkeys.is_empty(), record.has_totp()) {
+                    (false, true) => "a passkey or a code from your authenticator app",
+                    (false, false) => "one of your passkeys",
+                    (true, _) => "a code from your authenticator app",
+                };
+                let text = format!("New backup codes need confirmation with {how}.");
+                return self.passkeys_page(cx, &session, Some(Notice::Error(&text)), 400).await;
+            }
+        };
+        match self.attempt(cx, session.record(), &mut record, check).await? {
             Ok(Passed::Enrolment { .. }) => Err(Refusal::MfaRequired { step_up: false }),
             Ok(Passed::Factor(_)) => {
                 let codes = self.new_backup_codes(cx.ports, &mut record)?;
@@ -283,7 +307,7 @@ impl Gateway {
                 Ok(pages::backup_codes_page(Brand { tenant: Some(cx.tenant), prefix }, &codes, &rd))
             }
             Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, cx.ports.now())),
-            Err(AttemptRefused::Wrong(_)) => Err(Refusal::BadRequest("wrong code for backup code regeneration".into())),
+            Err(AttemptRefused::Wrong(text)) => self.passkeys_page(cx, &session, Some(Notice::Error(&text)), 400).await,
         }
     }
 

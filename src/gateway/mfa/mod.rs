@@ -43,6 +43,9 @@ const ENROLMENT_SEAL: &str = "totp-enrolment";
 
 /// `amr` values that mean the IdP already did a second factor.
 const IDP_MFA_AMR: &[&str] = &["mfa", "otp", "hwk"];
+/// The `then` of a prompt after a fresh sign-in for adding a passkey: after the factor, the
+/// passkey registration page.
+pub(in crate::gateway) const THEN_ADD_PASSKEY: &str = "add_passkey";
 /// The `reason` of a prompt for a step-up rule that demands a passkey.
 const STEP_UP_PASSKEY: &str = "step_up_passkey";
 /// What a TOTP code or a backup code stands for in `amr`.
@@ -362,10 +365,16 @@ impl Gateway {
                 totp: record.has_totp() && !passkey_only,
                 backup: !passkey_only,
                 reason: &reason,
+                then: if Self::then_add_passkey(cx) { THEN_ADD_PASSKEY } else { "" },
             },
         );
         r.status = status;
         Ok(r)
+    }
+
+    /// Whether the prompt goes on to add a passkey (after a fresh sign-in asked for that).
+    fn then_add_passkey(cx: &Cx<'_>) -> bool {
+        cx.req.query("then").or_else(|| cx.req.form_value("then")).as_deref() == Some(THEN_ADD_PASSKEY)
     }
 
     /// `POST {prefix}/mfa`: a TOTP code or a backup code. Completes a waiting session, or
@@ -416,6 +425,10 @@ impl Gateway {
                     return Ok(self.unauthenticated(cx.req, cx.tenant, true));
                 }
                 self.audit_mfa(cx, complete.record(), event, "ok");
+                if Self::then_add_passkey(cx) {
+                    let q = crate::http::query_encode(&[("rd", rd)]);
+                    return Ok(self.no_store_redirect(&format!("{}/mfa/passkeys/register?{q}", self.prefix())));
+                }
                 Ok(self.no_store_redirect(rd))
             }
             Err(AttemptRefused::Locked(until)) => Err(Self::lockout(until, cx.ports.now())),

@@ -40,7 +40,7 @@ use crate::webauthn::{
 const PASSKEY_AMR: &[&str] = &["mfa", "hwk", "pop"];
 const PASSKEY_UV_AMR: &[&str] = &["mfa", "hwk", "user", "pop"];
 
-const GET: &str = "get";
+pub(super) const GET: &str = "get";
 const CREATE: &str = "create";
 /// Longest passkey name kept (characters).
 const MAX_NAME: usize = 64;
@@ -73,7 +73,7 @@ impl Gateway {
     }
 
     /// The session's challenge for a ceremony, deleted as it is read.
-    async fn take_challenge<T: DeserializeOwned>(
+    pub(super) async fn take_challenge<T: DeserializeOwned>(
         &self,
         cx: &Cx<'_>,
         id: &SessionId,
@@ -116,7 +116,8 @@ impl Gateway {
     }
 
     /// The request options for the prompt, with a fresh challenge stored for this session;
-    /// `None` when the user has no passkey.
+    /// `None` when the user has no passkey. A `HEAD` stores none: it spends and writes
+    /// nothing, and its body is never seen.
     pub(super) async fn passkey_request_options(
         &self,
         cx: &Cx<'_>,
@@ -127,7 +128,9 @@ impl Gateway {
             return Ok(None);
         }
         let challenge = AuthenticationChallenge::issue(cx.ports.random::<CHALLENGE_BYTES>(), cx.ports.now());
-        self.put_challenge(cx, id, GET, &challenge).await?;
+        if cx.req.method != "HEAD" {
+            self.put_challenge(cx, id, GET, &challenge).await?;
+        }
         let options =
             request_options(&Self::rp_id(cx), &challenge, &record.passkeys, cx.tenant.mfa.passkey.user_verification);
         Ok(Some(options.to_string()))
@@ -397,11 +400,15 @@ impl Gateway {
             .iter()
             .map(|p| PasskeyRow { id: &p.id, name: &p.name, created: p.created, last_used: p.last_used })
             .collect();
+        // New backup codes are offered with what the user has (a passkey: a fresh challenge).
+        let options =
+            if record.enabled { self.passkey_request_options(cx, session.id(), &record).await? } else { None };
         let mut r = pages::passkeys_page(
             Brand { tenant: Some(cx.tenant), prefix: self.prefix() },
             &rows,
             notice,
             &self.csrf_for(cx.tenant, session.id()),
+            &pages::RegenerateView { passkey_options: options.as_deref(), totp: record.enabled && record.has_totp() },
         );
         r.status = status;
         Ok(r)
