@@ -11,6 +11,9 @@ use crate::ports::{FetchError, KvError};
 pub enum Refusal {
     UnknownHost(String),
     ConfigInvalid,
+    /// The assertion signing key (by id) cannot sign: the public key its PKCS#8 document
+    /// carries is not its private key's. Requests are refused rather than forwarded unsigned.
+    SigningKeyUnusable(String),
     NotFound,
     MethodNotAllowed,
     BadRequest(String),
@@ -115,6 +118,10 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::UnknownHost(h) => write!(f, "no tenant for host {h:?}"),
             Refusal::ConfigInvalid => f.write_str("configuration invalid"),
+            Refusal::SigningKeyUnusable(id) => write!(
+                f,
+                "assertion signing key {id} is unusable: the public key in its PKCS#8 document is not its private key's"
+            ),
             Refusal::NotFound => f.write_str("no such gateway route"),
             Refusal::MethodNotAllowed => f.write_str("method not allowed"),
             Refusal::BadRequest(e) => write!(f, "bad request: {e}"),
@@ -248,7 +255,7 @@ impl Refusal {
         use Retry::*;
         match self {
             Refusal::UnknownHost(_) => p(404, "unknown_host", "Unknown site", "This address is not served by this gateway. Check the address you typed.", None),
-            Refusal::ConfigInvalid => p(500, "config_error", "Configuration error", "The sign-in gateway for this site is misconfigured. The site's operators have been told through the logs; please try again later.", None),
+            Refusal::ConfigInvalid | Refusal::SigningKeyUnusable(_) => p(500, "config_error", "Configuration error", "The sign-in gateway for this site is misconfigured. The site's operators have been told through the logs; please try again later.", None),
             Refusal::NotFound => p(404, "not_found", "Page not found", "There is no such page on the sign-in gateway.", None),
             Refusal::MethodNotAllowed => p(405, "method_not_allowed", "Not allowed", "This page does not accept that kind of request.", None),
             Refusal::BadRequest(_) => p(400, "bad_request", "Bad request", "The request could not be understood.", None),

@@ -242,25 +242,28 @@ impl Gateway {
         let user_id = format!("{}/{}", t.iss, t.sub);
         let user = if machine { t.client_id.clone() } else { t.sub.clone() };
         let scope = t.scopes.join(" ");
-        let assertion = self.config().zip(self.signing_keys().first()).and_then(|(loaded, key)| {
-            let claims = AssertionClaims {
-                iss: &loaded.config.gateway.issuer,
-                aud: &cx.tenant.id,
-                sub: &user_id,
-                email: None,
-                name: None,
-                preferred_username: None,
-                groups: &mapped.groups,
-                roles: &mapped.roles,
-                amr: &[],
-                idp: &principal.label,
-                attributes: &Default::default(),
-                principal: kind,
-                client_id: Some(&t.client_id),
-                scope: Some(&scope),
-            };
-            key.sign(&claims, cx.ports.now())
-        });
+        let assertion = match self.config().zip(self.signing_keys().first()) {
+            None => None,
+            Some((loaded, key)) => {
+                let claims = AssertionClaims {
+                    iss: &loaded.config.gateway.issuer,
+                    aud: &cx.tenant.id,
+                    sub: &user_id,
+                    email: None,
+                    name: None,
+                    preferred_username: None,
+                    groups: &mapped.groups,
+                    roles: &mapped.roles,
+                    amr: &[],
+                    idp: &principal.label,
+                    attributes: &Default::default(),
+                    principal: kind,
+                    client_id: Some(&t.client_id),
+                    scope: Some(&scope),
+                };
+                Some(key.sign(&claims, cx.ports.now()).ok_or_else(|| Refusal::SigningKeyUnusable(key.id.clone()))?)
+            }
+        };
         cx.log(json!({"event": "bearer_accepted", "tenant": cx.tenant.id, "issuer": principal.label,
             "client_id": t.client_id, "principal": kind, "path": decided.path.matching}));
         let identity = IdentityHeaders {

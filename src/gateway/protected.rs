@@ -118,7 +118,7 @@ impl Gateway {
             groups: record.groups.clone(),
             roles: record.roles.clone(),
             amr: record.amr.clone(),
-            assertion: self.assertion_for(cx, id, record),
+            assertion: self.assertion_for(cx, id, record)?,
             scopes: None,
             principal: Some("user"),
         };
@@ -154,14 +154,22 @@ impl Gateway {
         r
     }
 
-    pub(super) fn assertion_for(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Option<String> {
-        let loaded = self.config()?;
-        let key = self.signing_keys().first()?;
+    /// The signed assertion for a session, from the cache while it is fresh. `None` when no
+    /// signing key is configured; a configured key that cannot sign refuses the request.
+    pub(super) fn assertion_for(
+        &self,
+        cx: &Cx<'_>,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<Option<String>, Refusal> {
+        let (Some(loaded), Some(key)) = (self.config(), self.signing_keys().first()) else {
+            return Ok(None);
+        };
         let now = cx.ports.now();
         let cache_key = id.kv_key(&cx.tenant.id);
         if let Some((a, iat)) = self.sessions.assertion(&cache_key) {
             if now < iat + assertion::LIFETIME - 60 && now >= iat {
-                return Some(a);
+                return Ok(Some(a));
             }
         }
         let claims = AssertionClaims {
@@ -180,9 +188,9 @@ impl Gateway {
             client_id: None,
             scope: None,
         };
-        let token = key.sign(&claims, now)?;
+        let token = key.sign(&claims, now).ok_or_else(|| Refusal::SigningKeyUnusable(key.id.clone()))?;
         self.sessions.keep_assertion(&cache_key, &token, now);
-        Some(token)
+        Ok(Some(token))
     }
 
     pub(super) async fn me(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {

@@ -256,11 +256,15 @@ fn gateway(document: &str, assertion: &str) -> Gateway {
 
 impl Harness {
     pub fn new(document: &str) -> Self {
+        Self::with_assertion_key(document, assertion_key_pem())
+    }
+
+    /// A gateway whose assertion signing key is the given secret (PKCS#8, base64).
+    pub fn with_assertion_key(document: &str, assertion: String) -> Self {
         let clock = TestClock::at(T0);
         let idp = Rc::new(RefCell::new(Idp::new(clock.clone())));
         let idp2 = idp.clone();
         let fetch = ScriptedFetch::new(move |r| idp2.borrow().answer(r));
-        let assertion = assertion_key_pem();
         let gw = gateway(document, &assertion);
         Self {
             document: document.to_owned(),

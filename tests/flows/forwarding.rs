@@ -75,3 +75,20 @@ fn an_origin_that_misses_its_deadline_gets_a_504_page_with_a_reference() {
     let r = h.gw.origin_timed_out(h.ports(), &api("/slow"), 2500);
     assert_eq!(json_body(&r)["error"], "origin_timeout");
 }
+
+/// A configured assertion key that cannot sign (its PKCS#8 document carries another public
+/// key) refuses the request with a configuration error and says why in the log, rather than
+/// forwarding the identity unsigned.
+#[test]
+fn an_assertion_key_that_cannot_sign_refuses_rather_than_forwarding_unsigned() {
+    use p256::pkcs8::EncodePrivateKey;
+    let mut der = p256::SecretKey::random(&mut rand_core::OsRng).to_pkcs8_der().unwrap().as_bytes().to_vec();
+    let last = der.len() - 1; // the carried public key's last byte
+    der[last] ^= 1;
+    let h = Harness::with_assertion_key(&config(json!({}), json!({})), portcullis::crypto::b64(&der));
+    let cookie = h.login();
+    let r = h.respond(&with_session(api("/dashboard"), &cookie));
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(json_body(&r)["error"], "config_error");
+    assert!(h.rt.logs.borrow().iter().any(|l| l.contains("is unusable")), "the log says why");
+}
