@@ -31,6 +31,8 @@ pub enum Refusal {
         provider: String,
         error: PreLoginError,
     },
+    /// A hand-off between a sign-in host and one of its sites did not hold up.
+    Handoff(HandoffError),
     /// A provider's published documents (discovery, JWKS, SAML metadata) could not be had.
     ProviderUnavailable {
         provider: String,
@@ -100,6 +102,36 @@ pub enum PreLoginError {
     ProviderMismatch,
 }
 
+/// Why a sign-in host would not hand a session to a site, or a site would not take one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoffError {
+    /// The site (tenant id) is not one of the sign-in host's sites, or the host named is
+    /// not that site's.
+    NotMember { site: String, host: String },
+    /// The code is unknown or expired.
+    CodeUnknown,
+    /// The code was already redeemed.
+    CodeReplayed,
+    /// The code was issued for another site, host or sign-in (its `state`).
+    CodeMismatch(&'static str),
+    /// The sign-in host's session ended between the code and its redemption.
+    CentralEnded,
+}
+
+impl fmt::Display for HandoffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandoffError::NotMember { site, host } => {
+                write!(f, "site {site:?} at host {host:?} is not a site of this sign-in host")
+            }
+            HandoffError::CodeUnknown => f.write_str("hand-off code unknown or expired"),
+            HandoffError::CodeReplayed => f.write_str("hand-off code already used"),
+            HandoffError::CodeMismatch(what) => write!(f, "hand-off code issued for another {what}"),
+            HandoffError::CentralEnded => f.write_str("the sign-in host's session has ended"),
+        }
+    }
+}
+
 impl fmt::Display for PreLoginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -130,6 +162,7 @@ impl fmt::Display for Refusal {
             Refusal::Storage(e) => write!(f, "{e}"),
             Refusal::Oidc { provider, error } => write!(f, "provider {provider}: {error}"),
             Refusal::PreLogin { provider, error } => write!(f, "provider {provider}: {error}"),
+            Refusal::Handoff(error) => write!(f, "sign-in hand-off: {error}"),
             Refusal::ProviderUnavailable { provider, cause } => write!(f, "provider {provider}: {cause}"),
             Refusal::NoRoles => f.write_str("no mapped group or role for this user"),
             Refusal::Forbidden { denied } => write!(f, "denied by {}", denied.label()),
@@ -284,6 +317,7 @@ impl Refusal {
             Refusal::UnknownSession => p(404, "unknown_session", "Unknown session", "No such session exists (it may have ended already).", None),
             Refusal::Oidc { provider, error } => present_oidc(&label(provider), error),
             Refusal::PreLogin { error, .. } => present_pre_login(error),
+            Refusal::Handoff(error) => present_handoff(error),
             Refusal::ProviderUnavailable { provider, .. } => {
                 let provider = label(provider);
                 p(502, "idp_unavailable", "Identity provider unavailable", format!("{provider} could not be reached or gave an unusable answer. Please try again in a minute."), Login)
@@ -298,6 +332,7 @@ impl Refusal {
         match self {
             Refusal::Oidc { .. }
             | Refusal::PreLogin { .. }
+            | Refusal::Handoff(_)
             | Refusal::ProviderUnavailable { .. }
             | Refusal::NoRoles
             | Refusal::Saml { .. }
@@ -324,6 +359,47 @@ fn present_bearer(e: &BearerError) -> Presentation {
         }, None),
         BearerError::ServiceToken => p(401, "invalid_client", "Service token refused", "The service token's id and secret were not accepted (unknown, expired, revoked, or a wrong secret).", None),
         BearerError::StepUp => p(403, "step_up_required", "Access denied", "This path needs a recent two-step verification, which only a signed-in person can give.", None),
+    }
+}
+
+fn present_handoff(e: &HandoffError) -> Presentation {
+    use Retry::*;
+    match e {
+        HandoffError::NotMember { .. } => p(
+            403,
+            "site_not_member",
+            "Site not served here",
+            "This sign-in page does not sign people in to that site. Open the site you wanted directly.",
+            None,
+        ),
+        HandoffError::CodeUnknown => p(
+            400,
+            "handoff_expired",
+            "Sign-in expired",
+            "This sign-in link is no longer valid (it lasts a minute and works once). Start again.",
+            Login,
+        ),
+        HandoffError::CodeReplayed => p(
+            400,
+            "handoff_replayed",
+            "Sign-in link already used",
+            "This sign-in link was already used. If you opened it twice or went back, start again.",
+            Login,
+        ),
+        HandoffError::CodeMismatch(_) => p(
+            400,
+            "handoff_mismatch",
+            "Sign-in link not for this site",
+            "This sign-in link was made for another site or another sign-in. Start again from the site you want.",
+            Login,
+        ),
+        HandoffError::CentralEnded => p(
+            401,
+            "handoff_expired",
+            "Sign-in ended",
+            "Your sign-in ended before this site could use it. Sign in again.",
+            Login,
+        ),
     }
 }
 

@@ -59,6 +59,22 @@ pub fn saml_state(tenant: &str, relay_state: &str) -> String {
     format!("samlstate:{tenant}:{}", sha256_hex(relay_state.as_bytes()))
 }
 
+/// A site's pending hand-off from its sign-in host, by the hash of its `state`.
+pub fn handoff_state(site: &str, state: &str) -> String {
+    format!("sso-state:{site}:{}", sha256_hex(state.as_bytes()))
+}
+
+/// A hand-off code a sign-in host issued for one site, by the hash of the code.
+pub fn handoff_code(sign_in_tenant: &str, code: &str) -> String {
+    format!("sso-code:{sign_in_tenant}:{}", sha256_hex(code.as_bytes()))
+}
+
+/// The site sessions a sign-in host's session has handed out (by the central session's
+/// hash), so that ending it ends them.
+pub fn central_sites(sign_in_tenant: &str, session_hash: &str) -> String {
+    format!("sso-sites:{sign_in_tenant}:{session_hash}")
+}
+
 /// KV alone: the marker that a one-time value (by its key) was spent.
 pub fn used(key: &str) -> String {
     format!("used:{key}")
@@ -202,5 +218,8 @@ mod tests {
         assert_eq!(passkey_challenge("t", "abc", "get"), "pk-chal:t:abc:get");
         assert_eq!(saml_assertion("t", "i", "a"), format!("samlid:t:{}", sha256_hex(b"i\na")));
         assert_eq!(saml_logout_request("t", "c", "i", "r"), format!("slo:t:{}", sha256_hex(b"c\ni\nr")));
+        assert_eq!(handoff_code("t", "c"), format!("sso-code:t:{}", sha256_hex(b"c")));
+        assert_eq!(handoff_state("t", "s"), format!("sso-state:t:{}", sha256_hex(b"s")));
+        assert_eq!(central_sites("t", "abc"), "sso-sites:t:abc");
     }
 }

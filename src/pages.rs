@@ -18,6 +18,7 @@ const MFA_BACKUP: &str = include_str!("../www/mfa_backup.html");
 const PASSKEY_GET: &str = include_str!("../www/passkey_get.html");
 const PASSKEY_REGISTER: &str = include_str!("../www/passkey_register.html");
 const PASSKEYS: &str = include_str!("../www/passkeys.html");
+const SITES: &str = include_str!("../www/sites.html");
 /// The one script of the gateway's pages: the WebAuthn ceremony. Inlined and allowed by
 /// its hash in the page's CSP.
 pub const WEBAUTHN_JS: &str = include_str!("../www/webauthn.js");
@@ -170,6 +171,16 @@ pub fn logout_page(brand: Brand<'_>, who: Option<&str>, csrf: &str) -> Response 
 pub fn logged_out_page(brand: Brand<'_>) -> Response {
     let content = render(LOGGED_OUT, &[("prefix", brand.prefix)]);
     page(brand, 200, "Signed out", &content)
+}
+
+/// A sign-in host's own page: who is signed in, and the sites of its group.
+pub fn sites_page(brand: Brand<'_>, who: &str, sites: &[(String, String)]) -> Response {
+    let list: String = sites
+        .iter()
+        .map(|(name, url)| format!(r#"<li><a class="button" href="{}">{}</a></li>"#, escape(url), escape(name)))
+        .collect();
+    let content = render(SITES, &[("who", who), ("sites", &list), ("prefix", brand.prefix)]);
+    page(brand, 200, "Your sites", &content)
 }
 
 /// A message above a form: an error (`role=alert`) or a notice (`role=status`).

@@ -21,12 +21,21 @@ fn looks_external(s: &str) -> bool {
     !s.starts_with('/') || s.starts_with("//") || has_forbidden_chars(s)
 }
 
+/// The gateway route (after the prefix) a sign-in may return to.
+pub const RESUMABLE_ROUTE: &str = "/sso/authorize";
+
 /// Returns `raw` normalised if it is a safe same-site path (with optional query), else `/`.
 /// `gateway_prefix` paths are refused too: returning into the gateway's own routes would
 /// loop or trigger an action.
 pub fn safe_return_path(raw: &str, gateway_prefix: &str) -> String {
     let out = safe_same_site_path(raw);
     let path = out.split('?').next().unwrap_or_default();
+    // The one gateway route a sign-in returns to: a sign-in host's hand-off to a site, which
+    // the sign-in was for (its code goes only to a member site's callback, bound to the
+    // browser that started there).
+    if path.strip_prefix(gateway_prefix) == Some(RESUMABLE_ROUTE) {
+        return out;
+    }
     if path == gateway_prefix || path.starts_with(&format!("{gateway_prefix}/")) {
         return FALLBACK.into();
     }

@@ -146,6 +146,13 @@ pub enum MfaState {
     Verified,
 }
 
+/// Where a site's session came from: its sign-in host (tenant id) and that session's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CentralLink {
+    pub tenant: String,
+    pub session: String,
+}
+
 /// The session record stored in KV.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -202,6 +209,10 @@ pub struct SessionRecord {
     /// When a passkey was last verified in this session (for step-up rules that demand one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passkey_at: Option<u64>,
+    /// A site's session: the sign-in host's session it was handed out from. It ends when
+    /// that one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central: Option<CentralLink>,
 }
 
 impl fmt::Debug for SessionRecord {

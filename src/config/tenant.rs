@@ -19,7 +19,20 @@ pub struct Tenant {
     /// Hosts served (`example.com`, or `host:port`); a host without a port matches any port.
     pub hosts: Vec<String>,
     /// Where authenticated requests go (http or https URL, optionally with a base path).
+    /// A sign-in host (a tenant with `sites`) may leave it out: its other paths then show
+    /// the sites the person can open.
+    #[serde(default)]
     pub origin: String,
+    /// Makes this tenant the **sign-in host** of these tenants (by id), its *sites*: people
+    /// sign in here once (IdP and second factor), and each site gets its own host-only
+    /// session through a single-use code of at most 60 seconds, redeemed server-side. A
+    /// site has no providers of its own and takes its second-factor settings from here,
+    /// except its `step_up` rules; its policy still decides who may use it.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Set at load: the tenant whose `sites` lists this one (its sign-in host).
+    #[serde(skip)]
+    pub sign_in_via: Option<String>,
     #[serde(default)]
     pub logo_url: Option<String>,
     #[serde(default)]

@@ -211,7 +211,14 @@ impl Config {
                     c.err(format!("{tp}.hosts[{hi}]"), format!("host {norm} is already used by tenants[{prev}]"));
                 }
             }
+            if t.origin.is_empty() && t.sites.is_empty() {
+                c.err(
+                    format!("{tp}.origin"),
+                    "is required (only a sign-in host, a tenant with `sites`, may leave it out)",
+                );
+            }
             match url::Url::parse(&t.origin) {
+                _ if t.origin.is_empty() => {}
                 Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
                     if u.query().is_some() || u.fragment().is_some() {
                         c.err(format!("{tp}.origin"), "must not have a query or fragment");
@@ -348,6 +355,15 @@ impl Config {
                 ready.push((ti, pi, parsed));
             }
         }
+        let groups = check_sign_in_groups(&mut c, &self.tenants);
+        for (site, central) in groups {
+            // A site's second factor is the sign-in host's (same factors, same enforcement),
+            // except its own step-up rules.
+            let mut mfa = self.tenants[central].mfa.clone();
+            mfa.step_up = std::mem::take(&mut self.tenants[site].mfa.step_up);
+            self.tenants[site].mfa = mfa;
+            self.tenants[site].sign_in_via = Some(self.tenants[central].id.clone());
+        }
         for (ti, pi, parsed) in ready {
             match (&mut self.tenants[ti].providers[pi], parsed) {
                 (Provider::Oidc(o), Ready::Oidc(audiences)) => o.audiences = audiences,
@@ -361,6 +377,38 @@ impl Config {
             Err(ConfigErrors(c.errors))
         }
     }
+}
+
+/// Sign-in hosts and their sites: every site is another tenant, listed by one sign-in host
+/// only, is not itself a sign-in host, and has no providers (people sign in centrally).
+/// Returns (site index, sign-in host index) pairs.
+fn check_sign_in_groups(c: &mut Check, tenants: &[Tenant]) -> Vec<(usize, usize)> {
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for (ci, central) in tenants.iter().enumerate() {
+        for (si, site) in central.sites.iter().enumerate() {
+            let path = format!("tenants[{ci}].sites[{si}]");
+            let Some(ti) = tenants.iter().position(|t| &t.id == site) else {
+                c.err(path, format!("no tenant has the id {site:?}"));
+                continue;
+            };
+            if ti == ci {
+                c.err(path, "a sign-in host cannot list itself");
+            } else if !tenants[ti].sites.is_empty() {
+                c.err(path, format!("tenant {site:?} is a sign-in host itself"));
+            } else if let Some((_, other)) = pairs.iter().find(|(s, _)| *s == ti) {
+                c.err(path, format!("tenant {site:?} is already a site of tenants[{other}]"));
+            } else {
+                if !tenants[ti].providers.is_empty() {
+                    c.err(
+                        format!("tenants[{ti}].providers"),
+                        format!("must be empty: people sign in to this site at tenant {:?}", central.id),
+                    );
+                }
+                pairs.push((ti, ci));
+            }
+        }
+    }
+    pairs
 }
 
 fn is_css_color(v: &str) -> bool {

@@ -88,13 +88,24 @@ impl Gateway {
                 if live.is_empty() {
                     return Err(Refusal::UnknownUser);
                 }
-                let list: Vec<Value> = live
-                    .iter()
-                    .map(|(h, r)| {
-                        json!({"session": h, "created": r.created, "last_seen": r.last_seen, "expires": r.expires,
-                               "provider": r.provider, "user_agent": r.user_agent, "country": r.country, "mfa": r.mfa})
-                    })
-                    .collect();
+                let mut list: Vec<Value> = Vec::with_capacity(live.len());
+                for (h, r) in &live {
+                    let mut entry = json!({"session": h, "created": r.created, "last_seen": r.last_seen, "expires": r.expires,
+                           "provider": r.provider, "user_agent": r.user_agent, "country": r.country, "mfa": r.mfa});
+                    // A sign-in host's session lists the site sessions it handed out; a site's
+                    // session names the sign-in host's session it came from.
+                    if !cx.tenant.sites.is_empty() {
+                        let sites = self.site_entries(cx.ports, &cx.tenant.id, h).await?;
+                        entry["sites"] = json!(sites
+                            .iter()
+                            .map(|s| json!({"tenant": s.tenant, "session": s.session, "host": s.host, "created": s.created, "expires": s.expires}))
+                            .collect::<Vec<_>>());
+                    }
+                    if let Some(link) = &r.central {
+                        entry["central"] = json!({"tenant": link.tenant, "session": link.session});
+                    }
+                    list.push(entry);
+                }
                 Ok(json!({ "user_id": user_id, "sessions": list }))
             }
             ("POST", "/sessions/revoke") => {

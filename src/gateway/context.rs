@@ -49,6 +49,12 @@ impl<'r> Cx<'r> {
     }
 
     /// Writes one log line (not an audit event).
+    /// The tenant whose second-factor records this request's user has: a site's are its
+    /// sign-in host's (the second factor is done once, centrally), others' their own.
+    pub fn factors(&self) -> &'r str {
+        self.tenant.sign_in_via.as_deref().unwrap_or(&self.tenant.id)
+    }
+
     pub fn log(&self, event: Value) {
         log_line(self.ports, event);
     }

@@ -225,6 +225,12 @@ impl Gateway {
             cx.ports.kv.delete(&key).await?;
             self.sessions.remove(&key);
             cx.audit(AuditEvent::Logout, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": cx.req.client_ip}));
+            // One sign-in for a group of sites ends as one: at the sign-in host and at every site.
+            if let Some(link) = &record.central {
+                self.end_central(cx, link).await?;
+            } else if !cx.tenant.sites.is_empty() {
+                self.end_sites(cx, cx.tenant, &id.hash(), "user", "signed out at the sign-in host").await?;
+            }
             if let Some(url) = self.rp_logout_url(cx, id, record).await {
                 location = url;
             } else if let Some(url) = self.saml_logout_url(cx, record) {

@@ -13,6 +13,7 @@ mod bearer;
 #[cfg(feature = "bench")]
 mod bench;
 mod caches;
+mod central;
 mod context;
 mod logout;
 mod mfa;
@@ -349,6 +350,9 @@ impl Gateway {
             | RouteId::MfaPasskeyRemove => self.mfa_route(cx, route.id, post).await,
             RouteId::Logout if post => self.logout(cx).await,
             RouteId::Logout => self.logout_confirm(cx).await,
+            RouteId::SsoAuthorize if tenant.sites.is_empty() => Err(Refusal::NotFound),
+            RouteId::SsoAuthorize => self.sso_authorize(cx).await,
+            RouteId::SsoCallback => self.sso_callback(cx).await,
             #[cfg(feature = "bench")]
             RouteId::Bench => self.bench(cx).await,
             #[cfg(not(feature = "bench"))]

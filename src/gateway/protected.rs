@@ -44,6 +44,10 @@ pub(super) fn base_url(req: &Request) -> String {
 
 impl Gateway {
     pub(super) async fn protected(&self, cx: &Cx<'_>, decided: &Decided) -> Result<Action, Refusal> {
+        // A sign-in host without an origin shows its sites.
+        if cx.tenant.origin.is_empty() {
+            return self.sites_page(cx).await.map(Action::Respond);
+        }
         let client = ClientInfo { ip: cx.req.client_ip.as_deref(), proto: cx.req.url.scheme(), host: &cx.req.host() };
         // Forwarded exactly as decided on.
         let url = proxy::upstream_url(&cx.tenant.origin, &decided.path.raw, cx.req.url.query());

@@ -36,6 +36,10 @@ pub enum RouteId {
     MfaPasskeyRegister,
     MfaPasskeyRemove,
     Logout,
+    /// `GET {prefix}/sso/authorize`, at a sign-in host: a hand-off code for one of its sites.
+    SsoAuthorize,
+    /// `GET {prefix}/sso/callback`, at a site: the hand-off code becomes the site's session.
+    SsoCallback,
     /// The admin API: the caller is authenticated first, then `admin.rs` reads the path.
     Admin,
     /// `POST {prefix}/bench`, only with the `bench` feature.
@@ -103,6 +107,8 @@ pub const ROUTES: &[Route] = &[
     route("/mfa/passkeys/register", RouteId::MfaPasskeyRegister, GET_POST, false, Accepts::Enrolment),
     route("/mfa/passkeys/remove", RouteId::MfaPasskeyRemove, POST, false, Accepts::Complete),
     route("/logout", RouteId::Logout, GET_POST, true, Accepts::Either),
+    route("/sso/authorize", RouteId::SsoAuthorize, GET, false, Accepts::Complete),
+    route("/sso/callback", RouteId::SsoCallback, GET, false, Accepts::NoSession),
     route("/admin/*", RouteId::Admin, &["GET", "POST"], true, Accepts::Complete),
     Route { body_limit: MAX_ACS_BODY, ..route("/bench", RouteId::Bench, POST, false, Accepts::NoSession) },
 ];

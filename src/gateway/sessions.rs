@@ -9,6 +9,7 @@ use serde_json::json;
 use super::context::Cx;
 use super::state::{CompleteSession, Session};
 use crate::audit::AuditEvent;
+use crate::config::Tenant;
 use crate::coord::{self};
 use crate::error::Refusal;
 use crate::ports::Ports;
@@ -100,13 +101,44 @@ impl Gateway {
     /// refresh, step-up check the tombstone first), and a record written back in a race is
     /// refused on read.
     pub(super) async fn mark_revoked(&self, cx: &Cx<'_>, user_id: &str, session_key: &str) -> Result<(), Refusal> {
-        if let Some(c) = cx.ports.coord() {
-            let ttl_ms = cx.tenant.session.absolute_timeout.saturating_mul(1000);
-            c.revoke(&coord::user_shard(&cx.tenant.id, user_id), &revocation_key(session_key), ttl_ms).await?;
+        self.mark_revoked_in(cx.ports, cx.tenant, user_id, session_key).await
+    }
+
+    /// [`Gateway::mark_revoked`] for a session of `tenant` (a sign-in host ends its sites').
+    pub(super) async fn mark_revoked_in(
+        &self,
+        ports: Ports<'_>,
+        tenant: &Tenant,
+        user_id: &str,
+        session_key: &str,
+    ) -> Result<(), Refusal> {
+        if let Some(c) = ports.coord() {
+            let ttl_ms = tenant.session.absolute_timeout.saturating_mul(1000);
+            c.revoke(&coord::user_shard(&tenant.id, user_id), &revocation_key(session_key), ttl_ms).await?;
         } else {
-            cx.ports.kv.put(&tombstone_key(session_key), "1", Some(cx.tenant.session.absolute_timeout.max(60))).await?;
+            ports.kv.put(&tombstone_key(session_key), "1", Some(tenant.session.absolute_timeout.max(60))).await?;
         }
         Ok(())
+    }
+
+    /// Whether a session record read from KV was revoked anywhere, and by what: with a
+    /// coordinator its answer (the session's or all of the user's sessions), with KV alone
+    /// the tombstone.
+    pub(super) async fn revoked_by(
+        &self,
+        ports: Ports<'_>,
+        tenant: &str,
+        session_key: &str,
+        record: &SessionRecord,
+    ) -> Result<Option<&'static str>, Refusal> {
+        Ok(match ports.coord() {
+            Some(c) => {
+                let keys = [revocation_key(session_key), USER_REVOCATION_KEY.to_owned()];
+                let shard = coord::user_shard(tenant, &record.user_id);
+                c.revoked_since(&shard, &keys, record.created_ms()).await?.then_some("coordinator")
+            }
+            None => self.tombstoned(ports, session_key).await?.then_some("tombstone"),
+        })
     }
 
     /// Whether a session was revoked, as far as KV alone can tell (its tombstone).
@@ -144,7 +176,8 @@ impl Gateway {
         Ok(n)
     }
 
-    /// Revokes one session by its hash; `false` if it did not exist.
+    /// Revokes one session by its hash; `false` if it did not exist. A sign-in host's
+    /// session takes the site sessions it handed out with it.
     pub(super) async fn revoke_session(
         &self,
         cx: &Cx<'_>,
@@ -152,18 +185,34 @@ impl Gateway {
         actor: &str,
         cause: &str,
     ) -> Result<bool, Refusal> {
-        let key = record_key(&cx.tenant.id, session_hash);
+        let revoked = self.revoke_in(cx, cx.tenant, session_hash, actor, cause).await?;
+        if !cx.tenant.sites.is_empty() {
+            self.end_sites(cx, cx.tenant, session_hash, actor, cause).await?;
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes one session of `tenant` by its hash, alone; `false` if it did not exist.
+    pub(super) async fn revoke_in(
+        &self,
+        cx: &Cx<'_>,
+        tenant: &Tenant,
+        session_hash: &str,
+        actor: &str,
+        cause: &str,
+    ) -> Result<bool, Refusal> {
+        let key = record_key(&tenant.id, session_hash);
         let Some(raw) = cx.ports.kv.get(&key).await? else {
             return Ok(false);
         };
         let user = serde_json::from_str::<SessionRecord>(&raw).map(|r| r.user_id).unwrap_or_default();
         // The coordinator first: once it has the revocation, no location accepts the session.
-        self.mark_revoked(cx, &user, &key).await?;
+        self.mark_revoked_in(cx.ports, tenant, &user, &key).await?;
         cx.ports.kv.delete(&key).await?;
         self.sessions.remove(&key);
         cx.audit(
             AuditEvent::SessionRevoked,
-            json!({"level": "warn", "tenant": cx.tenant.id, "actor": actor, "user": user,
+            json!({"level": "warn", "tenant": tenant.id, "actor": actor, "user": user,
                    "session": &session_hash[..16.min(session_hash.len())], "cause": cause}),
         );
         Ok(true)
@@ -224,14 +273,13 @@ impl Gateway {
                 // A revocation made anywhere. With a coordinator it is seen here now, not when
                 // KV's delete arrives (checked once per session cache interval); with KV alone,
                 // a record an isolate wrote back after a revocation is refused by its tombstone.
-                let revoked_by = match cx.ports.coord() {
-                    Some(c) => {
-                        let keys = [revocation_key(&key), USER_REVOCATION_KEY.to_owned()];
-                        let shard = coord::user_shard(&cx.tenant.id, &record.user_id);
-                        c.revoked_since(&shard, &keys, record.created_ms()).await?.then_some("coordinator")
+                let mut revoked_by = self.revoked_by(cx.ports, &cx.tenant.id, &key, &record).await?;
+                // A site's session ends with the sign-in host's session it came from.
+                if let Some(link) = record.central.as_ref().filter(|_| revoked_by.is_none()) {
+                    if !self.central_alive(cx.ports, link).await? {
+                        revoked_by = Some("the sign-in host's session ended");
                     }
-                    None => self.tombstoned(cx.ports, &key).await?.then_some("tombstone"),
-                };
+                }
                 if let Some(by) = revoked_by {
                     self.sessions.remove(&key);
                     cx.log(json!({"event": "session_refused", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id,
@@ -319,5 +367,10 @@ impl Gateway {
             cx.log(json!({"level": "warn", "event": "session_delete_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
         }
         cx.audit(AuditEvent::SessionRevoked, json!({"level": "warn", "actor": "idp", "tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "cause": cause}));
+        if !cx.tenant.sites.is_empty() {
+            if let Err(e) = self.end_sites(cx, cx.tenant, &id.hash(), "idp", "the sign-in host's session ended").await {
+                cx.log(json!({"level": "warn", "event": "site_sessions_revoke_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
+            }
+        }
     }
 }

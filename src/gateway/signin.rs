@@ -51,6 +51,10 @@ impl Gateway {
     }
 
     pub(super) async fn login_start(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
+        // A site of a sign-in host: people sign in there.
+        if let Some(central) = cx.tenant.sign_in_via.as_deref().and_then(|id| self.tenant_by_id(id)) {
+            return self.handoff_start(cx, central).await;
+        }
         let prefix = self.prefix();
         let rd = safe_return_path(&cx.req.query("rd").unwrap_or_default(), prefix);
         let provider = match cx.req.query("provider") {
@@ -152,35 +156,8 @@ impl Gateway {
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or_else(|| pre_login(PreLoginError::StateMissing, &provider_hint))?;
         let key = oidc::state_key(&cx.tenant.id, &state);
-        let used_key = crate::keys::used(&key);
-        let unknown_state = |replay: bool| {
-            pre_login(if replay { PreLoginError::StateReplayed } else { PreLoginError::StateUnknown }, &provider_hint)
-        };
-        let Some(cookie) = cx.req.headers.cookie(PENDING_COOKIE) else {
-            // Without the cookie, an expired or used state explains more than "not started
-            // here"; a live state is left untouched for the browser it belongs to.
-            if cx.ports.kv.get(&key).await?.is_none() {
-                return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
-            }
-            return Err(pre_login(PreLoginError::PendingCookieMissing, &provider_hint));
-        };
-        if !session::pending_cookie_matches(&loaded.cookie_keys, &cx.tenant.id, cookie, &state) {
-            return Err(pre_login(PreLoginError::PendingCookieMismatch, &provider_hint));
-        }
-        // Single use. With a coordinator the first claim wins atomically, everywhere; without
-        // one, read-then-delete in KV (a replay within KV's propagation delay, or a race in
-        // one location, is then decided by the IdP's single-use code). A marker remembers
-        // the use so a replay is named.
-        // The claim comes after the read, so a failed read leaves the state usable.
+        let raw = self.take_pre_login(cx, &state, &key, &provider_hint).await?;
         let state_ttl = loaded.config.gateway.login_state_ttl;
-        let Some(raw) = cx.ports.kv.get(&key).await? else {
-            return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
-        };
-        if !self.claim_state(cx, &state, &key).await? {
-            return Err(unknown_state(true));
-        }
-        cx.ports.kv.delete(&key).await?;
-        cx.ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
         let pre: PreLogin =
             serde_json::from_str(&raw).map_err(|_| pre_login(PreLoginError::StateUnknown, &provider_hint))?;
         let name = pre.provider.clone();
@@ -275,6 +252,48 @@ impl Gateway {
         self.finish_login(cx, id, login).await
     }
 
+    /// Takes the pre-login state `state` (stored at `key`) for this browser: the pending
+    /// cookie must match it, and it is claimed once. With a coordinator the first claim wins
+    /// atomically, everywhere; without one, read-then-delete in KV (a replay within KV's
+    /// propagation delay, or a race in one location, is then decided by the single-use
+    /// value the response carries: the IdP's code, the hand-off code). A marker remembers
+    /// the use so a replay is named. The claim comes after the read, so a failed read
+    /// leaves the state usable. Returns the stored record.
+    pub(super) async fn take_pre_login(
+        &self,
+        cx: &Cx<'_>,
+        state: &str,
+        key: &str,
+        provider_hint: &str,
+    ) -> Result<String, Refusal> {
+        let loaded = self.config().ok_or(Refusal::ConfigInvalid)?;
+        let pre_login = |error: PreLoginError| Refusal::PreLogin { provider: provider_hint.to_owned(), error };
+        let used_key = crate::keys::used(key);
+        let unknown_state =
+            |replay: bool| pre_login(if replay { PreLoginError::StateReplayed } else { PreLoginError::StateUnknown });
+        let Some(cookie) = cx.req.headers.cookie(PENDING_COOKIE) else {
+            // Without the cookie, an expired or used state explains more than "not started
+            // here"; a live state is left untouched for the browser it belongs to.
+            if cx.ports.kv.get(key).await?.is_none() {
+                return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
+            }
+            return Err(pre_login(PreLoginError::PendingCookieMissing));
+        };
+        if !session::pending_cookie_matches(&loaded.cookie_keys, &cx.tenant.id, cookie, state) {
+            return Err(pre_login(PreLoginError::PendingCookieMismatch));
+        }
+        let state_ttl = loaded.config.gateway.login_state_ttl;
+        let Some(raw) = cx.ports.kv.get(key).await? else {
+            return Err(unknown_state(cx.ports.kv.get(&used_key).await?.is_some()));
+        };
+        if !self.claim_state(cx, state, key).await? {
+            return Err(unknown_state(true));
+        }
+        cx.ports.kv.delete(key).await?;
+        cx.ports.kv.put(&used_key, "1", Some(state_ttl)).await?;
+        Ok(raw)
+    }
+
     /// Common end of every sign-in (OIDC or SAML): group mapping and the "no roles" check,
     /// the session record, the second-factor decision, the cookie and the audit line.
     pub(super) async fn finish_login(
@@ -321,6 +340,7 @@ impl Gateway {
             created_ms: Some(cx.ports.rt.now_ms()),
             reauth_at: login.fresh.then_some(now),
             passkey_at: None,
+            central: None,
         };
         let mut next = self.decide_mfa(cx, login.idp_mfa, &mut record, login.return_to).await?;
         let rd = crate::http::query_encode(&[("rd", login.return_to)]);

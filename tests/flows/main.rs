@@ -7,6 +7,7 @@ mod common;
 
 mod admin_flow;
 mod bearer;
+mod central;
 mod coordination;
 mod forwarding;
 mod http_boundary;

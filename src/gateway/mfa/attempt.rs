@@ -167,8 +167,8 @@ impl Gateway {
         let user_id = session.user_id.as_str();
         let now = cx.ports.now();
         let policy = cx.tenant.mfa.lockout_policy();
-        let coord = cx.ports.coord().map(|c| (c, coord::user_shard(&cx.tenant.id, user_id)));
-        let local_key = mfa_key(&cx.tenant.id, user_id);
+        let coord = cx.ports.coord().map(|c| (c, coord::user_shard(cx.factors(), user_id)));
+        let local_key = mfa_key(cx.factors(), user_id);
         // Steps 1 and 2: the lock, and the reservation.
         let reserved = match &coord {
             Some((c, shard)) => c
@@ -340,8 +340,8 @@ impl Gateway {
     /// KV alone: the user's lock from its own key, or this isolate's memory of one.
     pub(super) async fn kv_lock(&self, cx: &Cx<'_>, user_id: &str) -> Result<Option<u64>, Refusal> {
         let now = cx.ports.now();
-        let local = self.mfa_local.borrow().locked(&mfa_key(&cx.tenant.id, user_id), now);
-        let stored = cx.ports.kv.get(&lock_key(&cx.tenant.id, user_id)).await?.and_then(|v| v.parse::<u64>().ok());
+        let local = self.mfa_local.borrow().locked(&mfa_key(cx.factors(), user_id), now);
+        let stored = cx.ports.kv.get(&lock_key(cx.factors(), user_id)).await?.and_then(|v| v.parse::<u64>().ok());
         Ok(local.max(stored).filter(|u| *u > now))
     }
 
@@ -354,10 +354,10 @@ impl Gateway {
         policy: &mfa::LockoutPolicy,
     ) -> Result<(), Refusal> {
         let now = cx.ports.now();
-        self.mfa_local.borrow_mut().entry(&mfa_key(&cx.tenant.id, user_id), now, policy.window).locked_until =
+        self.mfa_local.borrow_mut().entry(&mfa_key(cx.factors(), user_id), now, policy.window).locked_until =
             Some(until);
         let ttl = until.saturating_sub(now).max(60);
-        cx.ports.kv.put(&lock_key(&cx.tenant.id, user_id), &until.to_string(), Some(ttl)).await?;
+        cx.ports.kv.put(&lock_key(cx.factors(), user_id), &until.to_string(), Some(ttl)).await?;
         Ok(())
     }
 
@@ -371,7 +371,7 @@ impl Gateway {
     ) -> Result<Option<u64>, Refusal> {
         match cx.ports.coord() {
             Some(c) => {
-                Ok(c.locked(&coord::user_shard(&cx.tenant.id, user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
+                Ok(c.locked(&coord::user_shard(cx.factors(), user_id), MFA_FAILURES_KEY).await?.map(|ms| ms / 1000))
             }
             None => Ok(record.is_locked(cx.ports.now()).max(self.kv_lock(cx, user_id).await?)),
         }

@@ -206,7 +206,7 @@ impl Gateway {
         // location whose KV has not seen the first, must not replace the first factor.
         let already = match cx.ports.coord() {
             Some(c) => {
-                let shard = coord::user_shard(&cx.tenant.id, &user_id);
+                let shard = coord::user_shard(cx.factors(), &user_id);
                 !c.claim(&shard, ENROLLED_KEY, ENROLMENT_TTL.saturating_mul(1000)).await?
             }
             None => false,
@@ -226,7 +226,7 @@ impl Gateway {
         if let Err(e) = self.save_mfa(cx, &user_id, &record).await {
             // Not enrolled after all: let a retry through.
             if let Some(c) = cx.ports.coord() {
-                let _ = c.clear(&coord::user_shard(&cx.tenant.id, &user_id), ENROLLED_KEY).await;
+                let _ = c.clear(&coord::user_shard(cx.factors(), &user_id), ENROLLED_KEY).await;
             }
             return Err(e);
         }
@@ -318,14 +318,14 @@ impl Gateway {
             return Ok(false);
         };
         record.reset();
-        self.mfa_local.borrow_mut().forget(&mfa_key(&cx.tenant.id, user_id));
+        self.mfa_local.borrow_mut().forget(&mfa_key(cx.factors(), user_id));
         match cx.ports.coord() {
             Some(c) => {
-                let shard = coord::user_shard(&cx.tenant.id, user_id);
+                let shard = coord::user_shard(cx.factors(), user_id);
                 c.clear(&shard, MFA_FAILURES_KEY).await?;
                 c.clear(&shard, ENROLLED_KEY).await?;
             }
-            None => cx.ports.kv.delete(&lock_key(&cx.tenant.id, user_id)).await?,
+            None => cx.ports.kv.delete(&lock_key(cx.factors(), user_id)).await?,
         }
         self.save_mfa(cx, user_id, &record).await?;
         cx.audit(

@@ -116,7 +116,7 @@ impl EnrolmentProof {
 
 impl Gateway {
     pub(super) async fn load_mfa(&self, cx: &Cx<'_>, user_id: &str) -> Result<Option<MfaRecord>, Refusal> {
-        match cx.ports.kv.get(&mfa_key(&cx.tenant.id, user_id)).await? {
+        match cx.ports.kv.get(&mfa_key(cx.factors(), user_id)).await? {
             None => Ok(None),
             Some(raw) => serde_json::from_str(&raw)
                 .map(Some)
@@ -126,7 +126,7 @@ impl Gateway {
 
     async fn save_mfa(&self, cx: &Cx<'_>, user_id: &str, record: &MfaRecord) -> Result<(), Refusal> {
         let value = serde_json::to_string(record).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        cx.ports.kv.put(&mfa_key(&cx.tenant.id, user_id), &value, None).await?;
+        cx.ports.kv.put(&mfa_key(cx.factors(), user_id), &value, None).await?;
         Ok(())
     }
 

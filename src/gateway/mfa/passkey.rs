@@ -91,7 +91,7 @@ impl Gateway {
     async fn claim_challenge(&self, cx: &Cx<'_>, user_id: &str, challenge: &[u8]) -> Result<bool, Refusal> {
         match cx.ports.coord() {
             Some(c) => {
-                let shard = coord::user_shard(&cx.tenant.id, user_id);
+                let shard = coord::user_shard(cx.factors(), user_id);
                 Ok(c.claim(&shard, &crate::keys::webauthn_challenge(challenge), CHALLENGE_TTL.saturating_mul(1000))
                     .await?)
             }
@@ -331,7 +331,7 @@ impl Gateway {
         if first {
             let already = match cx.ports.coord() {
                 Some(c) => {
-                    let shard = coord::user_shard(&cx.tenant.id, &user_id);
+                    let shard = coord::user_shard(cx.factors(), &user_id);
                     !c.claim(&shard, ENROLLED_KEY, ENROLMENT_TTL.saturating_mul(1000)).await?
                 }
                 None => false,
@@ -359,7 +359,7 @@ impl Gateway {
         };
         if let Err(e) = self.save_mfa(cx, &user_id, &record).await {
             if let (true, Some(c)) = (first, cx.ports.coord()) {
-                let _ = c.clear(&coord::user_shard(&cx.tenant.id, &user_id), ENROLLED_KEY).await;
+                let _ = c.clear(&coord::user_shard(cx.factors(), &user_id), ENROLLED_KEY).await;
             }
             return Err(e);
         }

@@ -1,0 +1,502 @@
+//! One sign-in for several sites: a sign-in host (`sites`) and its sites, each with its own
+//! host-only session handed over by a single-use code of at most 60 seconds. Every refusal
+//! is checked by its status and machine code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::common::*;
+use portcullis::gateway::Action;
+use portcullis::http::{Request, Response};
+use serde_json::{json, Value};
+
+const AUTH: &str = "auth.acme.test";
+const APP: &str = "app.acme.test";
+const WIKI: &str = "wiki.acme.test";
+const OTHER: &str = "other.test";
+
+fn group_config(central_extra: Value) -> String {
+    let mut doc: Value = serde_json::from_str(&config(json!({}), json!({}))).unwrap();
+    let provider = doc["tenants"][0]["providers"][0].clone();
+    let groups = doc["tenants"][0]["groups"].clone();
+    let mut central = json!({
+        "id": "login", "name": "Acme sign-in", "hosts": [AUTH], "sites": ["app", "wiki"], "auto_redirect": true,
+        "providers": [provider.clone()], "groups": groups,
+    });
+    for (k, v) in central_extra.as_object().unwrap() {
+        central[k] = v.clone();
+    }
+    doc["tenants"] = json!([
+        central,
+        {"id": "app", "name": "App", "hosts": [APP], "origin": "https://app-origin.test"},
+        // The wiki lets in only the engineering group, and only the wiki team may edit.
+        {"id": "wiki", "name": "Wiki", "hosts": [WIKI], "origin": "https://wiki-origin.test", "policy_default": "deny",
+         "policy": [{"path": "/edit", "match": "prefix", "allow_groups": ["wiki-team"]},
+                    {"path": "/", "match": "prefix", "allow_groups": ["eng"]}]},
+        // A tenant of the same deployment that is not a site of the sign-in host.
+        {"id": "other", "hosts": [OTHER], "origin": "https://other-origin.test", "providers": [provider]},
+    ]);
+    doc.to_string()
+}
+
+fn at(host: &str, path: &str) -> Request {
+    Request::new("GET", &format!("https://{host}{path}")).unwrap().header("host", host).header("accept", "text/html")
+}
+
+fn with_cookies(req: Request, cookies: &[(&str, &str)]) -> Request {
+    let v: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    req.header("cookie", &v.join("; "))
+}
+
+fn location(r: &Response) -> url::Url {
+    let l = r.headers.get("location").unwrap_or_else(|| panic!("no location: {} {}", r.status, r.text()));
+    url::Url::parse(l).or_else(|_| url::Url::parse(&format!("https://relative.invalid{l}"))).unwrap()
+}
+
+fn path_and_query(u: &url::Url) -> String {
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    }
+}
+
+const SESSION: &str = "__Host-portcullis_session";
+const PENDING: &str = "__Host-portcullis_pending";
+
+/// A browser of the test: its cookies per host.
+#[derive(Default)]
+struct Browser {
+    jar: std::collections::HashMap<(String, &'static str), String>,
+}
+
+impl Browser {
+    fn send(&mut self, h: &Harness, host: &str, path: &str) -> Response {
+        let mut cookies = Vec::new();
+        for name in [SESSION, PENDING] {
+            if let Some(v) = self.jar.get(&(host.to_owned(), name)) {
+                cookies.push((name, v.as_str()));
+            }
+        }
+        let r = h.respond(&with_cookies(at(host, path), &cookies));
+        for name in [SESSION, PENDING] {
+            if let Some(v) = set_cookie_value(&r, name) {
+                self.jar.insert((host.to_owned(), name), v);
+            }
+        }
+        r
+    }
+
+    fn cookie(&self, host: &str, name: &'static str) -> Option<String> {
+        self.jar.get(&(host.to_owned(), name)).cloned()
+    }
+
+    /// Follows redirects from `host` + `path` until a page or the IdP; returns the last
+    /// response and where it was.
+    fn follow(&mut self, h: &Harness, host: &str, path: &str) -> (Response, String, String) {
+        let (mut host, mut path) = (host.to_owned(), path.to_owned());
+        for _ in 0..10 {
+            let r = self.send(h, &host, &path);
+            if r.status != 302 {
+                return (r, host, path);
+            }
+            let next = location(&r);
+            if next.host_str() == Some("idp.test") {
+                // The IdP signs the person in and sends them to the callback.
+                h.idp.borrow_mut().nonce = next.query_pairs().find(|(k, _)| k == "nonce").map(|(_, v)| v.into_owned());
+                let state = next.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+                path = format!(
+                    "/_portcullis/oidc/callback?code=the-code&state={}&iss={}",
+                    urlencode(&state),
+                    urlencode(ISSUER)
+                );
+                continue;
+            }
+            if next.host_str() != Some("relative.invalid") {
+                host = next.host_str().unwrap().to_owned();
+            }
+            path = path_and_query(&next);
+            if !path.starts_with("/_portcullis/") && self.cookie(&host, SESSION).is_some() {
+                return (r, host, path);
+            }
+        }
+        panic!("too many redirects")
+    }
+}
+
+fn forwarded(h: &Harness, host: &str, cookie: &str, path: &str) -> Option<portcullis::gateway::Forward> {
+    match h.handle(&with_cookies(at(host, path), &[(SESSION, cookie)])) {
+        Action::Forward(f) => Some(f),
+        Action::Respond(_) => None,
+    }
+}
+
+/// Signs in at `site` through the sign-in host; the browser then holds both sessions.
+fn sign_in(h: &Harness, b: &mut Browser, site: &str) -> String {
+    let (r, host, path) = b.follow(h, site, "/dashboard?tab=1");
+    assert_eq!((host.as_str(), path.as_str()), (site, "/dashboard?tab=1"), "{} {}", r.status, r.text());
+    b.cookie(site, SESSION).unwrap()
+}
+
+fn refusal_code(h: &Harness, r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert!(h.rt.events().iter().any(|e| e["code"] == code), "no log line with code {code}: {:?}", h.rt.logs.borrow());
+}
+
+#[test]
+fn one_sign_in_gives_each_site_its_own_host_only_session() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    assert_eq!(h.events("login_success").len(), 2, "the sign-in host, then the site");
+    let f = forwarded(&h, APP, &app, "/dashboard").expect("the site's session is forwarded");
+    assert_eq!(f.url, "https://app-origin.test/dashboard");
+    assert_eq!(f.headers.get("X-Portcullis-User"), Some("https://idp.test/alice"));
+    assert_eq!(f.headers.get("X-Portcullis-Groups"), Some("admins,eng"));
+    // The second site: no IdP this time, the sign-in host's session hands it one.
+    let fetches = h.fetch.requests.borrow().len();
+    let wiki = sign_in(&h, &mut b, WIKI);
+    assert_eq!(h.fetch.requests.borrow().len(), fetches, "no call to the IdP for the second site");
+    assert!(forwarded(&h, WIKI, &wiki, "/pages/1").is_some());
+    // Each cookie is good on its own host only.
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    assert_ne!(app, wiki);
+    assert!(forwarded(&h, WIKI, &app, "/pages/1").is_none());
+    assert!(forwarded(&h, APP, &central, "/dashboard").is_none());
+    assert!(forwarded(&h, APP, &wiki, "/dashboard").is_none());
+    // Cookies are host-only: `__Host-` prefix, no Domain.
+    let r = b.send(&h, APP, "/_portcullis/login?rd=/");
+    let cookie = r.headers.get_all("set-cookie").find(|c| c.starts_with(PENDING)).unwrap().to_owned();
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+}
+
+#[test]
+fn the_code_is_single_use_short_lived_and_bound_to_its_site_host_and_browser() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    // A fresh hand-off for the app, stopped before the site redeems the code.
+    let start = b.send(&h, APP, "/_portcullis/login?rd=/x");
+    let authorize = location(&start);
+    assert_eq!(authorize.host_str(), Some(AUTH));
+    let issued = b.send(&h, AUTH, &path_and_query(&authorize));
+    let callback = location(&issued);
+    assert_eq!(callback.host_str(), Some(APP));
+    let code = callback.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    assert_eq!(code.len(), 43, "256 random bits");
+    let cb = path_and_query(&callback);
+
+    // Presented by another browser (no pending cookie of this sign-in): refused.
+    let mut other = Browser::default();
+    let r = other.send(&h, APP, &cb);
+    refusal_code(&h, &r, 400, "login_not_started_here");
+    // At the other site, with that site's own sign-in under way: the code is not for it.
+    let wiki_start = location(&b.send(&h, WIKI, "/_portcullis/login?rd=/"));
+    let wiki_state = wiki_start.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let r = b.send(&h, WIKI, &format!("/_portcullis/sso/callback?code={code}&state={}", urlencode(&wiki_state)));
+    refusal_code(&h, &r, 400, "handoff_mismatch");
+    // That attempt spent it: at its own site it is now a replay.
+    let r = b.send(&h, APP, &cb);
+    refusal_code(&h, &r, 400, "handoff_replayed");
+
+    // A fresh one for the app works once, then is a replay.
+    let start = b.send(&h, APP, "/_portcullis/login?rd=/x");
+    let callback = location(&b.send(&h, AUTH, &path_and_query(&location(&start))));
+    let cb = path_and_query(&callback);
+    let pending = b.cookie(APP, PENDING).unwrap();
+    let r = b.send(&h, APP, &cb);
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(location(&r).path(), "/x");
+    let replay = h.respond(&with_cookies(at(APP, &cb), &[(PENDING, &pending)]));
+    assert_eq!(replay.status, 400, "{}", replay.text());
+    assert!(replay.text().contains("already used"), "{}", replay.text());
+
+    // Expired: 61 seconds after it was issued.
+    let start = b.send(&h, APP, "/_portcullis/login?rd=/x");
+    let callback = location(&b.send(&h, AUTH, &path_and_query(&location(&start))));
+    h.clock.advance(61);
+    let r = b.send(&h, APP, &path_and_query(&callback));
+    refusal_code(&h, &r, 400, "handoff_expired");
+}
+
+#[test]
+fn a_code_for_one_site_is_refused_at_another_and_a_coordinator_claims_it_once() {
+    let h = Harness::new(&group_config(json!({})));
+    h.use_coord.set(true);
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    // A code issued for the app's sign-in, redeemed at the wiki within a wiki sign-in of the
+    // same browser: the code names another site.
+    let app_start = location(&b.send(&h, APP, "/_portcullis/login?rd=/"));
+    let app_code = location(&b.send(&h, AUTH, &path_and_query(&app_start)));
+    let code = app_code.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let wiki_start = location(&b.send(&h, WIKI, "/_portcullis/login?rd=/"));
+    let wiki_state = wiki_start.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let r = b.send(&h, WIKI, &format!("/_portcullis/sso/callback?code={code}&state={}", urlencode(&wiki_state)));
+    refusal_code(&h, &r, 400, "handoff_mismatch");
+    // A code for the right site but another of its sign-ins (state): refused too.
+    let first = location(&b.send(&h, APP, "/_portcullis/login?rd=/"));
+    let first_code = location(&b.send(&h, AUTH, &path_and_query(&first)));
+    let code = first_code.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let second = location(&b.send(&h, APP, "/_portcullis/login?rd=/"));
+    let state = second.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let r = b.send(&h, APP, &format!("/_portcullis/sso/callback?code={code}&state={}", urlencode(&state)));
+    refusal_code(&h, &r, 400, "handoff_mismatch");
+}
+
+#[test]
+fn the_sign_in_host_hands_codes_only_to_its_own_sites() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    // Another port of the app's name would deliver the code to whoever listens there.
+    let cases = [
+        ("other", OTHER),
+        ("app", OTHER),
+        ("app", "evil.example"),
+        ("app", WIKI),
+        ("login", AUTH),
+        ("app", "app.acme.test:8443"),
+        ("app", "app.acme.test.evil.example"),
+    ];
+    for (site, host) in cases {
+        let q = format!("/_portcullis/sso/authorize?site={site}&host={}&state=s1", urlencode(host));
+        let r = b.send(&h, AUTH, &q);
+        refusal_code(&h, &r, 403, "site_not_member");
+        assert!(r.headers.get("location").is_none());
+    }
+    // A tenant that is not a sign-in host has no hand-off route; a non-member signs in itself.
+    let r = b.send(&h, OTHER, "/_portcullis/sso/authorize?site=app&host=app.acme.test&state=s1");
+    assert_eq!(r.status, 404);
+    let r = b.send(&h, OTHER, "/_portcullis/login?provider=corp&rd=/");
+    assert_eq!(location(&r).host_str(), Some("idp.test"));
+}
+
+#[test]
+fn per_site_policy_still_decides() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let wiki = sign_in(&h, &mut b, WIKI);
+    assert!(forwarded(&h, WIKI, &wiki, "/pages/1").is_some(), "engineering may read the wiki");
+    let r = h.respond(&with_cookies(at(WIKI, "/edit/1"), &[(SESSION, &wiki)]));
+    assert_eq!(r.status, 403, "not in the wiki team");
+    // A person outside engineering signs in once and may use the app, not the wiki.
+    let h = Harness::new(&group_config(json!({})));
+    h.idp.borrow_mut().extra_claims = json!({"groups": ["sales"]});
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    assert!(forwarded(&h, APP, &app, "/").is_some());
+    let wiki = sign_in(&h, &mut b, WIKI);
+    assert_eq!(h.respond(&with_cookies(at(WIKI, "/pages/1"), &[(SESSION, &wiki)])).status, 403);
+}
+
+#[test]
+fn signing_out_at_any_site_ends_the_central_session_and_every_site() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let wiki = sign_in(&h, &mut b, WIKI);
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    // Sign out at the wiki (its CSRF token from /me).
+    let me = json_body(&h.respond(&with_cookies(at(WIKI, "/_portcullis/me"), &[(SESSION, &wiki)])));
+    let out = h.respond(
+        &Request::new("POST", &format!("https://{WIKI}/_portcullis/logout"))
+            .unwrap()
+            .header("host", WIKI)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={wiki}"))
+            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
+    );
+    assert_eq!(out.status, 302, "{}", out.text());
+    // Another isolate (no cached sessions) and this one both refuse all three.
+    let fresh = h.isolate();
+    for (host, cookie) in [(APP, &app), (WIKI, &wiki), (AUTH, &central)] {
+        let req = with_cookies(at(host, "/dashboard"), &[(SESSION, cookie)]);
+        assert!(matches!(h.handle_in(&fresh, &req), Action::Respond(_)), "{host} still signed in elsewhere");
+        assert!(matches!(h.handle(&req), Action::Respond(_)), "{host} still signed in here");
+    }
+    assert_eq!(h.events("session_revoked").len(), 2, "the central session and the app's");
+}
+
+#[test]
+fn idp_back_channel_logout_at_the_sign_in_host_ends_the_sites() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let wiki = sign_in(&h, &mut b, WIKI);
+    let token = {
+        use jwt_compact::{alg::Es256, AlgorithmExt, Claims, Header};
+        let idp = h.idp.borrow();
+        let events = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let mut c = Claims::new(
+            json!({"iss": ISSUER, "aud": "gateway-client", "jti": "j-1", "sid": "idp-session-1", "sub": "alice", "events": events}),
+        );
+        c.issued_at = chrono::DateTime::from_timestamp(h.clock.now() as i64, 0);
+        Es256.token(&Header::empty().with_key_id(idp.kid.clone()).with_token_type("logout+jwt"), &c, &idp.key).unwrap()
+    };
+    let r = h.respond(
+        &Request::new("POST", &format!("https://{AUTH}/_portcullis/oidc/backchannel-logout"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .with_body(format!("logout_token={}", urlencode(&token))),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(forwarded(&h, APP, &app, "/").is_none());
+    assert!(forwarded(&h, WIKI, &wiki, "/pages/1").is_none());
+    assert_eq!(h.events("session_revoked").len(), 3);
+}
+
+#[test]
+fn a_site_session_ends_with_its_central_session_even_when_the_list_missed_it() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    // The central session's list of sites is lost (a racing write); its end still reaches
+    // the site, at the site's next read of its session.
+    let keys: Vec<String> = h.kv.keys().into_iter().filter(|k| k.starts_with("sso-sites:")).collect();
+    assert_eq!(keys.len(), 1);
+    pollster::block_on(portcullis::ports::Kv::delete(&h.kv, &keys[0])).unwrap();
+    let admin = |method: &str, path: &str, body: Value| {
+        let mut r = Request::new(method, &format!("https://{AUTH}/_portcullis/admin{path}"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("accept", "application/json")
+            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
+        if !body.is_null() {
+            r = r.header("content-type", "application/json").with_body(body.to_string());
+        }
+        h.respond(&r)
+    };
+    let r = admin("POST", "/sessions/revoke-user", json!({"user_id": "https://idp.test/alice"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = h.isolate();
+    let req = with_cookies(at(APP, "/"), &[(SESSION, &app)]);
+    assert!(matches!(h.handle_in(&fresh, &req), Action::Respond(_)));
+    assert!(h.rt.logs.borrow().iter().any(|l| l.contains("sign-in host's session ended")));
+}
+
+#[test]
+fn the_admin_api_lists_a_central_session_with_its_sites_and_revokes_them_together() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let wiki = sign_in(&h, &mut b, WIKI);
+    let admin = |method: &str, path: &str, body: Value| {
+        let mut r = Request::new(method, &format!("https://{AUTH}/_portcullis/admin{path}"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("accept", "application/json")
+            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
+        if !body.is_null() {
+            r = r.header("content-type", "application/json").with_body(body.to_string());
+        }
+        h.respond(&r)
+    };
+    let list =
+        json_body(&admin("GET", &format!("/sessions?user_id={}", urlencode("https://idp.test/alice")), Value::Null));
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{list}");
+    let sites: Vec<&str> =
+        sessions[0]["sites"].as_array().unwrap().iter().map(|s| s["tenant"].as_str().unwrap()).collect();
+    assert_eq!(sites, ["app", "wiki"]);
+    let hosts: Vec<&str> =
+        sessions[0]["sites"].as_array().unwrap().iter().map(|s| s["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts, [APP, WIKI]);
+    let central = sessions[0]["session"].as_str().unwrap().to_owned();
+    let r = admin("POST", "/sessions/revoke", json!({"session": central}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(forwarded(&h, APP, &app, "/").is_none());
+    assert!(forwarded(&h, WIKI, &wiki, "/pages/1").is_none());
+}
+
+#[test]
+fn the_second_factor_is_done_once_at_the_sign_in_host() {
+    use portcullis::mfa::{base32_decode, totp_code, TotpParams};
+    let mut doc: Value = serde_json::from_str(&group_config(json!({"mfa": {"required": true}}))).unwrap();
+    // The app asks for a recent second factor on its admin pages: step-up stays per site.
+    doc["tenants"][1]["mfa"] = json!({"step_up": [{"path": "/admin", "match": "prefix", "max_age": 60}]});
+    let h = Harness::new(&doc.to_string());
+    let mut b = Browser::default();
+    // The sign-in host asks for a first factor before any code is handed out.
+    let (page, host, path) = b.follow(&h, APP, "/dashboard");
+    assert_eq!(host, AUTH);
+    assert!(path.starts_with("/_portcullis/mfa/enroll"), "{path}");
+    let html = page.text();
+    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = base32_decode(&groups).unwrap();
+    let code = totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap();
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("csrf", form_field(&html, "csrf").as_str()), ("code", &code)])
+        .finish();
+    let enrol = h.respond(
+        &Request::new("POST", &format!("https://{AUTH}{path}"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("accept", "text/html")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={central}"))
+            .with_body(body),
+    );
+    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    // Back to the hand-off: both sites get a session without any further prompt.
+    let (_, host, path) = b.follow(&h, APP, "/dashboard");
+    assert_eq!((host.as_str(), path.as_str()), (APP, "/dashboard"));
+    let app = b.cookie(APP, SESSION).unwrap();
+    let f = forwarded(&h, APP, &app, "/dashboard").unwrap();
+    assert_eq!(f.url, "https://app-origin.test/dashboard");
+    let me = json_body(&h.respond(&with_cookies(at(APP, "/_portcullis/me"), &[(SESSION, &app)])));
+    assert_eq!(me["amr"], json!(["mfa", "otp"]), "the site's session carries the central second factor: {me}");
+    // Step-up at the site, with the factor enrolled at the sign-in host.
+    h.clock.advance(61);
+    let r = h.respond(&with_cookies(at(APP, "/admin/users"), &[(SESSION, &app)]));
+    assert_eq!(r.headers.get("location"), Some("/_portcullis/mfa?rd=%2Fadmin%2Fusers&reason=step_up"));
+    let prompt =
+        h.respond(&with_cookies(at(APP, "/_portcullis/mfa?rd=/admin/users&reason=step_up"), &[(SESSION, &app)]));
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", form_field(&prompt.text(), "csrf").as_str()),
+            ("rd", "/admin/users"),
+            ("code", &totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap()),
+        ])
+        .finish();
+    let ok = h.respond(
+        &Request::new("POST", &format!("https://{APP}/_portcullis/mfa"))
+            .unwrap()
+            .header("host", APP)
+            .header("accept", "text/html")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={app}"))
+            .with_body(body),
+    );
+    assert_eq!(ok.headers.get("location"), Some("/admin/users"), "{}", ok.text());
+    assert!(forwarded(&h, APP, &app, "/admin/users").is_some());
+    let wiki = sign_in(&h, &mut b, WIKI);
+    assert!(forwarded(&h, WIKI, &wiki, "/pages/1").is_some());
+    assert_eq!(h.events("mfa_enrolled").len(), 1);
+}
+
+#[test]
+fn configuration_refuses_groups_that_cannot_work() {
+    let assertion = assertion_key_pem();
+    let secrets = |name: &str| match name {
+        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
+        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
+    };
+    let load = |doc: Value| portcullis::config::Config::load(&doc.to_string(), &secrets);
+    let base: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
+    if let Err(e) = load(base.clone()) {
+        panic!("{e}");
+    }
+    let cases = [
+        (0, json!(["app", "nope"]), "no tenant has the id"),
+        (0, json!(["app", "login"]), "cannot list itself"),
+        (0, json!(["app", "other"]), "must be empty: people sign in to this site"),
+        (1, json!(["wiki"]), "is a sign-in host itself"),
+        (0, json!([]), "origin: is required"),
+    ];
+    for (tenant, sites, expected) in cases {
+        let mut doc = base.clone();
+        doc["tenants"][tenant]["sites"] = sites.clone();
+        let errors = load(doc).unwrap_err().to_string();
+        assert!(errors.contains(expected), "{tenant} {sites}: {errors}");
+    }
+}
