@@ -63,7 +63,8 @@ export async function newPage(browser, { viewport = { width: 1024, height: 768 }
     try {
       host = new URL(url).hostname;
     } catch { /* not a URL with a host */ }
-    if (url.startsWith('data:') || LOCAL_HOSTS.has(host)) return route.continue();
+    // `*.localhost` is loopback too (Chromium resolves it so, and treats it as secure).
+    if (url.startsWith('data:') || LOCAL_HOSTS.has(host) || host.endsWith('.localhost')) return route.continue();
     blocked.push(url);
     return route.abort('blockedbyclient');
   });
