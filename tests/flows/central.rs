@@ -500,3 +500,77 @@ fn configuration_refuses_groups_that_cannot_work() {
         assert!(errors.contains(expected), "{tenant} {sites}: {errors}");
     }
 }
+
+#[test]
+fn front_channel_logout_at_the_sign_in_host_ends_the_sites() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let r =
+        b.send(&h, AUTH, &format!("/_portcullis/oidc/frontchannel-logout?iss={}&sid=idp-session-1", urlencode(ISSUER)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(forwarded(&h, APP, &app, "/").is_none());
+    assert!(h.events("session_revoked").iter().any(|e| e["tenant"] == "app"));
+}
+
+/// Two sign-in hosts in one deployment, with sites in other zones than their sign-in host:
+/// each hands out sessions for its own sites only.
+#[test]
+fn two_groups_in_one_deployment_stay_apart_across_zones() {
+    let mut doc: Value = serde_json::from_str(&group_config(json!({"sites": ["app"]}))).unwrap();
+    let provider = doc["tenants"][0]["providers"][0].clone();
+    // A second sign-in host in another zone, for the wiki (also in another zone).
+    doc["tenants"][2]["hosts"] = json!(["wiki.acme.org"]);
+    let tenants = doc["tenants"].as_array_mut().unwrap();
+    tenants.push(json!({"id": "login2", "hosts": ["sso.example.net"], "sites": ["wiki"], "auto_redirect": true,
+                        "providers": [provider], "groups": {"map": {"engineering": ["eng"]}}}));
+    let h = Harness::new(&doc.to_string());
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let (_, host, path) = b.follow(&h, "wiki.acme.org", "/pages/1");
+    assert_eq!((host.as_str(), path.as_str()), ("wiki.acme.org", "/pages/1"));
+    let wiki = b.cookie("wiki.acme.org", SESSION).unwrap();
+    // The wiki's sign-in went to its own sign-in host, with its own IdP sign-in.
+    assert!(b.cookie("sso.example.net", SESSION).is_some());
+    assert_eq!(h.fetch.count("/token"), 2);
+    // Neither sign-in host hands out codes for the other's site.
+    for (host, site, site_host) in [(AUTH, "wiki", "wiki.acme.org"), ("sso.example.net", "app", APP)] {
+        let r = b.send(&h, host, &format!("/_portcullis/sso/authorize?site={site}&host={site_host}&state=s1"));
+        refusal_code(&h, &r, 403, "site_not_member");
+    }
+    // Signing out at the app ends its group only.
+    let me = json_body(&h.respond(&with_cookies(at(APP, "/_portcullis/me"), &[(SESSION, &app)])));
+    let out = h.respond(
+        &Request::new("POST", &format!("https://{APP}/_portcullis/logout"))
+            .unwrap()
+            .header("host", APP)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={app}"))
+            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
+    );
+    assert_eq!(out.status, 302);
+    assert!(forwarded(&h, APP, &app, "/").is_none());
+    assert!(forwarded(&h, "wiki.acme.org", &wiki, "/pages/1").is_some(), "the other group is untouched");
+}
+
+#[test]
+fn the_hand_off_routes_answer_only_get_and_a_head_spends_nothing() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    let start = location(&b.send(&h, APP, "/_portcullis/login?rd=/x"));
+    let head = Request::new("HEAD", &format!("https://{AUTH}{}", path_and_query(&start)))
+        .unwrap()
+        .header("host", AUTH)
+        .header("cookie", &format!("{SESSION}={central}"));
+    let r = h.respond(&head);
+    assert_eq!(r.status, 405);
+    assert!(h.kv.keys().iter().all(|k| !k.starts_with("sso-code:")), "no code for a HEAD");
+    let post = Request::new("POST", &format!("https://{APP}/_portcullis/sso/callback"))
+        .unwrap()
+        .header("host", APP)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .with_body("code=x&state=y");
+    assert_eq!(h.respond(&post).status, 405);
+}
