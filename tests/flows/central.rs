@@ -574,3 +574,31 @@ fn the_hand_off_routes_answer_only_get_and_a_head_spends_nothing() {
         .with_body("code=x&state=y");
     assert_eq!(h.respond(&post).status, 405);
 }
+
+#[test]
+fn signing_out_at_the_sign_in_host_ends_every_site() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let wiki = sign_in(&h, &mut b, WIKI);
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    let page = h.respond(&with_cookies(at(AUTH, "/_portcullis/logout"), &[(SESSION, &central)])).text();
+    let out = h.respond(
+        &Request::new("POST", &format!("https://{AUTH}/_portcullis/logout"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={central}"))
+            .with_body(format!("csrf={}", urlencode(&form_field(&page, "csrf")))),
+    );
+    assert_eq!(out.status, 302, "{}", out.text());
+    let fresh = h.isolate();
+    for (host, cookie) in [(APP, &app), (WIKI, &wiki)] {
+        let req = with_cookies(at(host, "/pages/1"), &[(SESSION, cookie)]);
+        assert!(matches!(h.handle(&req), Action::Respond(_)), "{host} still signed in here");
+        assert!(matches!(h.handle_in(&fresh, &req), Action::Respond(_)), "{host} still signed in elsewhere");
+    }
+    let revoked: Vec<String> =
+        h.events("session_revoked").iter().map(|e| e["tenant"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(revoked, ["app", "wiki"], "each site's session, named in the audit trail");
+}
