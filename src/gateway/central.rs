@@ -375,3 +375,43 @@ impl Gateway {
         Ok(pages::sites_page(Brand { tenant: Some(cx.tenant), prefix: self.prefix() }, &who, &links))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(hosts: &[&str]) -> Tenant {
+        let doc = serde_json::json!({"id": "t", "hosts": hosts, "origin": "https://o.test"});
+        serde_json::from_value(doc).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    fn request(host: &str) -> Request {
+        Request::new("GET", &format!("https://{host}/x"))
+            .map(|r| r.header("host", host))
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn another_tenant_is_addressed_on_this_requests_scheme_and_port_unless_its_entry_names_one() {
+        assert_eq!(address_of(&request("app.test"), &tenant(&["auth.test"])), "https://auth.test");
+        assert_eq!(address_of(&request("app.test:8787"), &tenant(&["auth.test"])), "https://auth.test:8787");
+        assert_eq!(address_of(&request("app.test:8787"), &tenant(&["auth.test:9000"])), "https://auth.test:9000");
+        assert_eq!(address_of(&request("app.test"), &tenant(&["auth.test:9000"])), "https://auth.test:9000");
+    }
+
+    #[test]
+    fn a_site_serves_its_hosts_exactly_or_on_the_requests_own_port() {
+        let site = tenant(&["app.test", "app2.test:8443"]);
+        let at = |here: &str, host: &str| serves(&request(here), &site, host);
+        assert!(at("auth.test", "app.test"));
+        assert!(at("auth.test", "APP.test"));
+        assert!(at("auth.test:8787", "app.test:8787"));
+        assert!(!at("auth.test:8787", "app.test:9999"), "another port of the same name");
+        assert!(!at("auth.test", "app.test:9999"));
+        assert!(at("auth.test", "app2.test:8443"), "an entry with a port, exactly");
+        assert!(!at("auth.test:8443", "app2.test"), "an entry with a port needs that port");
+        assert!(!at("auth.test", "app2.test:8444"));
+        assert!(!at("auth.test", "evil.test"));
+        assert!(!at("auth.test", "app.test.evil.test"));
+    }
+}
