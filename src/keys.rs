@@ -75,6 +75,12 @@ pub fn central_sites(sign_in_tenant: &str, session_hash: &str) -> String {
     format!("sso-sites:{sign_in_tenant}:{session_hash}")
 }
 
+/// When a site last saw the person of a central session (by its hash): use of the sites
+/// keeps the sign-in host's session from idling out.
+pub fn central_activity(sign_in_tenant: &str, session_hash: &str) -> String {
+    format!("sso-active:{sign_in_tenant}:{session_hash}")
+}
+
 /// KV alone: the marker that a one-time value (by its key) was spent.
 pub fn used(key: &str) -> String {
     format!("used:{key}")
@@ -221,5 +227,6 @@ mod tests {
         assert_eq!(handoff_code("t", "c"), format!("sso-code:t:{}", sha256_hex(b"c")));
         assert_eq!(handoff_state("t", "s"), format!("sso-state:t:{}", sha256_hex(b"s")));
         assert_eq!(central_sites("t", "abc"), "sso-sites:t:abc");
+        assert_eq!(central_activity("t", "abc"), "sso-active:t:abc");
     }
 }

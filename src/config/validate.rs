@@ -358,11 +358,12 @@ impl Config {
         let groups = check_sign_in_groups(&mut c, &self.tenants);
         for (site, central) in groups {
             // A site's second factor is the sign-in host's (same factors, same enforcement),
-            // except its own step-up rules.
+            // except its own step-up rules, which are checked again against what it gets.
             let mut mfa = self.tenants[central].mfa.clone();
             mfa.step_up = std::mem::take(&mut self.tenants[site].mfa.step_up);
             self.tenants[site].mfa = mfa;
             self.tenants[site].sign_in_via = Some(self.tenants[central].id.clone());
+            check_site_step_up(&mut c, site, &self.tenants[site], &self.tenants[central].id);
         }
         for (ti, pi, parsed) in ready {
             match (&mut self.tenants[ti].providers[pi], parsed) {
@@ -398,17 +399,87 @@ fn check_sign_in_groups(c: &mut Check, tenants: &[Tenant]) -> Vec<(usize, usize)
             } else if let Some((_, other)) = pairs.iter().find(|(s, _)| *s == ti) {
                 c.err(path, format!("tenant {site:?} is already a site of tenants[{other}]"));
             } else {
-                if !tenants[ti].providers.is_empty() {
-                    c.err(
-                        format!("tenants[{ti}].providers"),
-                        format!("must be empty: people sign in to this site at tenant {:?}", central.id),
-                    );
+                let at = format!("people sign in to this site at tenant {:?}: set it there", central.id);
+                let site = &tenants[ti];
+                if !site.providers.is_empty() {
+                    c.err(format!("tenants[{ti}].providers"), format!("must be empty: {at}"));
+                }
+                // The identity a site gets is the sign-in host's, mapped there; its second
+                // factor is the sign-in host's. A setting here would be ignored: refuse it.
+                if to_json(&site.groups) != to_json(&super::GroupSettings::default()) {
+                    c.err(format!("tenants[{ti}].groups"), format!("must be left out: {at}"));
+                }
+                let own = super::MfaSettings { step_up: Vec::new(), ..site.mfa.clone() };
+                if to_json(&own) != to_json(&super::MfaSettings::default()) {
+                    c.err(format!("tenants[{ti}].mfa"), format!("may only have step_up: {at}"));
                 }
                 pairs.push((ti, ci));
             }
         }
     }
+    // Browsers do not keep cookies apart by port: two members of a group on one host name
+    // would share (and overwrite) each other's `__Host-` cookies.
+    for (ci, central) in tenants.iter().enumerate().filter(|(_, t)| !t.sites.is_empty()) {
+        let members: Vec<usize> =
+            std::iter::once(ci).chain(pairs.iter().filter(|(_, c)| *c == ci).map(|(s, _)| *s)).collect();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for &m in &members {
+            for h in &tenants[m].hosts {
+                let name = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n).to_ascii_lowercase();
+                match names.get(&name) {
+                    Some(&other) if other != m => c.err(
+                        format!("tenants[{m}].hosts"),
+                        format!(
+                            "{name} is also a host name of tenants[{other}] in the group of {:?}; cookies do not \
+                             keep ports apart",
+                            central.id
+                        ),
+                    ),
+                    _ => {
+                        names.insert(name, m);
+                    }
+                }
+            }
+        }
+    }
     pairs
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// A site's step-up rules against the second factor it really has (its sign-in host's):
+/// a rule that demands a passkey needs passkeys there, with a relying party id that covers
+/// the site's hosts.
+fn check_site_step_up(c: &mut Check, ti: usize, site: &super::Tenant, central: &str) {
+    let m = &site.mfa;
+    for (i, r) in m.step_up.iter().enumerate() {
+        if r.factor != super::StepUpFactor::Passkey {
+            continue;
+        }
+        let path = format!("tenants[{ti}].mfa.step_up[{i}].factor");
+        if !m.allows(super::MfaMethod::Passkey) {
+            c.err(&path, format!("demands a passkey, but the sign-in host {central:?} offers none"));
+        } else if m.passkey.rp_id.is_none() {
+            c.err(
+                &path,
+                format!(
+                    "demands a passkey: the sign-in host {central:?} needs an mfa.passkey.rp_id that covers this site"
+                ),
+            );
+        } else if let Some(rp) = &m.passkey.rp_id {
+            for h in &site.hosts {
+                let host = h.split(':').next().unwrap_or(h);
+                if host != rp && !host.ends_with(&format!(".{rp}")) {
+                    c.err(
+                        &path,
+                        format!("demands a passkey, but the sign-in host's rp_id {rp:?} does not cover {host:?}"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn is_css_color(v: &str) -> bool {

@@ -20,7 +20,7 @@
 //! whose central session is gone is refused at its next read from KV as well, so one the
 //! list missed ends too.
 
-use super::{Gateway, Lookup};
+use super::{Gateway, Lookup, Refresh};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -39,6 +39,8 @@ use crate::session::{self, CentralLink, MfaState, SessionId, SessionRecord, PEND
 
 /// Seconds a hand-off code lives (also KV's shortest TTL).
 pub const HANDOFF_TTL: u64 = 60;
+/// Most site sessions listed under one central session.
+pub const MAX_SITE_SESSIONS: usize = 64;
 
 /// What a site stores when it sends the browser to its sign-in host.
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,9 +143,10 @@ impl Gateway {
         let member = cx.tenant.sites.contains(&site)
             && loaded.config.tenant_for_host(&host).is_some_and(|t| t.id == site && serves(cx.req, t, &host));
         if !member {
+            let (site, host) = (crate::oidc::truncate(&site, 64), crate::oidc::truncate(&host, 128));
             return Err(handoff(HandoffError::NotMember { site, host }));
         }
-        let central = match self.lookup_session(cx).await? {
+        let mut central = match self.lookup_session(cx).await? {
             Lookup::Active(s) => match s.into_complete() {
                 Some(c) => c,
                 None => return self.mfa_needed(cx.req, None),
@@ -151,6 +154,13 @@ impl Gateway {
             Lookup::Ended => return Ok(self.unauthenticated(cx.req, cx.tenant, true)),
             Lookup::NoSession { .. } => return Ok(self.unauthenticated(cx.req, cx.tenant, false)),
         };
+        // The IdP's word is renewed before it is passed on (the site's session lasts until
+        // the access token does).
+        if self.maybe_refresh(cx, &mut central).await? == Refresh::Ended {
+            return Ok(self.unauthenticated(cx.req, cx.tenant, true));
+        }
+        // Each code is a KV write: counted like the sign-in starts of this client.
+        self.login_allowed(cx)?;
         let code = b64url(&cx.ports.random::<32>());
         let record = HandoffCode {
             central: cx.tenant.id.clone(),
@@ -202,7 +212,10 @@ impl Gateway {
         if !self.first_use(cx, "handoff", &used, 2 * HANDOFF_TTL).await? {
             return Err(handoff(HandoffError::CodeReplayed));
         }
-        cx.ports.kv.put(&used, "1", Some(2 * HANDOFF_TTL)).await?;
+        // With KV alone `first_use` wrote the marker; with a coordinator, name the replay too.
+        if cx.ports.coord().is_some() {
+            cx.ports.kv.put(&used, "1", Some(2 * HANDOFF_TTL)).await?;
+        }
         cx.ports.kv.delete(&key).await?;
         let issued: HandoffCode = serde_json::from_str(&raw).map_err(|_| handoff(HandoffError::CodeUnknown))?;
         let now = cx.ports.now();
@@ -232,7 +245,10 @@ impl Gateway {
             expires: from.expires.min(now + cx.tenant.session.absolute_timeout),
             idp_sid: None,
             tokens: None,
-            access_expires: None,
+            // Where the sign-in host refreshes the IdP's tokens, the site's session needs it
+            // again when they run out (`refresh.rs`): a person the IdP refuses is cut off
+            // within the access token's lifetime at the sites too.
+            access_expires: from.access_expires,
             user_agent: cx.req.headers.get("user-agent").map(|u| crate::oidc::truncate(u, 200)),
             country: cx.req.headers.get("cf-ipcountry").map(|c| crate::oidc::truncate(c, 8)),
             created_ms: Some(cx.ports.rt.now_ms()),
@@ -249,7 +265,7 @@ impl Gateway {
             created: now,
             expires: record.expires,
         };
-        if let Err(e) = self.list_site(cx.ports, &central.id, &issued.session, entry).await {
+        if let Err(e) = self.list_site(cx, central, &issued.session, entry).await {
             // The site session still ends with the central one: it checks on every read.
             cx.log(json!({"level": "warn", "event": "site_session_list_failed", "tenant": cx.tenant.id, "cause": e.to_string()}));
         }
@@ -287,6 +303,18 @@ impl Gateway {
         Ok(Some(record))
     }
 
+    /// Records that a site saw the person now, so the central session does not idle out
+    /// while they use the sites (its own record is not rewritten: that is the sign-in
+    /// host's, refresh included).
+    pub(super) async fn touch_central(&self, ports: Ports<'_>, link: &CentralLink, now: u64) -> Result<(), Refusal> {
+        let Some(central) = self.tenant_by_id(&link.tenant) else {
+            return Ok(());
+        };
+        let ttl = central.session.idle_timeout.max(60);
+        ports.kv.put(&keys::central_activity(&link.tenant, &link.session), &now.to_string(), Some(ttl)).await?;
+        Ok(())
+    }
+
     pub(super) async fn central_alive(&self, ports: Ports<'_>, link: &CentralLink) -> Result<bool, Refusal> {
         Ok(self.live_central(ports, link).await?.is_some())
     }
@@ -304,15 +332,24 @@ impl Gateway {
 
     /// Lists a site session under its central session (read, add, write: KV has no
     /// compare-and-set, so two hand-offs in the same instant may lose an entry; that site
-    /// session still ends with the central one, as it checks on every read).
-    async fn list_site(&self, ports: Ports<'_>, central: &str, hash: &str, entry: SiteEntry) -> Result<(), Refusal> {
-        let now = ports.now();
-        let mut entries = self.site_entries(ports, central, hash).await?;
+    /// session still ends with the central one, as it checks on every read). At most
+    /// [`MAX_SITE_SESSIONS`] are listed: the oldest beyond that end here, so ending the
+    /// central session stays within one request's storage operations.
+    async fn list_site(&self, cx: &Cx<'_>, central: &Tenant, hash: &str, entry: SiteEntry) -> Result<(), Refusal> {
+        let now = cx.ports.now();
+        let mut entries = self.site_entries(cx.ports, &central.id, hash).await?;
         entries.retain(|e| e.expires > now);
         entries.push(entry);
+        let excess = entries.len().saturating_sub(MAX_SITE_SESSIONS);
+        for old in entries.drain(..excess) {
+            if let Some(site) = self.tenant_by_id(&old.tenant).filter(|_| central.sites.contains(&old.tenant)) {
+                let cause = "the oldest of more than 64 site sessions of one sign-in";
+                self.revoke_in(cx, site, &old.session, "gateway", cause).await?;
+            }
+        }
         let ttl = entries.iter().map(|e| e.expires).max().unwrap_or(now).saturating_sub(now).max(60);
         let value = serde_json::to_string(&entries).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        ports.kv.put(&keys::central_sites(central, hash), &value, Some(ttl)).await?;
+        cx.ports.kv.put(&keys::central_sites(&central.id, hash), &value, Some(ttl)).await?;
         Ok(())
     }
 
@@ -349,6 +386,18 @@ impl Gateway {
         self.revoke_in(cx, central, &link.session, "user", &cause).await?;
         self.end_sites(cx, central, &link.session, "user", &cause).await?;
         Ok(())
+    }
+
+    /// Where signing out at a site goes: the IdP's end-session endpoint, as the sign-in
+    /// host's own sign-out would (its provider, its tokens), coming back to the sign-in
+    /// host's signed-out page. Read before the central session ends.
+    pub(super) async fn central_logout_url(&self, cx: &Cx<'_>, link: &CentralLink) -> Option<String> {
+        let central = self.tenant_by_id(&link.tenant).filter(|c| c.sites.contains(&cx.tenant.id))?;
+        let raw = cx.ports.kv.get(&keys::session(&link.tenant, &link.session)).await.ok()??;
+        let record: SessionRecord = serde_json::from_str(&raw).ok()?;
+        let at_central = Cx::new(cx.ports, cx.req, central);
+        let post_logout = format!("{}{}/logged-out", address_of(cx.req, central), self.prefix());
+        self.rp_logout_url_for(&at_central, &link.session, &record, &post_logout).await
     }
 
     /// A sign-in host without an origin: the sites the person can open from here.

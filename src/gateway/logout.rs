@@ -225,8 +225,12 @@ impl Gateway {
             cx.ports.kv.delete(&key).await?;
             self.sessions.remove(&key);
             cx.audit(AuditEvent::Logout, json!({"tenant": cx.tenant.id, "session": id.handle(), "user": record.user_id, "provider": record.provider, "ip": cx.req.client_ip}));
-            // One sign-in for a group of sites ends as one: at the sign-in host and at every site.
+            // One sign-in for a group of sites ends as one: at the sign-in host and at every
+            // site, and at the IdP as the sign-in host's own sign-out would.
             if let Some(link) = &record.central {
+                if let Some(url) = self.central_logout_url(cx, link).await {
+                    location = url;
+                }
                 self.end_central(cx, link).await?;
             } else if !cx.tenant.sites.is_empty() {
                 self.end_sites(cx, cx.tenant, &id.hash(), "user", "signed out at the sign-in host").await?;
@@ -245,12 +249,24 @@ impl Gateway {
 
     /// RP-initiated logout at the IdP, when it offers it and the provider wants it.
     pub(super) async fn rp_logout_url(&self, cx: &Cx<'_>, id: &SessionId, record: &SessionRecord) -> Option<String> {
+        let post_logout = format!("{}{}/logged-out", base_url(cx.req), self.prefix());
+        self.rp_logout_url_for(cx, &id.hash(), record, &post_logout).await
+    }
+
+    /// [`Gateway::rp_logout_url`] for the session of `cx.tenant` with hash `session_hash`
+    /// (a site asks for its sign-in host's session), returning to `post_logout`.
+    pub(super) async fn rp_logout_url_for(
+        &self,
+        cx: &Cx<'_>,
+        session_hash: &str,
+        record: &SessionRecord,
+        post_logout: &str,
+    ) -> Option<String> {
         let p = self.oidc_provider(cx.tenant, &record.provider).ok().filter(|p| p.rp_logout)?;
         let m = self.metadata(cx, p).await.ok()?;
         let end = m.end_session_endpoint.as_deref()?;
-        let stored = self.open_tokens(id, record)?;
-        let post_logout = format!("{}{}/logged-out", base_url(cx.req), self.prefix());
-        let mut params = vec![("client_id", p.client_id.as_str()), ("post_logout_redirect_uri", post_logout.as_str())];
+        let stored = self.open_tokens_for(session_hash, record)?;
+        let mut params = vec![("client_id", p.client_id.as_str()), ("post_logout_redirect_uri", post_logout)];
         if let Some(t) = stored.id_token.as_deref() {
             params.push(("id_token_hint", t));
         }

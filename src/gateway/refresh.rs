@@ -31,6 +31,17 @@ impl Gateway {
             return Ok(Refresh::NotDue);
         };
         let now = cx.ports.now();
+        // A site's session holds no tokens: its sign-in host refreshes them. When the access
+        // token it was handed out with has run out, the session is over here; the browser
+        // goes through the sign-in host again, which refreshes (or ends) its own session.
+        if record.central.is_some() {
+            if now < access_exp {
+                return Ok(Refresh::NotDue);
+            }
+            cx.log(json!({"event": "session_renewal_due", "tenant": cx.tenant.id, "session": id.handle(),
+                "cause": "the access token the sign-in host handed this session out with has expired"}));
+            return Ok(Refresh::Ended);
+        }
         if now + REFRESH_MARGIN < access_exp {
             return Ok(Refresh::NotDue);
         }

@@ -294,7 +294,18 @@ impl Gateway {
         if record.tenant != cx.tenant.id {
             return Ok(Lookup::NoSession { cause: Some("session belongs to another tenant".into()) });
         }
-        if let Err(why) = record.check_times(cx.ports.now(), &cx.tenant.session) {
+        let now = cx.ports.now();
+        let mut expiry = record.check_times(now, &cx.tenant.session).err();
+        // A sign-in host's session stays alive while its sites are in use (they write when
+        // they last saw the person, at most once per last-seen interval).
+        if expiry == Some(crate::session::Expiry::Idle) && !cx.tenant.sites.is_empty() {
+            let key = crate::keys::central_activity(&cx.tenant.id, &id.hash());
+            let seen = cx.ports.kv.get(&key).await?.and_then(|v| v.parse::<u64>().ok());
+            if seen.is_some_and(|t| now < t.saturating_add(cx.tenant.session.idle_timeout)) {
+                expiry = None;
+            }
+        }
+        if let Some(why) = expiry {
             self.sessions.remove(&key);
             // Best effort: the record's KV TTL removes it anyway.
             let _ = cx.ports.kv.delete(&key).await;
@@ -317,7 +328,15 @@ impl Gateway {
     ) -> Result<(), Refusal> {
         let key = id.kv_key(&cx.tenant.id);
         let value = serde_json::to_string(record).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        cx.ports.kv.put(&key, &value, Some(record.kv_ttl(cx.ports.now(), &cx.tenant.session))).await?;
+        let now = cx.ports.now();
+        // A sign-in host's session is kept until its absolute end: its idle time is decided
+        // on read, where the sites' use counts too.
+        let ttl = if cx.tenant.sites.is_empty() {
+            record.kv_ttl(now, &cx.tenant.session)
+        } else {
+            record.expires.saturating_sub(now).max(60)
+        };
+        cx.ports.kv.put(&key, &value, Some(ttl)).await?;
         self.cache_session(&key, record.clone(), cx.ports.rt.now_ms());
         Ok(())
     }
@@ -354,6 +373,11 @@ impl Gateway {
         let (id, record) = (session.id(), session.record());
         if let Err(e) = self.update_session(cx, id, record).await {
             cx.log(json!({"level": "warn", "event": "session_touch_failed", "tenant": cx.tenant.id, "session": id.handle(), "cause": e.to_string()}));
+        }
+        if let Some(link) = &record.central {
+            if let Err(e) = self.touch_central(cx.ports, link, now).await {
+                cx.log(json!({"level": "warn", "event": "session_touch_failed", "tenant": link.tenant, "via": cx.tenant.id, "cause": e.to_string()}));
+            }
         }
     }
 

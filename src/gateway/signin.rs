@@ -385,9 +385,14 @@ impl Gateway {
 
     /// The tokens sealed in a session record, if they open.
     pub(super) fn open_tokens(&self, id: &SessionId, record: &SessionRecord) -> Option<StoredTokens> {
+        self.open_tokens_for(&id.hash(), record)
+    }
+
+    /// [`Gateway::open_tokens`] by the session's hash (what they are sealed to).
+    pub(super) fn open_tokens_for(&self, session_hash: &str, record: &SessionRecord) -> Option<StoredTokens> {
         let loaded = self.config()?;
         let plain =
-            crypto::open(&loaded.encryption_keys, "tokens", id.hash().as_bytes(), record.tokens.as_deref()?).ok()?;
+            crypto::open(&loaded.encryption_keys, "tokens", session_hash.as_bytes(), record.tokens.as_deref()?).ok()?;
         serde_json::from_slice(&plain).ok()
     }
 

@@ -75,7 +75,11 @@ impl Browser {
                 cookies.push((name, v.as_str()));
             }
         }
-        let r = h.respond(&with_cookies(at(host, path), &cookies));
+        // A request the gateway forwards reads as the origin's 200 here.
+        let r = match h.handle(&with_cookies(at(host, path), &cookies)) {
+            Action::Respond(r) => r,
+            Action::Forward(_) => Response::new(200),
+        };
         for name in [SESSION, PENDING] {
             if let Some(v) = set_cookie_value(&r, name) {
                 self.jar.insert((host.to_owned(), name), v);
@@ -601,4 +605,290 @@ fn signing_out_at_the_sign_in_host_ends_every_site() {
     let revoked: Vec<String> =
         h.events("session_revoked").iter().map(|e| e["tenant"].as_str().unwrap().to_owned()).collect();
     assert_eq!(revoked, ["app", "wiki"], "each site's session, named in the audit trail");
+}
+
+// Found by probing the first version: each test below failed on it.
+
+/// A site that asks for a second factor of its own must not be given sessions without one:
+/// either the configuration is refused, or the site's requirement is honoured.
+#[test]
+fn a_site_requiring_a_second_factor_is_not_silently_given_sessions_without_one() {
+    let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
+    // The sign-in host asks for no second factor; the app does.
+    doc["tenants"][1]["mfa"] = json!({"required": true});
+    let assertion = assertion_key_pem();
+    let secrets = |name: &str| match name {
+        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
+        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
+    };
+    // Refused at load: the operator learns that the setting does not apply.
+    let errors = portcullis::config::Config::load(&doc.to_string(), &secrets).unwrap_err().to_string();
+    assert!(errors.contains("tenants[1].mfa: may only have step_up"), "{errors}");
+}
+
+/// A site's own group mapping (its roles, `require_mapped_group`) must not be silently
+/// replaced by the sign-in host's: here the wiki grants `superuser` only to `wiki-admins`,
+/// yet a person the sign-in host maps to `superuser` (IdP group `admins`) gets the wiki's
+/// admin API.
+#[test]
+fn a_site_own_role_mapping_is_not_silently_replaced_by_the_sign_in_host_mapping() {
+    let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
+    doc["tenants"][2]["groups"] =
+        json!({"map": {"engineering": ["eng"]}, "roles": {"superuser": ["wiki-admins"]}, "require_mapped_group": true});
+    let assertion = assertion_key_pem();
+    let secrets = |name: &str| match name {
+        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
+        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
+    };
+    // Refused at load: the setting does not apply to a site.
+    let errors = portcullis::config::Config::load(&doc.to_string(), &secrets).unwrap_err().to_string();
+    assert!(errors.contains("tenants[2].groups: must be left out"), "{errors}");
+}
+
+/// The sign-in host's idle timeout counts activity at the sites: a site used all along
+/// keeps the group's sign-in, and renewing the site's session when the IdP's access token
+/// runs out (here at 3600 s) goes through the sign-in host without a new IdP sign-in.
+#[test]
+fn a_site_in_use_outlives_the_sign_in_host_idle_timeout() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    // The app is used every 15 minutes for 2 hours (idle timeouts: 3600 s).
+    for i in 1..=8 {
+        h.clock.advance(900);
+        let (r, host, path) = b.follow(&h, APP, "/dashboard");
+        assert_eq!((host.as_str(), path.as_str()), (APP, "/dashboard"), "after {} s: {}", i * 900, r.text());
+        let app = b.cookie(APP, SESSION).unwrap();
+        assert!(matches!(
+            h.handle_in(&h.isolate(), &with_cookies(at(APP, "/dashboard"), &[(SESSION, &app)])),
+            Action::Forward(_)
+        ));
+    }
+    let central_sign_ins = h.events("login_success").iter().filter(|e| e["tenant"] == "login").count();
+    assert_eq!(central_sign_ins, 1, "one IdP sign-in in two hours of use");
+    assert!(h.events("session_revoked").is_empty(), "renewing is not revoking: {:?}", h.events("session_revoked"));
+    assert!(h.fetch.count("/token") >= 2, "the sign-in host refreshed the IdP's tokens");
+}
+
+/// Every request that writes pre-login state to KV counts against `login_rate_limit` (so
+/// one client cannot fill storage); a hand-off code is such a write, yet
+/// `{prefix}/sso/authorize` issues one per request without limit.
+#[test]
+fn hand_off_codes_are_rate_limited_like_sign_in_starts() {
+    let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
+    doc["gateway"]["login_rate_limit"] = json!({"burst": 5, "per_minute": 5});
+    let h = Harness::new(&doc.to_string());
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    let before = h.kv.keys().iter().filter(|k| k.starts_with("sso-code:")).count();
+    let mut statuses = Vec::new();
+    for i in 0..50 {
+        let r = b.send(&h, AUTH, &format!("/_portcullis/sso/authorize?site=app&host={APP}&state=s{i}"));
+        statuses.push(r.status);
+    }
+    let codes = h.kv.keys().iter().filter(|k| k.starts_with("sso-code:")).count() - before;
+    assert!(statuses.contains(&429), "50 hand-off codes in a row from one client, none refused: {codes} stored");
+}
+
+/// One central session may hand out any number of site sessions (a loop over the app's
+/// `/login`), each listed under it, and ending it then walks them all in one request: past
+/// a few hundred, signing out needs more KV operations than a Worker invocation may make
+/// (1000), so the sign-out fails half way. The list should be bounded.
+#[test]
+fn site_sessions_listed_under_one_central_session_are_bounded() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    for _ in 0..100 {
+        h.clock.advance(2); // under the sign-in rate limit (60 a minute; a start and a code each)
+        let start = location(&b.send(&h, APP, "/_portcullis/login?rd=/"));
+        let callback = location(&b.send(&h, AUTH, &path_and_query(&start)));
+        let r = b.send(&h, APP, &path_and_query(&callback));
+        assert_eq!(r.status, 302, "{}", r.text());
+    }
+    let key = h.kv.keys().into_iter().find(|k| k.starts_with("sso-sites:")).unwrap();
+    let listed = serde_json::from_str::<Vec<Value>>(&h.kv.raw_get(&key).unwrap()).unwrap().len();
+    assert_eq!(listed, 64, "the oldest beyond 64 ended at their hand-off");
+    assert_eq!(h.events("session_revoked").len(), 101 - 64, "each one ended is in the audit trail");
+    // Signing out at the sign-in host.
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    let me = json_body(&h.respond(&with_cookies(at(AUTH, "/_portcullis/me"), &[(SESSION, &central)])));
+    let ops = |h: &Harness| h.kv.reads.get() + h.kv.writes.get() + h.kv.deletes.get();
+    let before = ops(&h);
+    let out = h.respond(
+        &Request::new("POST", &format!("https://{AUTH}/_portcullis/logout"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={central}"))
+            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
+    );
+    assert_eq!(out.status, 302, "{}", out.text());
+    let used = ops(&h) - before;
+    assert!(used < 1000, "one sign-out made {used} KV operations for {listed} listed site sessions");
+}
+
+/// A site's step-up rules are checked at load against the site's own second-factor
+/// settings, which are then replaced by the sign-in host's: a rule that demands a passkey
+/// passes even when the sign-in host offers none, or names a passkey relying party that
+/// is not the site's domain, and the path can then never be opened.
+#[test]
+fn a_site_step_up_rule_is_checked_against_the_factors_it_will_really_have() {
+    let assertion = assertion_key_pem();
+    let secrets = |name: &str| match name {
+        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
+        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
+    };
+    let rule = json!({"step_up": [{"path": "/admin", "match": "prefix", "max_age": 60, "factor": "passkey"}]});
+    for central_mfa in [json!({"methods": ["totp"]}), json!({"passkey": {"rp_id": AUTH}})] {
+        let mut doc: Value = serde_json::from_str(&group_config(json!({"mfa": central_mfa.clone()}))).unwrap();
+        doc["tenants"][1]["mfa"] = rule.clone();
+        assert!(
+            portcullis::config::Config::load(&doc.to_string(), &secrets).is_err(),
+            "sign-in host {central_mfa}: the app's passkey step-up can never be met, yet the configuration loads"
+        );
+    }
+}
+
+/// A second-factor reset through a site's admin API changes the sign-in host's factor
+/// store (every site of the group), but the audit trail files it under the site.
+#[test]
+fn a_factor_reset_through_a_site_is_audited_where_the_factors_live() {
+    use portcullis::mfa::{base32_decode, totp_code, TotpParams};
+    let h = Harness::new(&group_config(json!({"mfa": {"required": true}})));
+    let mut b = Browser::default();
+    // Enrolment at the sign-in host, as in the_second_factor_is_done_once_at_the_sign_in_host.
+    let (page, host, path) = b.follow(&h, APP, "/dashboard");
+    assert_eq!(host, AUTH);
+    let html = page.text();
+    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = base32_decode(&groups).unwrap();
+    let code = totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap();
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("csrf", form_field(&html, "csrf").as_str()), ("code", &code)])
+        .finish();
+    let enrol = h.respond(
+        &Request::new("POST", &format!("https://{AUTH}{path}"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("accept", "text/html")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={central}"))
+            .with_body(body),
+    );
+    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    // The reset, through the wiki's admin API.
+    let r = h.respond(
+        &Request::new("POST", &format!("https://{WIKI}/_portcullis/admin/mfa/reset"))
+            .unwrap()
+            .header("host", WIKI)
+            .header("accept", "application/json")
+            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .with_body(json!({"user_id": "https://idp.test/alice"}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = h.events("mfa_reset");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["tenant"], "login", "the factors reset are the sign-in host's: {events:?}");
+}
+
+/// Signing out at the sign-in host also signs out at the IdP (`rp_logout`); signing out at
+/// a site ends the same group sign-in but leaves the IdP's session, so on a shared computer
+/// the next visit to any site signs the person straight back in.
+#[test]
+fn signing_out_at_a_site_also_signs_out_at_the_idp_like_the_sign_in_host() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    let me = json_body(&h.respond(&with_cookies(at(APP, "/_portcullis/me"), &[(SESSION, &app)])));
+    let out = h.respond(
+        &Request::new("POST", &format!("https://{APP}/_portcullis/logout"))
+            .unwrap()
+            .header("host", APP)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={app}"))
+            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
+    );
+    assert_eq!(out.status, 302, "{}", out.text());
+    // The same sign-out at the sign-in host, for comparison.
+    let mut b2 = Browser::default();
+    sign_in(&h, &mut b2, APP);
+    let central = b2.cookie(AUTH, SESSION).unwrap();
+    let me = json_body(&h.respond(&with_cookies(at(AUTH, "/_portcullis/me"), &[(SESSION, &central)])));
+    let out_central = h.respond(
+        &Request::new("POST", &format!("https://{AUTH}/_portcullis/logout"))
+            .unwrap()
+            .header("host", AUTH)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &format!("{SESSION}={central}"))
+            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
+    );
+    let to_idp = |r: &Response| location(r).host_str() == Some("idp.test");
+    assert!(
+        to_idp(&out_central),
+        "the sign-in host's sign-out goes to the IdP: {:?}",
+        out_central.headers.get("location")
+    );
+    assert!(to_idp(&out), "a site's sign-out stops at {:?}", out.headers.get("location"));
+}
+
+/// Browsers do not separate cookies by port: a site on another port of its sign-in host's
+/// name (or of another site's) shares the `__Host-` session and pending cookies with it,
+/// each overwriting the other's (a hand-off then fails on the pending cookie). The group
+/// promises host-only sessions that are never shared, so such a group should be refused.
+#[test]
+fn a_site_on_another_port_of_its_sign_in_host_name_is_refused() {
+    let assertion = assertion_key_pem();
+    let secrets = |name: &str| match name {
+        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
+        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
+    };
+    let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
+    doc["tenants"][1]["hosts"] = json!([format!("{AUTH}:8443")]);
+    assert!(
+        portcullis::config::Config::load(&doc.to_string(), &secrets).is_err(),
+        "the app on {AUTH}:8443 shares every cookie with its sign-in host {AUTH}"
+    );
+}
+
+/// A tenant's session ends when the IdP refuses its refresh (a user disabled at the IdP is
+/// cut off within the access token's lifetime). A site session has no tokens and its
+/// sign-in host's session is refreshed only by requests to the sign-in host, so a person
+/// who only uses the sites keeps going after the IdP has refused them.
+#[test]
+fn a_site_session_ends_when_the_idp_refuses_the_sign_in_host_refresh() {
+    let h = Harness::new(&group_config(json!({})));
+    h.idp.borrow_mut().access_token_ttl = 120;
+    let mut b = Browser::default();
+    let app = sign_in(&h, &mut b, APP);
+    // The user is disabled at the IdP: every refresh is refused from now on.
+    h.idp.borrow_mut().refresh_status = 400;
+    h.clock.advance(600);
+    let req = with_cookies(at(APP, "/dashboard"), &[(SESSION, &app)]);
+    let fresh = h.isolate();
+    assert!(
+        matches!(h.handle_in(&fresh, &req), Action::Respond(_)),
+        "10 minutes after the access token expired (120 s) and the IdP refuses refresh, the app still forwards"
+    );
+    // Through the sign-in host, whose refresh the IdP refuses: the person signs in again.
+    let (_, host, path) = b.follow(&h, APP, "/dashboard");
+    assert_eq!((host.as_str(), path.as_str()), (APP, "/dashboard"));
+    let central_sign_ins = h.events("login_success").iter().filter(|e| e["tenant"] == "login").count();
+    assert_eq!(central_sign_ins, 2, "a new IdP sign-in after the refused refresh");
+}
+
+/// Values from the query are bounded before they reach a log line (as the IdP's `error`
+/// and `error_description` are); a refused hand-off logs `site` and `host` whole.
+#[test]
+fn a_refused_hand_off_logs_bounded_query_values() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    let long = "a".repeat(8000);
+    let r = b.send(&h, AUTH, &format!("/_portcullis/sso/authorize?site={long}&host={long}.test&state=s1"));
+    refusal_code(&h, &r, 403, "site_not_member");
+    let longest = h.rt.logs.borrow().iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 2000, "a log line of {longest} characters from one request's query");
 }

@@ -330,7 +330,9 @@ impl Gateway {
         self.save_mfa(cx, user_id, &record).await?;
         cx.audit(
             AuditEvent::MfaReset,
-            json!({"level": "warn", "tenant": cx.tenant.id, "actor": actor, "user": user_id}),
+            // Filed where the factors live (a site's are its sign-in host's), naming the site.
+            json!({"level": "warn", "tenant": cx.factors(), "via": (cx.factors() != cx.tenant.id).then_some(&cx.tenant.id),
+                   "actor": actor, "user": user_id}),
         );
         Ok(true)
     }
