@@ -353,7 +353,7 @@ impl Gateway {
         Ok(())
     }
 
-    /// Ends every site session a central session handed out; the number ended.
+    /// Ends every site session a central session handed out (each is audited).
     pub(super) async fn end_sites(
         &self,
         cx: &Cx<'_>,
@@ -361,19 +361,18 @@ impl Gateway {
         session_hash: &str,
         actor: &str,
         cause: &str,
-    ) -> Result<u32, Refusal> {
-        let mut n = 0;
+    ) -> Result<(), Refusal> {
         for e in self.site_entries(cx.ports, &central.id, session_hash).await? {
             // Only the sign-in host's own sites: a list entry never reaches another tenant.
             if !central.sites.contains(&e.tenant) {
                 continue;
             }
             if let Some(site) = self.tenant_by_id(&e.tenant) {
-                n += u32::from(self.revoke_in(cx, site, &e.session, actor, cause).await?);
+                self.revoke_in(cx, site, &e.session, actor, cause).await?;
             }
         }
         cx.ports.kv.delete(&keys::central_sites(&central.id, session_hash)).await?;
-        Ok(n)
+        Ok(())
     }
 
     /// Signing out at a site ends the whole group's sign-in: the central session and the

@@ -892,3 +892,91 @@ fn a_refused_hand_off_logs_bounded_query_values() {
     let longest = h.rt.logs.borrow().iter().map(String::len).max().unwrap_or(0);
     assert!(longest < 2000, "a log line of {longest} characters from one request's query");
 }
+
+/// The site's record: the person as the sign-in host knows them, with this site's own
+/// times, and nothing of the sign-in host's session that is not the site's (its IdP
+/// session id, its sealed tokens, its fresh sign-in time).
+#[test]
+fn a_site_record_takes_the_identity_and_keeps_its_own_times() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    let record = |prefix: &str| -> Value {
+        let key = h.kv.keys().into_iter().find(|k| k.starts_with(prefix)).unwrap();
+        serde_json::from_str(&h.kv.raw_get(&key).unwrap()).unwrap()
+    };
+    // A second site 100 s later, with its own browser details.
+    h.clock.advance(100);
+    let start = location(&b.send(&h, WIKI, "/_portcullis/login?rd=/"));
+    let callback = location(&b.send(&h, AUTH, &path_and_query(&start)));
+    let pending = b.cookie(WIKI, PENDING).unwrap();
+    let r = h.respond(
+        &with_cookies(at(WIKI, &path_and_query(&callback)), &[(PENDING, &pending)])
+            .header("user-agent", "wiki-browser")
+            .header("cf-ipcountry", "CH"),
+    );
+    assert_eq!(r.status, 302, "{}", r.text());
+    let central = record("sess:login:");
+    let wiki = record("sess:wiki:");
+    let now = h.clock.now();
+    for field in ["user_id", "email", "groups", "roles", "amr", "mfa", "provider"] {
+        assert_eq!(wiki[field], central[field], "{field}");
+    }
+    assert_eq!(wiki["tenant"], "wiki");
+    assert_eq!(wiki["created"], now);
+    assert_eq!(wiki["last_seen"], now);
+    assert_eq!(wiki["created_ms"], now * 1000);
+    assert_eq!(wiki["expires"], central["expires"], "never past the sign-in host's absolute end");
+    assert_eq!(wiki["access_expires"], central["access_expires"]);
+    assert!(central["tokens"].is_string() && central["idp_sid"].is_string());
+    assert!(wiki["tokens"].is_null() && wiki["idp_sid"].is_null() && wiki["reauth_at"].is_null(), "{wiki}");
+    assert_eq!(wiki["user_agent"], "wiki-browser");
+    assert_eq!(wiki["country"], "CH");
+    assert_eq!(wiki["central"]["tenant"], "login");
+    // A site with a shorter absolute timeout ends first.
+    let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
+    doc["tenants"][1]["session"] = json!({"idle_timeout": 600, "absolute_timeout": 900});
+    let h2 = Harness::new(&doc.to_string());
+    let mut b2 = Browser::default();
+    sign_in(&h2, &mut b2, APP);
+    let key = h2.kv.keys().into_iter().find(|k| k.starts_with("sess:app:")).unwrap();
+    let app: Value = serde_json::from_str(&h2.kv.raw_get(&key).unwrap()).unwrap();
+    assert_eq!(app["expires"], h2.clock.now() + 900);
+}
+
+#[test]
+fn state_and_code_values_are_bounded_and_the_pending_cookie_lives_past_the_state() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    let r = b.send(&h, APP, "/_portcullis/login?rd=/");
+    let cookie = r.headers.get_all("set-cookie").find(|c| c.starts_with(PENDING)).unwrap().to_owned();
+    assert!(cookie.contains("Max-Age=900"), "the state's 600 s and 300 more: {cookie}");
+    for state in ["", &"s".repeat(129)] {
+        let q = format!("/_portcullis/sso/authorize?site=app&host={APP}&state={state}");
+        refusal_code(&h, &b.send(&h, AUTH, &q), 400, "state_expired");
+    }
+    let ok = format!("/_portcullis/sso/authorize?site=app&host={APP}&state={}", "s".repeat(128));
+    assert_eq!(b.send(&h, AUTH, &ok).status, 302);
+    // At the site: an empty or overlong code is unknown (and spends the sign-in's state).
+    for code in ["", &"c".repeat(129)] {
+        let start = location(&b.send(&h, APP, "/_portcullis/login?rd=/"));
+        let state = start.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        let r = b.send(&h, APP, &format!("/_portcullis/sso/callback?code={code}&state={}", urlencode(&state)));
+        refusal_code(&h, &r, 400, "handoff_expired");
+    }
+    let r = b.send(&h, APP, &format!("/_portcullis/sso/callback?code=c&state={}", "s".repeat(129)));
+    refusal_code(&h, &r, 400, "state_expired");
+}
+
+#[test]
+fn a_code_is_good_until_its_sixty_seconds_are_over() {
+    let h = Harness::new(&group_config(json!({})));
+    let mut b = Browser::default();
+    sign_in(&h, &mut b, APP);
+    let start = b.send(&h, APP, "/_portcullis/login?rd=/x");
+    let callback = location(&b.send(&h, AUTH, &path_and_query(&location(&start))));
+    h.clock.advance(59);
+    let r = b.send(&h, APP, &path_and_query(&callback));
+    assert_eq!(r.status, 302, "at 59 s: {}", r.text());
+}
