@@ -139,6 +139,63 @@ fn sign_in(h: &Harness, b: &mut Browser, site: &str) -> String {
     b.cookie(site, SESSION).unwrap()
 }
 
+/// Loads a configuration document with the harness's secrets.
+fn load(doc: &Value) -> Result<portcullis::config::Loaded, portcullis::config::ConfigErrors> {
+    let assertion = assertion_key_pem();
+    let secrets = |name: &str| match name {
+        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
+        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
+    };
+    portcullis::config::Config::load(&doc.to_string(), &secrets)
+}
+
+/// A form posted to `host` with the session `cookie`.
+fn post_at(host: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> Request {
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    Request::new("POST", &format!("https://{host}{path}"))
+        .unwrap()
+        .header("host", host)
+        .header("accept", "text/html")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &format!("{SESSION}={cookie}"))
+        .with_body(body)
+}
+
+/// Signs out at `host` (the CSRF token from `/me`).
+fn sign_out(h: &Harness, host: &str, cookie: &str) -> Response {
+    let me = json_body(&h.respond(&with_cookies(at(host, "/_portcullis/me"), &[(SESSION, cookie)])));
+    h.respond(&post_at(host, "/_portcullis/logout", cookie, &[("csrf", me["csrf"].as_str().unwrap())]))
+}
+
+/// The admin API at `host`, with the API token.
+fn admin_at(h: &Harness, host: &str, method: &str, path: &str, body: Value) -> Response {
+    let mut r = Request::new(method, &format!("https://{host}/_portcullis/admin{path}"))
+        .unwrap()
+        .header("host", host)
+        .header("accept", "application/json")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
+    if !body.is_null() {
+        r = r.header("content-type", "application/json").with_body(body.to_string());
+    }
+    h.respond(&r)
+}
+
+/// The first sign-in at a site of a sign-in host that requires a second factor: the
+/// sign-in host enrols TOTP. Returns the TOTP secret.
+fn enrol_at_sign_in_host(h: &Harness, b: &mut Browser) -> Vec<u8> {
+    let (page, host, path) = b.follow(h, APP, "/dashboard");
+    assert_eq!(host, AUTH);
+    assert!(path.starts_with("/_portcullis/mfa/enroll"), "{path}");
+    let html = page.text();
+    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let secret = portcullis::mfa::base32_decode(&groups).unwrap();
+    let code = portcullis::mfa::totp_code(&secret, h.clock.now(), &Default::default()).unwrap();
+    let central = b.cookie(AUTH, SESSION).unwrap();
+    let enrol = h.respond(&post_at(AUTH, &path, &central, &[("csrf", &form_field(&html, "csrf")), ("code", &code)]));
+    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    secret
+}
+
 fn refusal_code(h: &Harness, r: &Response, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     assert!(h.rt.events().iter().any(|e| e["code"] == code), "no log line with code {code}: {:?}", h.rt.logs.borrow());
@@ -299,15 +356,7 @@ fn signing_out_at_any_site_ends_the_central_session_and_every_site() {
     let wiki = sign_in(&h, &mut b, WIKI);
     let central = b.cookie(AUTH, SESSION).unwrap();
     // Sign out at the wiki (its CSRF token from /me).
-    let me = json_body(&h.respond(&with_cookies(at(WIKI, "/_portcullis/me"), &[(SESSION, &wiki)])));
-    let out = h.respond(
-        &Request::new("POST", &format!("https://{WIKI}/_portcullis/logout"))
-            .unwrap()
-            .header("host", WIKI)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={wiki}"))
-            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
-    );
+    let out = sign_out(&h, WIKI, &wiki);
     assert_eq!(out.status, 302, "{}", out.text());
     // Another isolate (no cached sessions) and this one both refuse all three.
     let fresh = h.isolate();
@@ -358,18 +407,7 @@ fn a_site_session_ends_with_its_central_session_even_when_the_list_missed_it() {
     let keys: Vec<String> = h.kv.keys().into_iter().filter(|k| k.starts_with("sso-sites:")).collect();
     assert_eq!(keys.len(), 1);
     pollster::block_on(portcullis::ports::Kv::delete(&h.kv, &keys[0])).unwrap();
-    let admin = |method: &str, path: &str, body: Value| {
-        let mut r = Request::new(method, &format!("https://{AUTH}/_portcullis/admin{path}"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("accept", "application/json")
-            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
-        if !body.is_null() {
-            r = r.header("content-type", "application/json").with_body(body.to_string());
-        }
-        h.respond(&r)
-    };
-    let r = admin("POST", "/sessions/revoke-user", json!({"user_id": "https://idp.test/alice"}));
+    let r = admin_at(&h, AUTH, "POST", "/sessions/revoke-user", json!({"user_id": "https://idp.test/alice"}));
     assert_eq!(r.status, 200, "{}", r.text());
     let fresh = h.isolate();
     let req = with_cookies(at(APP, "/"), &[(SESSION, &app)]);
@@ -383,19 +421,13 @@ fn the_admin_api_lists_a_central_session_with_its_sites_and_revokes_them_togethe
     let mut b = Browser::default();
     let app = sign_in(&h, &mut b, APP);
     let wiki = sign_in(&h, &mut b, WIKI);
-    let admin = |method: &str, path: &str, body: Value| {
-        let mut r = Request::new(method, &format!("https://{AUTH}/_portcullis/admin{path}"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("accept", "application/json")
-            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
-        if !body.is_null() {
-            r = r.header("content-type", "application/json").with_body(body.to_string());
-        }
-        h.respond(&r)
-    };
-    let list =
-        json_body(&admin("GET", &format!("/sessions?user_id={}", urlencode("https://idp.test/alice")), Value::Null));
+    let list = json_body(&admin_at(
+        &h,
+        AUTH,
+        "GET",
+        &format!("/sessions?user_id={}", urlencode("https://idp.test/alice")),
+        Value::Null,
+    ));
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 1, "{list}");
     let sites: Vec<&str> =
@@ -405,7 +437,7 @@ fn the_admin_api_lists_a_central_session_with_its_sites_and_revokes_them_togethe
         sessions[0]["sites"].as_array().unwrap().iter().map(|s| s["host"].as_str().unwrap()).collect();
     assert_eq!(hosts, [APP, WIKI]);
     let central = sessions[0]["session"].as_str().unwrap().to_owned();
-    let r = admin("POST", "/sessions/revoke", json!({"session": central}));
+    let r = admin_at(&h, AUTH, "POST", "/sessions/revoke", json!({"session": central}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(forwarded(&h, APP, &app, "/").is_none());
     assert!(forwarded(&h, WIKI, &wiki, "/pages/1").is_none());
@@ -413,34 +445,14 @@ fn the_admin_api_lists_a_central_session_with_its_sites_and_revokes_them_togethe
 
 #[test]
 fn the_second_factor_is_done_once_at_the_sign_in_host() {
-    use portcullis::mfa::{base32_decode, totp_code, TotpParams};
+    use portcullis::mfa::{totp_code, TotpParams};
     let mut doc: Value = serde_json::from_str(&group_config(json!({"mfa": {"required": true}}))).unwrap();
     // The app asks for a recent second factor on its admin pages: step-up stays per site.
     doc["tenants"][1]["mfa"] = json!({"step_up": [{"path": "/admin", "match": "prefix", "max_age": 60}]});
     let h = Harness::new(&doc.to_string());
     let mut b = Browser::default();
     // The sign-in host asks for a first factor before any code is handed out.
-    let (page, host, path) = b.follow(&h, APP, "/dashboard");
-    assert_eq!(host, AUTH);
-    assert!(path.starts_with("/_portcullis/mfa/enroll"), "{path}");
-    let html = page.text();
-    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
-    let secret = base32_decode(&groups).unwrap();
-    let code = totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap();
-    let central = b.cookie(AUTH, SESSION).unwrap();
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("csrf", form_field(&html, "csrf").as_str()), ("code", &code)])
-        .finish();
-    let enrol = h.respond(
-        &Request::new("POST", &format!("https://{AUTH}{path}"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("accept", "text/html")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={central}"))
-            .with_body(body),
-    );
-    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    let secret = enrol_at_sign_in_host(&h, &mut b);
     // Back to the hand-off: both sites get a session without any further prompt.
     let (_, host, path) = b.follow(&h, APP, "/dashboard");
     assert_eq!((host.as_str(), path.as_str()), (APP, "/dashboard"));
@@ -455,22 +467,10 @@ fn the_second_factor_is_done_once_at_the_sign_in_host() {
     assert_eq!(r.headers.get("location"), Some("/_portcullis/mfa?rd=%2Fadmin%2Fusers&reason=step_up"));
     let prompt =
         h.respond(&with_cookies(at(APP, "/_portcullis/mfa?rd=/admin/users&reason=step_up"), &[(SESSION, &app)]));
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("csrf", form_field(&prompt.text(), "csrf").as_str()),
-            ("rd", "/admin/users"),
-            ("code", &totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap()),
-        ])
-        .finish();
-    let ok = h.respond(
-        &Request::new("POST", &format!("https://{APP}/_portcullis/mfa"))
-            .unwrap()
-            .header("host", APP)
-            .header("accept", "text/html")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={app}"))
-            .with_body(body),
-    );
+    let code = totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap();
+    let form = [("csrf", form_field(&prompt.text(), "csrf")), ("rd", "/admin/users".into()), ("code", code)];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ok = h.respond(&post_at(APP, "/_portcullis/mfa", &app, &form));
     assert_eq!(ok.headers.get("location"), Some("/admin/users"), "{}", ok.text());
     assert!(forwarded(&h, APP, &app, "/admin/users").is_some());
     let wiki = sign_in(&h, &mut b, WIKI);
@@ -480,14 +480,8 @@ fn the_second_factor_is_done_once_at_the_sign_in_host() {
 
 #[test]
 fn configuration_refuses_groups_that_cannot_work() {
-    let assertion = assertion_key_pem();
-    let secrets = |name: &str| match name {
-        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
-        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
-    };
-    let load = |doc: Value| portcullis::config::Config::load(&doc.to_string(), &secrets);
     let base: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
-    if let Err(e) = load(base.clone()) {
+    if let Err(e) = load(&base) {
         panic!("{e}");
     }
     let cases = [
@@ -500,7 +494,7 @@ fn configuration_refuses_groups_that_cannot_work() {
     for (tenant, sites, expected) in cases {
         let mut doc = base.clone();
         doc["tenants"][tenant]["sites"] = sites.clone();
-        let errors = load(doc).unwrap_err().to_string();
+        let errors = load(&doc).unwrap_err().to_string();
         assert!(errors.contains(expected), "{tenant} {sites}: {errors}");
     }
 }
@@ -543,15 +537,7 @@ fn two_groups_in_one_deployment_stay_apart_across_zones() {
         refusal_code(&h, &r, 403, "site_not_member");
     }
     // Signing out at the app ends its group only.
-    let me = json_body(&h.respond(&with_cookies(at(APP, "/_portcullis/me"), &[(SESSION, &app)])));
-    let out = h.respond(
-        &Request::new("POST", &format!("https://{APP}/_portcullis/logout"))
-            .unwrap()
-            .header("host", APP)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={app}"))
-            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
-    );
+    let out = sign_out(&h, APP, &app);
     assert_eq!(out.status, 302);
     assert!(forwarded(&h, APP, &app, "/").is_none());
     assert!(forwarded(&h, "wiki.acme.org", &wiki, "/pages/1").is_some(), "the other group is untouched");
@@ -587,14 +573,7 @@ fn signing_out_at_the_sign_in_host_ends_every_site() {
     let wiki = sign_in(&h, &mut b, WIKI);
     let central = b.cookie(AUTH, SESSION).unwrap();
     let page = h.respond(&with_cookies(at(AUTH, "/_portcullis/logout"), &[(SESSION, &central)])).text();
-    let out = h.respond(
-        &Request::new("POST", &format!("https://{AUTH}/_portcullis/logout"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={central}"))
-            .with_body(format!("csrf={}", urlencode(&form_field(&page, "csrf")))),
-    );
+    let out = h.respond(&post_at(AUTH, "/_portcullis/logout", &central, &[("csrf", &form_field(&page, "csrf"))]));
     assert_eq!(out.status, 302, "{}", out.text());
     let fresh = h.isolate();
     for (host, cookie) in [(APP, &app), (WIKI, &wiki)] {
@@ -616,13 +595,8 @@ fn a_site_requiring_a_second_factor_is_not_silently_given_sessions_without_one()
     let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
     // The sign-in host asks for no second factor; the app does.
     doc["tenants"][1]["mfa"] = json!({"required": true});
-    let assertion = assertion_key_pem();
-    let secrets = |name: &str| match name {
-        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
-        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
-    };
     // Refused at load: the operator learns that the setting does not apply.
-    let errors = portcullis::config::Config::load(&doc.to_string(), &secrets).unwrap_err().to_string();
+    let errors = load(&doc).unwrap_err().to_string();
     assert!(errors.contains("tenants[1].mfa: may only have step_up"), "{errors}");
 }
 
@@ -635,13 +609,8 @@ fn a_site_own_role_mapping_is_not_silently_replaced_by_the_sign_in_host_mapping(
     let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
     doc["tenants"][2]["groups"] =
         json!({"map": {"engineering": ["eng"]}, "roles": {"superuser": ["wiki-admins"]}, "require_mapped_group": true});
-    let assertion = assertion_key_pem();
-    let secrets = |name: &str| match name {
-        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
-        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
-    };
     // Refused at load: the setting does not apply to a site.
-    let errors = portcullis::config::Config::load(&doc.to_string(), &secrets).unwrap_err().to_string();
+    let errors = load(&doc).unwrap_err().to_string();
     assert!(errors.contains("tenants[2].groups: must be left out"), "{errors}");
 }
 
@@ -712,17 +681,9 @@ fn site_sessions_listed_under_one_central_session_are_bounded() {
     assert_eq!(h.events("session_revoked").len(), 101 - 64, "each one ended is in the audit trail");
     // Signing out at the sign-in host.
     let central = b.cookie(AUTH, SESSION).unwrap();
-    let me = json_body(&h.respond(&with_cookies(at(AUTH, "/_portcullis/me"), &[(SESSION, &central)])));
     let ops = |h: &Harness| h.kv.reads.get() + h.kv.writes.get() + h.kv.deletes.get();
     let before = ops(&h);
-    let out = h.respond(
-        &Request::new("POST", &format!("https://{AUTH}/_portcullis/logout"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={central}"))
-            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
-    );
+    let out = sign_out(&h, AUTH, &central);
     assert_eq!(out.status, 302, "{}", out.text());
     let used = ops(&h) - before;
     assert!(used < 1000, "one sign-out made {used} KV operations for {listed} listed site sessions");
@@ -734,17 +695,12 @@ fn site_sessions_listed_under_one_central_session_are_bounded() {
 /// is not the site's domain, and the path can then never be opened.
 #[test]
 fn a_site_step_up_rule_is_checked_against_the_factors_it_will_really_have() {
-    let assertion = assertion_key_pem();
-    let secrets = |name: &str| match name {
-        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
-        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
-    };
     let rule = json!({"step_up": [{"path": "/admin", "match": "prefix", "max_age": 60, "factor": "passkey"}]});
     for central_mfa in [json!({"methods": ["totp"]}), json!({"passkey": {"rp_id": AUTH}})] {
         let mut doc: Value = serde_json::from_str(&group_config(json!({"mfa": central_mfa.clone()}))).unwrap();
         doc["tenants"][1]["mfa"] = rule.clone();
         assert!(
-            portcullis::config::Config::load(&doc.to_string(), &secrets).is_err(),
+            load(&doc).is_err(),
             "sign-in host {central_mfa}: the app's passkey step-up can never be met, yet the configuration loads"
         );
     }
@@ -754,40 +710,11 @@ fn a_site_step_up_rule_is_checked_against_the_factors_it_will_really_have() {
 /// store (every site of the group), but the audit trail files it under the site.
 #[test]
 fn a_factor_reset_through_a_site_is_audited_where_the_factors_live() {
-    use portcullis::mfa::{base32_decode, totp_code, TotpParams};
     let h = Harness::new(&group_config(json!({"mfa": {"required": true}})));
     let mut b = Browser::default();
-    // Enrolment at the sign-in host, as in the_second_factor_is_done_once_at_the_sign_in_host.
-    let (page, host, path) = b.follow(&h, APP, "/dashboard");
-    assert_eq!(host, AUTH);
-    let html = page.text();
-    let groups = html.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
-    let secret = base32_decode(&groups).unwrap();
-    let code = totp_code(&secret, h.clock.now(), &TotpParams::default()).unwrap();
-    let central = b.cookie(AUTH, SESSION).unwrap();
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("csrf", form_field(&html, "csrf").as_str()), ("code", &code)])
-        .finish();
-    let enrol = h.respond(
-        &Request::new("POST", &format!("https://{AUTH}{path}"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("accept", "text/html")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={central}"))
-            .with_body(body),
-    );
-    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    enrol_at_sign_in_host(&h, &mut b);
     // The reset, through the wiki's admin API.
-    let r = h.respond(
-        &Request::new("POST", &format!("https://{WIKI}/_portcullis/admin/mfa/reset"))
-            .unwrap()
-            .header("host", WIKI)
-            .header("accept", "application/json")
-            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
-            .header("content-type", "application/json")
-            .with_body(json!({"user_id": "https://idp.test/alice"}).to_string()),
-    );
+    let r = admin_at(&h, WIKI, "POST", "/mfa/reset", json!({"user_id": "https://idp.test/alice"}));
     assert_eq!(r.status, 200, "{}", r.text());
     let events = h.events("mfa_reset");
     assert_eq!(events.len(), 1);
@@ -802,29 +729,13 @@ fn signing_out_at_a_site_also_signs_out_at_the_idp_like_the_sign_in_host() {
     let h = Harness::new(&group_config(json!({})));
     let mut b = Browser::default();
     let app = sign_in(&h, &mut b, APP);
-    let me = json_body(&h.respond(&with_cookies(at(APP, "/_portcullis/me"), &[(SESSION, &app)])));
-    let out = h.respond(
-        &Request::new("POST", &format!("https://{APP}/_portcullis/logout"))
-            .unwrap()
-            .header("host", APP)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={app}"))
-            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
-    );
+    let out = sign_out(&h, APP, &app);
     assert_eq!(out.status, 302, "{}", out.text());
     // The same sign-out at the sign-in host, for comparison.
     let mut b2 = Browser::default();
     sign_in(&h, &mut b2, APP);
     let central = b2.cookie(AUTH, SESSION).unwrap();
-    let me = json_body(&h.respond(&with_cookies(at(AUTH, "/_portcullis/me"), &[(SESSION, &central)])));
-    let out_central = h.respond(
-        &Request::new("POST", &format!("https://{AUTH}/_portcullis/logout"))
-            .unwrap()
-            .header("host", AUTH)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", &format!("{SESSION}={central}"))
-            .with_body(format!("csrf={}", urlencode(me["csrf"].as_str().unwrap()))),
-    );
+    let out_central = sign_out(&h, AUTH, &central);
     let to_idp = |r: &Response| location(r).host_str() == Some("idp.test");
     assert!(
         to_idp(&out_central),
@@ -840,17 +751,9 @@ fn signing_out_at_a_site_also_signs_out_at_the_idp_like_the_sign_in_host() {
 /// promises host-only sessions that are never shared, so such a group should be refused.
 #[test]
 fn a_site_on_another_port_of_its_sign_in_host_name_is_refused() {
-    let assertion = assertion_key_pem();
-    let secrets = |name: &str| match name {
-        "ASSERTION_KEY" => Some(portcullis::secret::Secret::new(assertion.as_bytes().to_vec())),
-        _ => Some(portcullis::secret::Secret::new(vec![7u8; 32])),
-    };
     let mut doc: Value = serde_json::from_str(&group_config(json!({}))).unwrap();
     doc["tenants"][1]["hosts"] = json!([format!("{AUTH}:8443")]);
-    assert!(
-        portcullis::config::Config::load(&doc.to_string(), &secrets).is_err(),
-        "the app on {AUTH}:8443 shares every cookie with its sign-in host {AUTH}"
-    );
+    assert!(load(&doc).is_err(), "the app on {AUTH}:8443 shares every cookie with its sign-in host {AUTH}");
 }
 
 /// A tenant's session ends when the IdP refuses its refresh (a user disabled at the IdP is
