@@ -245,15 +245,14 @@ impl Gateway {
             expires: from.expires.min(now + cx.tenant.session.absolute_timeout),
             idp_sid: None,
             tokens: None,
-            // Where the sign-in host refreshes the IdP's tokens, the site's session needs it
-            // again when they run out (`refresh.rs`): a person the IdP refuses is cut off
-            // within the access token's lifetime at the sites too.
-            access_expires: from.access_expires,
             user_agent: cx.req.headers.get("user-agent").map(|u| crate::oidc::truncate(u, 200)),
             country: cx.req.headers.get("cf-ipcountry").map(|c| crate::oidc::truncate(c, 8)),
             created_ms: Some(cx.ports.rt.now_ms()),
             reauth_at: None,
             central: Some(link),
+            // The rest is the sign-in host's, `access_expires` included: where it refreshes
+            // the IdP's tokens, the site's session needs it again when they run out
+            // (`refresh.rs`), so a person the IdP refuses is cut off at the sites too.
             ..from
         };
         self.save_session(cx, &id, &record).await?;

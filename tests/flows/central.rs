@@ -242,6 +242,12 @@ fn the_code_is_single_use_short_lived_and_bound_to_its_site_host_and_browser() {
     assert_eq!(callback.host_str(), Some(APP));
     let code = callback.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
     assert_eq!(code.len(), 43, "256 random bits");
+    // Stored by its hash only, for 60 seconds, naming what it is for.
+    let key = format!("sso-code:login:{}", portcullis::crypto::sha256_hex(code.as_bytes()));
+    let stored: Value = serde_json::from_str(&h.kv.raw_get(&key).expect("stored by hash")).unwrap();
+    assert_eq!(stored["expires"], h.clock.now() + 60);
+    assert_eq!((stored["site"].as_str(), stored["host"].as_str()), (Some("app"), Some(APP)));
+    assert!(!h.kv.keys().iter().any(|k| k.contains(&code)), "the code itself is no key");
     let cb = path_and_query(&callback);
 
     // Presented by another browser (no pending cookie of this sign-in): refused.
