@@ -96,7 +96,7 @@ pub(crate) fn error_path(document: &str, error: &serde_json::Error) -> String {
     // same.
     let next = bytes.get(end..).and_then(|rest| rest.iter().find(|b| !b" \t\n\r".contains(b)));
     if let (Some(Frame::Array { started, done: false, .. }), Some(b)) = (state.stack.last_mut(), next) {
-        if *b != b']' && *b != b',' {
+        if *b != b']' {
             *started = true;
         }
     }
@@ -169,13 +169,18 @@ fn scan(document: &str, end: usize) -> Scan {
                     }
                     break;
                 }
+                // A string serde_json cannot read (a bad escape, a control character) is
+                // where it stopped: the error is inside it.
+                let text = serde_json::from_str::<String>(document.get(i..close).unwrap_or_default());
                 if let Some(Frame::Object { key, expecting_key: true, .. }) = stack.last_mut() {
-                    let raw = document.get(i..close).unwrap_or_default();
-                    *key =
-                        Some(serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.trim_matches('"').to_owned()));
+                    let Ok(name) = text else { break };
+                    *key = Some(name);
                     after_name = true;
                 } else {
                     value_begins(&mut stack);
+                    if text.is_err() {
+                        break;
+                    }
                     value_done(&mut stack);
                 }
                 i = close;

@@ -275,3 +275,25 @@ fn error_paths_match_the_tracked_ones() {
         assert_eq!(parse_tracked(&text).err(), parse_located(&text).err(), "{text}");
     }
 }
+
+/// A document cut at every byte, and with every byte replaced by each structural character:
+/// the two ways of finding the path agree on every syntax error too (and never panic).
+#[test]
+fn error_paths_match_the_tracked_ones_on_cut_and_garbled_documents() {
+    let d = saml_doc(r#","sign_requests":true"#);
+    let mut compared = 0;
+    let mut texts: Vec<String> = (0..d.len()).filter(|i| d.is_char_boundary(*i)).map(|i| d[..i].to_owned()).collect();
+    for (i, _) in d.char_indices() {
+        for c in ['{', '}', '[', ']', ',', ':', '"', '1', ' ', 'x', '\\'] {
+            let mut t = d.clone();
+            t.replace_range(i..i + 1, &c.to_string());
+            texts.push(t);
+        }
+    }
+    for text in texts {
+        let (tracked, located) = (parse_tracked(&text).err(), parse_located(&text).err());
+        assert_eq!(tracked, located, "{text}");
+        compared += 1;
+    }
+    assert!(compared > 1000, "{compared}");
+}
