@@ -6,7 +6,7 @@
 //     and unauthenticated requests being redirected (requests/s, p50, p99).
 // Run: node scripts/bench-workerd.mjs  (after `bash scripts/build.sh -d build-bench --features bench`)
 // Optional comparisons that are not dependencies of this repository: SAMLIFY_DIR (samlify)
-// and BENCH_PYTHON (python3-saml); BENCH_ONLY=ops|saml|load runs one section.
+// and BENCH_PYTHON (python3-saml); BENCH_ONLY=ops|saml|saml_parts|load runs one section.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -24,7 +24,7 @@ import { startOp } from '../tests/e2e/peers/op.mjs';
 import { startOrigin } from '../tests/e2e/peers/origin.mjs';
 
 const N = Number(process.env.BENCH_N || 200);
-// BENCH_ONLY=ops|saml|load runs one section (default: all).
+// BENCH_ONLY=ops|saml|saml_parts|load runs one section (default: all).
 const only = (section) => !process.env.BENCH_ONLY || process.env.BENCH_ONLY === section;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
@@ -233,6 +233,13 @@ try {
     report('Portcullis (wasm): session cookie verify', await perOp(benchUrl, 'cookie', {}));
     if (jose) report('jose worker (WebCrypto HMAC): session cookie verify', await perOp(`${jose.url}/bench`, 'cookie', {}));
     report('Portcullis (wasm): TOTP verify', await perOp(benchUrl, 'totp', { now: Math.floor(Date.now() / 1000) }));
+  }
+  // BENCH_ONLY=saml_parts: what the 40 KB Response's parse+verify is made of, each part alone.
+  if (only('saml_parts')) {
+    const input = samlInput('bench-40k.xml');
+    report('Portcullis (wasm): base64 + parse of the 40 KB Response', await perOp(benchUrl, 'saml_parse', input));
+    report('Portcullis (wasm): Exclusive C14N of the whole 40 KB document', await perOp(benchUrl, 'saml_c14n', input));
+    report('Portcullis (wasm): SHA-256 of that canonical form', await perOp(benchUrl, 'saml_digest', input));
   }
   const samlFiles = [['bench-4k.xml', '4 KB'], ['bench-8k.xml', '8 KB'], ['bench-40k.xml', '40 KB']];
   const samlify = only('saml') ? await loadSamlify() : null;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::KeyWithId;
 use crate::secret::{Secret, Secrets};
 
+#[cfg(any(target_arch = "wasm32", test))]
+mod json_path;
 mod provider;
 mod tenant;
 #[cfg(test)]
@@ -281,16 +283,7 @@ impl Config {
                 message: "is empty: set it to the configuration document (JSON)".into(),
             }]));
         }
-        let de = &mut serde_json::Deserializer::from_str(document);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            // serde_json appends " at line L column C"; keep it, it helps find the spot.
-            ConfigErrors(vec![ConfigError {
-                path: if path == "." { String::new() } else { path },
-                message: inner.to_string(),
-            }])
-        })?;
+        let config = parse(document).map_err(|e| ConfigErrors(vec![e]))?;
         config.validate(secrets)
     }
 
@@ -303,6 +296,36 @@ impl Config {
             self.tenants.iter().find(|t| t.hosts.iter().any(|h| !h.contains(':') && h.eq_ignore_ascii_case(bare)))
         })
     }
+}
+
+/// Deserialises the document (validation follows), a refusal naming the field's path. The
+/// native build (`portcullis check`, which the build runs on a bundled document) tracks the
+/// path while deserialising; the Worker finds it from the error's position afterwards
+/// ([`json_path`]), without the tracking code in its wasm.
+fn parse(document: &str) -> Result<Config, ConfigError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return parse_tracked(document);
+    #[cfg(target_arch = "wasm32")]
+    return parse_located(document);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn parse_tracked(document: &str) -> Result<Config, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(document);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json appends " at line L column C"; keep it, it helps find the spot.
+        ConfigError { path: if path == "." { String::new() } else { path }, message: inner.to_string() }
+    })
+}
+
+#[cfg(any(target_arch = "wasm32", test))]
+fn parse_located(document: &str) -> Result<Config, ConfigError> {
+    // As parse_tracked: the same deserializer, and nothing checked after the document's value.
+    let de = &mut serde_json::Deserializer::from_str(document);
+    Config::deserialize(de)
+        .map_err(|e| ConfigError { path: json_path::error_path(document, &e), message: e.to_string() })
 }
 
 fn strip_port(host: &str) -> &str {

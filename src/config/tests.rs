@@ -161,3 +161,139 @@ fn header_presets() {
     h.email = Some(String::new());
     assert_eq!(h.names().email, None);
 }
+
+/// Every way one field of a document can be wrong for the deserialiser: each value replaced
+/// by one of another type, each object given an unknown member or missing one of its own.
+fn broken_variants(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    use serde_json::{json, Value};
+    fn walk(v: &Value, edit: &mut dyn FnMut(&Value) -> Vec<Value>, out: &mut Vec<Value>) {
+        out.extend(edit(v));
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let mut inner = Vec::new();
+                    walk(child, edit, &mut inner);
+                    out.extend(inner.into_iter().map(|c| {
+                        let mut m = m.clone();
+                        m.insert(k.clone(), c);
+                        Value::Object(m)
+                    }));
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    let mut inner = Vec::new();
+                    walk(child, edit, &mut inner);
+                    out.extend(inner.into_iter().map(|c| {
+                        let mut a = a.clone();
+                        a[i] = c;
+                        Value::Array(a)
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        v,
+        &mut |v| {
+            let mut variants = vec![json!(12345), json!("x"), json!(true), json!([1]), json!({"a": 1}), json!(null)];
+            if let Value::Object(m) = v {
+                let mut extra = m.clone();
+                extra.insert("zz_unknown".into(), json!(1));
+                variants.push(Value::Object(extra));
+                for k in m.keys() {
+                    let mut less = m.clone();
+                    less.remove(k);
+                    variants.push(Value::Object(less));
+                }
+            }
+            if let Value::Array(a) = v {
+                let mut more = a.clone();
+                more.push(json!({"zz": 1}));
+                variants.push(Value::Array(more));
+            }
+            variants
+        },
+        &mut out,
+    );
+    out
+}
+
+/// The Worker's error paths (found from the error's position, src/config/json_path.rs) are
+/// the native checker's (tracked while deserialising), for every broken variant of full
+/// documents, compact and pretty-printed, and for syntax errors.
+#[test]
+fn error_paths_match_the_tracked_ones() {
+    let documents = [
+        include_str!("../../config/example.json").to_owned(),
+        include_str!("../../config/production.json").to_owned(),
+        saml_doc(r#","sign_requests":true"#),
+    ];
+    let mut compared = 0;
+    for document in &documents {
+        let value: serde_json::Value = serde_json::from_str(document).unwrap();
+        for broken in broken_variants(&value) {
+            for text in [serde_json::to_string(&broken).unwrap(), serde_json::to_string_pretty(&broken).unwrap()] {
+                let (Err(tracked), Err(located)) = (parse_tracked(&text), parse_located(&text)) else {
+                    assert!(parse_tracked(&text).is_ok() && parse_located(&text).is_ok(), "{text}");
+                    continue;
+                };
+                assert_eq!(tracked, located, "{text}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 1000, "{compared}");
+    // Syntax errors and a duplicate key, where the document is not a serialised value.
+    let d = doc("", "");
+    for text in [
+        d.replace(r#""hosts":["acme.test"]"#, r#""hosts":["acme.test",]"#),
+        d.replace(r#""name":"Acme""#, r#""name":"Acme","name":"B""#),
+        d.replace(r#""name":"Acme""#, r#""name":"Acme","na\u006de":"B""#),
+        d.replace(r#""name":"Acme""#, r#""name":"Ac"#),
+        d.replace(r#""label":"Corp SSO""#, r#""label":"Corp SSO""x":1"#),
+        d.replace(r#"{"id":"k1""#, r#"{"id":"k1"}"#),
+        d.replace(r#"{"id":"k1""#, r#"{"id":"k1",,"#),
+        d.replace(r#""name":"Acme""#, r#""name" "Acme""#),
+        d.replace(r#""name":"Acme""#, r#""name":tru"#),
+        d.replace(r#""name":"Acme""#, r#""name":12x"#),
+        d.replace(r#""name":"Acme""#, r#""name":"A\q""#),
+        d.replace(r#""name":"Acme""#, r#""name":}"#),
+        d.replace(r#"["acme.test"]"#, r#"["acme.test" "b"]"#),
+        d.replace(r#"["acme.test"]"#, r#"[}"#),
+        d.replace(r#""client_id":"c""#, r#""client_id":"#),
+        d.replace(r#"{"id":"k1""#, r#"{1:"k1""#),
+        d[..d.len() / 2].to_owned(),
+        d[..d.len() / 3].to_owned(),
+        d[..d.len() - 3].to_owned(),
+        "[]".to_owned(),
+        "{\"gateway\": 1".to_owned(),
+    ] {
+        assert!(parse_tracked(&text).is_err(), "{text}");
+        assert_eq!(parse_tracked(&text).err(), parse_located(&text).err(), "{text}");
+    }
+}
+
+/// A document cut at every byte, and with every byte replaced by each structural character:
+/// the two ways of finding the path agree on every syntax error too (and never panic).
+#[test]
+fn error_paths_match_the_tracked_ones_on_cut_and_garbled_documents() {
+    let d = saml_doc(r#","sign_requests":true"#);
+    let mut compared = 0;
+    let mut texts: Vec<String> = (0..d.len()).filter(|i| d.is_char_boundary(*i)).map(|i| d[..i].to_owned()).collect();
+    for (i, _) in d.char_indices() {
+        for c in ['{', '}', '[', ']', ',', ':', '"', '1', ' ', 'x', '\\'] {
+            let mut t = d.clone();
+            t.replace_range(i..i + 1, &c.to_string());
+            texts.push(t);
+        }
+    }
+    for text in texts {
+        let (tracked, located) = (parse_tracked(&text).err(), parse_located(&text).err());
+        assert_eq!(tracked, located, "{text}");
+        compared += 1;
+    }
+    assert!(compared > 1000, "{compared}");
+}

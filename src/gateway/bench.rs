@@ -80,6 +80,29 @@ impl Gateway {
                     r.verify(&exp).map_err(|e| bad(e.to_string()))?;
                 }
             }
+            // The parts of "saml" on their own, for the breakdown of its cost: decoding and
+            // parsing; Exclusive C14N of the whole document; SHA-256 of that canonical form.
+            "saml_parse" | "saml_c14n" | "saml_digest" => {
+                use crate::saml::response::SamlResponse;
+                let limits = crate::saml::xml::XmlLimits::default();
+                let parsed = crate::saml::xml::Document::parse(
+                    &crate::crypto::b64_decode(s(i, "response")).ok_or_else(|| bad("base64".into()))?,
+                    &limits,
+                )
+                .map_err(|e| bad(e.to_string()))?;
+                let c14n = |d: &crate::saml::xml::Document| crate::saml::c14n::canonicalize(d, d.root(), &[], None);
+                let canonical = c14n(&parsed).map_err(|e| bad(e.to_string()))?;
+                for _ in 0..b.n {
+                    match b.op.as_str() {
+                        "saml_parse" => drop(
+                            SamlResponse::from_post_binding(s(i, "response"), &limits)
+                                .map_err(|e| bad(e.to_string()))?,
+                        ),
+                        "saml_c14n" => drop(c14n(&parsed).map_err(|e| bad(e.to_string()))?),
+                        _ => drop(std::hint::black_box(crate::crypto::sha256(std::hint::black_box(&canonical)))),
+                    }
+                }
+            }
             "totp" => {
                 let params = crate::mfa::TotpParams::default();
                 let secret = [42u8; 20];

@@ -321,34 +321,77 @@ fn has_scheme(uri: &str) -> bool {
 
 /// Text node escaping (C14N 1.0 section 2.3).
 fn escape_text(out: &mut Vec<u8>, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.extend_from_slice(b"&amp;"),
-            '<' => out.extend_from_slice(b"&lt;"),
-            '>' => out.extend_from_slice(b"&gt;"),
-            '\r' => out.extend_from_slice(b"&#xD;"),
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
+    escape(out, s, |b| match b {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'>' => Some(b"&gt;"),
+        b'\r' => Some(b"&#xD;"),
+        _ => None,
+    });
 }
 
 /// Attribute value escaping (C14N 1.0 section 2.3).
 fn escape_attr(out: &mut Vec<u8>, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.extend_from_slice(b"&amp;"),
-            '<' => out.extend_from_slice(b"&lt;"),
-            '"' => out.extend_from_slice(b"&quot;"),
-            '\t' => out.extend_from_slice(b"&#x9;"),
-            '\n' => out.extend_from_slice(b"&#xA;"),
-            '\r' => out.extend_from_slice(b"&#xD;"),
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    escape(out, s, |b| match b {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'"' => Some(b"&quot;"),
+        b'\t' => Some(b"&#x9;"),
+        b'\n' => Some(b"&#xA;"),
+        b'\r' => Some(b"&#xD;"),
+        _ => None,
+    });
+}
+
+/// Copies `s` to `out` with the bytes `replace` names replaced, in runs between them. Every
+/// character escaped is ASCII, and no byte of a multi-byte UTF-8 sequence is, so working on
+/// bytes writes what working on characters would.
+fn escape(out: &mut Vec<u8>, s: &str, replace: impl Fn(u8) -> Option<&'static [u8]>) {
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if let Some(with) = replace(b) {
+            out.extend_from_slice(&bytes[run..i]);
+            out.extend_from_slice(with);
+            run = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The character-at-a-time version the byte-run one replaced, as a reference.
+    fn escape_by_char(s: &str, attr: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in s.chars() {
+            match c {
+                '&' => out.extend_from_slice(b"&amp;"),
+                '<' => out.extend_from_slice(b"&lt;"),
+                '>' if !attr => out.extend_from_slice(b"&gt;"),
+                '"' if attr => out.extend_from_slice(b"&quot;"),
+                '\t' if attr => out.extend_from_slice(b"&#x9;"),
+                '\n' if attr => out.extend_from_slice(b"&#xA;"),
+                '\r' => out.extend_from_slice(b"&#xD;"),
+                c => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
             }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_copies_runs_as_it_did_characters() {
+        for s in crate::saml::xml::tests::tricky_strings() {
+            let (mut text, mut attr) = (b"x".to_vec(), b"x".to_vec());
+            escape_text(&mut text, &s);
+            escape_attr(&mut attr, &s);
+            assert_eq!(text[1..], escape_by_char(&s, false)[..], "{s:?}");
+            assert_eq!(attr[1..], escape_by_char(&s, true)[..], "{s:?}");
         }
     }
 }

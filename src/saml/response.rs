@@ -430,10 +430,8 @@ fn signature_child(doc: &Document, id: NodeId) -> Result<Option<NodeId>, SamlErr
 impl SamlResponse {
     /// Parses the decoded (XML) bytes of a `SAMLResponse`.
     pub fn parse(bytes: &[u8], limits: &XmlLimits) -> Result<Self, SamlError> {
-        let doc = Document::parse(bytes, limits)?;
-        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let source = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?.to_owned();
-        Ok(Self { doc, source, limits: *limits })
+        let (doc, text) = Document::parse_with_text(bytes, limits)?;
+        Ok(Self { doc, source: text.to_owned(), limits: *limits })
     }
 
     /// Decodes the `SAMLResponse` form field of the HTTP-POST binding (base64, line breaks
@@ -443,8 +441,17 @@ impl SamlResponse {
         if form_value.len() > max_encoded {
             return Err(SamlError::Xml(XmlError::TooLarge { size: form_value.len() * 3 / 4, max: limits.max_bytes }));
         }
-        let clean: String = form_value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let bytes = STANDARD.decode(clean).map_err(|_| SamlError::Base64)?;
+        // Line breaks (and other ASCII whitespace) are dropped; a field without any, the
+        // usual case, is decoded as it is. Bytes, not characters: no byte of a multi-byte
+        // character is ASCII whitespace, so the same bytes remain.
+        let field = form_value.as_bytes();
+        let bytes = if field.iter().any(u8::is_ascii_whitespace) {
+            let clean: Vec<u8> = field.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+            STANDARD.decode(clean)
+        } else {
+            STANDARD.decode(field)
+        }
+        .map_err(|_| SamlError::Base64)?;
         Self::parse(&bytes, limits)
     }
 

@@ -262,12 +262,18 @@ pub struct Document {
 impl Document {
     /// Parses untrusted bytes under `limits`.
     pub fn parse(bytes: &[u8], limits: &XmlLimits) -> Result<Document, XmlError> {
+        Self::parse_with_text(bytes, limits).map(|(doc, _)| doc)
+    }
+
+    /// [`Document::parse`], also returning the text parsed (the bytes without a byte order
+    /// mark, checked as UTF-8 once).
+    pub fn parse_with_text<'b>(bytes: &'b [u8], limits: &XmlLimits) -> Result<(Document, &'b str), XmlError> {
         if bytes.len() > limits.max_bytes {
             return Err(XmlError::TooLarge { size: bytes.len(), max: limits.max_bytes });
         }
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let text = std::str::from_utf8(bytes).map_err(|_| XmlError::NotUtf8)?;
-        Builder::new(limits).run(text)
+        Ok((Builder::new(limits).run(text)?, text))
     }
 
     pub fn root(&self) -> NodeId {
@@ -446,8 +452,15 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn check_ncname(name: &str) -> Result<(), XmlError> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(is_name_start) && chars.all(is_name_char);
+    let ok = if name.is_ascii() {
+        // The usual name, checked a byte at a time (the same rules for ASCII characters).
+        let mut bytes = name.bytes();
+        bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    } else {
+        let mut chars = name.chars();
+        chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
+    };
     if ok {
         Ok(())
     } else {
@@ -472,21 +485,31 @@ fn split_qname(name: &str) -> Result<(Option<String>, String), XmlError> {
 
 /// Line-end normalization (XML 1.0 section 2.11): `\r\n` and lone `\r` become `\n`.
 fn normalize_newlines(s: &str, out: &mut String) -> Result<(), XmlError> {
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
+    // Runs of ASCII characters XML allows are copied whole; `\r`, other control characters
+    // and everything non-ASCII go one character at a time.
+    let mut rest = s;
+    while !rest.is_empty() {
+        let run = rest.bytes().position(|b| !plain_ascii(b)).unwrap_or(rest.len());
+        out.push_str(rest.get(..run).unwrap_or_default());
+        rest = rest.get(run..).unwrap_or_default();
+        let Some(c) = rest.chars().next() else { break };
         if !is_xml_char(c) {
             return Err(XmlError::InvalidCharacter);
         }
         if c == '\r' {
-            if chars.peek() == Some(&'\n') {
-                chars.next();
-            }
             out.push('\n');
+            rest = rest.strip_prefix("\r\n").or_else(|| rest.get(1..)).unwrap_or_default();
         } else {
             out.push(c);
+            rest = rest.get(c.len_utf8()..).unwrap_or_default();
         }
     }
     Ok(())
+}
+
+/// An ASCII character XML allows (production [2] Char) other than `\r`.
+fn plain_ascii(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x20..=0x7f)
 }
 
 /// Resolves the body of a reference (`lt`, `#38`, `#x26`...) to its character.
@@ -523,7 +546,15 @@ fn resolve_reference(name: &str) -> Result<char, XmlError> {
 fn normalize_attribute(raw: &str) -> Result<String, XmlError> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
-    while let Some(c) = rest.chars().next() {
+    loop {
+        // Runs of ASCII characters that stand for themselves are copied whole.
+        let run = rest
+            .bytes()
+            .position(|b| !plain_ascii(b) || matches!(b, b'<' | b'&' | b'\n' | b'\t'))
+            .unwrap_or(rest.len());
+        out.push_str(rest.get(..run).unwrap_or_default());
+        rest = rest.get(run..).unwrap_or_default();
+        let Some(c) = rest.chars().next() else { break };
         match c {
             '<' => return Err(XmlError::Syntax("'<' in an attribute value".into())),
             '&' => {
@@ -677,30 +708,27 @@ impl<'l> Builder<'l> {
         // is proportional to the tag's length, whatever it holds.
         let mut raw_attrs: Vec<(Option<String>, String, String)> = Vec::new();
         let mut decls: Vec<NamespaceDecl> = Vec::new();
-        let mut qnames: BTreeSet<String> = BTreeSet::new();
+        // Names borrowed from the tag: one allocation per tag at most, not one per name.
+        let mut qnames: BTreeSet<&str> = BTreeSet::new();
         for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| XmlError::Syntax(err.to_string()))?;
             if qnames.len() >= self.limits.max_attributes {
                 return Err(XmlError::TooManyAttributes { max: self.limits.max_attributes });
             }
             self.bump(1)?;
-            let raw_name = attr.key.as_ref();
+            let raw_name = attr.key.0;
             let (ap, al) = self.name(raw_name)?;
             // `xmlns:p` and `xmlns` are qualified names like any other: one set finds
             // repeated attributes and repeated declarations alike.
-            if !qnames.insert(raw_name.to_owned()) {
+            if !qnames.insert(raw_name) {
                 return Err(XmlError::DuplicateAttribute(raw_name.to_owned()));
             }
             self.text_budget(attr.value.len())?;
             let value = normalize_attribute(&attr.value)?;
-            let qn = match &ap {
-                Some(p) => format!("{p}:{al}"),
-                None => al.clone(),
-            };
             match (ap.as_deref(), al.as_str()) {
                 (None, "xmlns") => {
                     if value == XML_NS || value == XMLNS_NS {
-                        return Err(XmlError::InvalidNamespaceDeclaration(qn));
+                        return Err(XmlError::InvalidNamespaceDeclaration(al));
                     }
                     decls.push(NamespaceDecl { prefix: None, uri: value });
                 }
@@ -708,7 +736,7 @@ impl<'l> Builder<'l> {
                     let bad =
                         p == "xmlns" || value.is_empty() || (p == "xml") != (value == XML_NS) || value == XMLNS_NS;
                     if bad {
-                        return Err(XmlError::InvalidNamespaceDeclaration(qn));
+                        return Err(XmlError::InvalidNamespaceDeclaration(format!("xmlns:{p}")));
                     }
                     // `xmlns:xml` bound to its own namespace is allowed and changes nothing.
                     if p != "xml" {
@@ -739,19 +767,26 @@ impl<'l> Builder<'l> {
             }
             None => self.lookup("").filter(|u| !u.is_empty()).map(str::to_owned),
         };
-        let mut attributes: Vec<Attribute> = Vec::with_capacity(raw_attrs.len());
-        let mut expanded: BTreeSet<(Option<String>, String)> = BTreeSet::new();
-        for (ap, al, value) in raw_attrs {
-            let ans = match &ap {
-                Some(p) => Some(self.lookup(p).ok_or_else(|| XmlError::UndeclaredPrefix(p.clone()))?.to_owned()),
+        // Each attribute's namespace, in order, refusing an undeclared prefix or two
+        // attributes with different prefixes bound to one namespace (duplicates too), with
+        // names borrowed until every check has passed.
+        let mut namespaces: Vec<Option<&str>> = Vec::with_capacity(raw_attrs.len());
+        let mut expanded: BTreeSet<(Option<&str>, &str)> = BTreeSet::new();
+        for (ap, al, _) in &raw_attrs {
+            let ans = match ap {
+                Some(p) => Some(self.lookup(p).ok_or_else(|| XmlError::UndeclaredPrefix(p.clone()))?),
                 None => None,
             };
-            // Two attributes with different prefixes bound to one namespace are duplicates too.
-            if !expanded.insert((ans.clone(), al.clone())) {
-                return Err(XmlError::DuplicateAttribute(al));
+            if !expanded.insert((ans, al.as_str())) {
+                return Err(XmlError::DuplicateAttribute(al.clone()));
             }
-            attributes.push(Attribute { prefix: ap, local: al, namespace: ans, value });
+            namespaces.push(ans);
         }
+        let attributes: Vec<Attribute> = raw_attrs
+            .into_iter()
+            .zip(namespaces)
+            .map(|((ap, al, value), ans)| Attribute { prefix: ap, local: al, namespace: ans.map(str::to_owned), value })
+            .collect();
         let id = self.add_node(NodeData::Element(Element {
             prefix,
             local,
@@ -852,7 +887,7 @@ impl<'l> Builder<'l> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Document, XmlError> {
@@ -992,5 +1027,124 @@ mod tests {
         assert_eq!(d.find_by_id("b"), IdLookup::Duplicate);
         assert_eq!(d.find_by_id("c"), IdLookup::NotFound);
         assert_eq!(d.duplicate_id().as_deref(), Some("b"));
+    }
+
+    /// Strings over the characters that the normalizations and the C14N escaping treat
+    /// specially (and some they do not), every one of length up to 3 and longer mixes.
+    pub(crate) fn tricky_strings() -> Vec<String> {
+        let alphabet = [
+            "a",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "&",
+            "<",
+            ">",
+            "\"",
+            "'",
+            ";",
+            "\u{1}",
+            "\u{7f}",
+            "\u{e9}",
+            "\u{4e2d}",
+            "\u{1f600}",
+            "\u{fffe}",
+            "\u{ffff}",
+            "&amp;",
+            "&#13;",
+            "&#x9;",
+            "&lt",
+            "&bogus;",
+        ];
+        let mut out = vec![String::new()];
+        for a in alphabet {
+            out.push(a.to_owned());
+            for b in alphabet {
+                out.push(format!("{a}{b}"));
+                for c in alphabet {
+                    out.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        out.push(alphabet.concat().repeat(3));
+        out.push(format!("{}\r", "plain text ".repeat(20)));
+        out
+    }
+
+    /// The character-at-a-time versions the byte-run ones replaced, as references.
+    fn normalize_newlines_by_char(s: &str, out: &mut String) -> Result<(), XmlError> {
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if !is_xml_char(c) {
+                return Err(XmlError::InvalidCharacter);
+            }
+            if c == '\r' {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push('\n');
+            } else {
+                out.push(c);
+            }
+        }
+        Ok(())
+    }
+
+    fn normalize_attribute_by_char(raw: &str) -> Result<String, XmlError> {
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(c) = rest.chars().next() {
+            match c {
+                '<' => return Err(XmlError::Syntax("'<' in an attribute value".into())),
+                '&' => {
+                    let end = rest.find(';').ok_or_else(|| XmlError::Syntax("unterminated reference".into()))?;
+                    out.push(resolve_reference(rest.get(1..end).unwrap_or_default())?);
+                    rest = rest.get(end + 1..).unwrap_or_default();
+                    continue;
+                }
+                '\r' => {
+                    out.push(' ');
+                    if rest.as_bytes().get(1) == Some(&b'\n') {
+                        rest = rest.get(2..).unwrap_or_default();
+                        continue;
+                    }
+                }
+                '\n' | '\t' => out.push(' '),
+                c if !is_xml_char(c) => return Err(XmlError::InvalidCharacter),
+                c => out.push(c),
+            }
+            rest = rest.get(c.len_utf8()..).unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn ascii_names_are_checked_as_characters_are() {
+        let by_char = |name: &str| {
+            let mut chars = name.chars();
+            chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
+        };
+        for a in 0u8..128 {
+            for b in 0u8..128 {
+                let name = String::from_utf8(vec![a, b]).unwrap();
+                assert_eq!(check_ncname(&name).is_ok(), by_char(&name), "{name:?}");
+                assert_eq!(check_ncname(&name[..1]).is_ok(), by_char(&name[..1]), "{name:?}");
+            }
+        }
+        assert!(check_ncname("").is_err());
+    }
+
+    #[test]
+    fn normalizations_copy_runs_as_they_did_characters() {
+        for s in tricky_strings() {
+            let (mut fast, mut slow) = (String::from("x"), String::from("x"));
+            let (a, b) = (normalize_newlines(&s, &mut fast), normalize_newlines_by_char(&s, &mut slow));
+            assert_eq!(a, b, "{s:?}");
+            if a.is_ok() {
+                assert_eq!(fast, slow, "{s:?}");
+            }
+            assert_eq!(normalize_attribute(&s), normalize_attribute_by_char(&s), "{s:?}");
+        }
     }
 }

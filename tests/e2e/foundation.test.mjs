@@ -178,4 +178,25 @@ describe('configuration errors', () => {
       await gw.stop();
     }
   });
+
+  test('a document the deserialiser refuses names the field path too (found from the error position in the Worker)', async () => {
+    const gw = await startGateway({
+      config: {
+        gateway: gatewaySection(),
+        tenants: [{ id: 'site', hosts: ['localhost'], origin: 'http://origin.example', session: { idle_timeout: 'soon' }, providers: [
+          { type: 'oidc', name: 'corp', label: 'Corp', issuer: 'https://idp.example', client_id: 'c', client_secret: 'MISSING' },
+        ] }],
+      },
+      secrets: gatewaySecrets(),
+    });
+    try {
+      const health = await new Client().get(`http://localhost:${gw.port}/_portcullis/health`);
+      assert.equal(health.status, 503);
+      const line = await waitForEvent(gw, (l) => l.event === 'config_invalid');
+      assert.equal(line.errors.length, 1, JSON.stringify(line.errors));
+      assert.match(line.errors[0], /^tenants\[0\]\.session\.idle_timeout: invalid type: string "soon", expected u64 at line 1 column \d+$/);
+    } finally {
+      await gw.stop();
+    }
+  });
 });
