@@ -889,3 +889,24 @@ fn a_code_is_good_until_its_sixty_seconds_are_over() {
     let r = b.send(&h, APP, &path_and_query(&callback));
     assert_eq!(r.status, 302, "at 59 s: {}", r.text());
 }
+
+/// A fresh IdP sign-in at the sign-in host (what adding a factor asks for) is not one at the
+/// sites: a site's session never carries it, so no site lets a factor be added on it.
+#[test]
+fn a_fresh_sign_in_at_the_sign_in_host_is_not_one_at_the_sites() {
+    let h = Harness::new(&group_config(json!({})));
+    h.idp.borrow_mut().extra_claims = json!({"auth_time": h.clock.now()});
+    let mut b = Browser::default();
+    let (_, host, _) = b.follow(&h, AUTH, "/_portcullis/login?provider=corp&reauth=1&rd=/");
+    assert_eq!(host, AUTH);
+    sign_in(&h, &mut b, WIKI);
+    let record = |prefix: &str| -> Value {
+        let key = h.kv.keys().into_iter().find(|k| k.starts_with(prefix)).unwrap();
+        serde_json::from_str(&h.kv.raw_get(&key).unwrap()).unwrap()
+    };
+    assert!(record("sess:login:")["reauth_at"].is_u64(), "the sign-in host's session is a fresh one");
+    assert!(record("sess:wiki:")["reauth_at"].is_null(), "the site's is not");
+    let wiki = b.cookie(WIKI, SESSION).unwrap();
+    let r = h.respond(&with_cookies(at(WIKI, "/_portcullis/mfa/enroll"), &[(SESSION, &wiki)]));
+    assert_eq!(r.status, 302, "no enrolment on the site's session: {}", r.text());
+}
