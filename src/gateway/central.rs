@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::context::Cx;
+use super::state::CompleteSession;
 use crate::audit::AuditEvent;
 use crate::config::Tenant;
 use crate::crypto::b64url;
@@ -146,13 +147,9 @@ impl Gateway {
             let (site, host) = (crate::oidc::truncate(&site, 64), crate::oidc::truncate(&host, 128));
             return Err(handoff(HandoffError::NotMember { site, host }));
         }
-        let mut central = match self.lookup_session(cx).await? {
-            Lookup::Active(s) => match s.into_complete() {
-                Some(c) => c,
-                None => return self.mfa_needed(cx.req, None),
-            },
-            Lookup::Ended => return Ok(self.unauthenticated(cx.req, cx.tenant, true)),
-            Lookup::NoSession { .. } => return Ok(self.unauthenticated(cx.req, cx.tenant, false)),
+        let mut central = match self.complete_here(cx).await? {
+            Ok(c) => c,
+            Err(answer) => return Ok(answer),
         };
         // The IdP's word is renewed before it is passed on (the site's session lasts until
         // the access token does).
@@ -398,15 +395,25 @@ impl Gateway {
         self.rp_logout_url_for(&at_central, &link.session, &record, &post_logout).await
     }
 
+    /// The complete session of this request, or the answer that gets one: sign-in (after
+    /// an ended session, saying so) or the second factor. The sign-in host's own pages
+    /// need it, as a protected path does.
+    async fn complete_here(&self, cx: &Cx<'_>) -> Result<Result<CompleteSession, Response>, Refusal> {
+        Ok(match self.lookup_session(cx).await? {
+            Lookup::Active(s) => match s.into_complete() {
+                Some(c) => Ok(c),
+                None => Err(self.mfa_needed(cx.req, None)?),
+            },
+            Lookup::Ended => Err(self.unauthenticated(cx.req, cx.tenant, true)),
+            Lookup::NoSession { .. } => Err(self.unauthenticated(cx.req, cx.tenant, false)),
+        })
+    }
+
     /// A sign-in host without an origin: the sites the person can open from here.
     pub(super) async fn sites_page(&self, cx: &Cx<'_>) -> Result<Response, Refusal> {
-        let session = match self.lookup_session(cx).await? {
-            Lookup::Active(s) => match s.into_complete() {
-                Some(c) => c,
-                None => return self.mfa_needed(cx.req, None),
-            },
-            Lookup::Ended => return Ok(self.unauthenticated(cx.req, cx.tenant, true)),
-            Lookup::NoSession { .. } => return Ok(self.unauthenticated(cx.req, cx.tenant, false)),
+        let session = match self.complete_here(cx).await? {
+            Ok(c) => c,
+            Err(answer) => return Ok(answer),
         };
         let links: Vec<(String, String)> = cx
             .tenant
