@@ -37,7 +37,7 @@
 // Knobs (environment): BENCH_REQUESTS (latency rows, profile), BENCH_RATE (the paced rows,
 // default 1000 req/s), BENCH_COLD_RUNS, BENCH_MEMORY_REQUESTS, BENCH_MEMORY_SESSIONS,
 // BENCH_SESSION_CACHE_SIZE, BENCH_MEMORY_CONTROL=0, BENCH_PROFILE_PATH=redirect,
-// BENCH_PROFILE_COLD=1, BENCH_ECHO=1 (workerd's output).
+// BENCH_PROFILE_COLD=1, BENCH_ECHO=1 (workerd's output), BENCH_V8_FLAGS (below).
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -173,13 +173,20 @@ const BASELINE_WORKER = `export default {
 };
 `;
 
+// BENCH_V8_FLAGS="--flag --other": V8 flags for workerd's isolates (for diagnosis only, e.g.
+// --no-wasm-lazy-compilation to see how much of a first request is compiling wasm).
+function v8Flags() {
+  const flags = (process.env.BENCH_V8_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  return flags.length ? `\n  v8Flags = [${flags.map(capnpString).join(', ')}],` : '';
+}
+
 function writeConfig(dir, { buildDir, port, baselinePort, kvPort, originPort, vars }) {
   const modules = workerModules(buildDir, dir);
   fs.writeFileSync(path.join(dir, 'baseline.mjs'), BASELINE_WORKER);
   const bindings = Object.entries(vars).map(([name, value]) => `(name = ${capnpString(name)}, text = ${capnpString(value)})`);
   bindings.push('(name = "PORTCULLIS_KV", kvNamespace = "kv")');
   const config = `using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
+const config :Workerd.Config = (${v8Flags()}
   services = [
     (name = "main", worker = .gateway),
     (name = "baseline", worker = (
@@ -554,6 +561,26 @@ async function main() {
       console.log(`\nprofile of ${n} sequential requests (${process.env.BENCH_PROFILE_PATH === 'redirect' ? 'unauthenticated' : 'valid session'}); workerd CPU ${(r.cpuPerRequestMs * 1000).toFixed(0)} µs/request; self time per request:`);
       for (const [name, us] of [...groups.entries()].sort((a, b) => b[1] - a[1])) {
         console.log(`${(us / n).toFixed(1).padStart(8)} µs  ${((100 * us) / totalUs).toFixed(1).padStart(5)} %  ${name}`);
+      }
+      // Inclusive time (a function and everything it called), which shows where a cold
+      // request's time goes better than self time: the first run of each wasm function pays
+      // for its compilation in the function itself.
+      const parentOf = new Map();
+      for (const node of nodes) for (const c of node.children ?? []) parentOf.set(c, node.id);
+      const inclusive = new Map();
+      for (let i = 0; i < samples.length; i += 1) {
+        const seen = new Set();
+        for (let id = samples[i]; id !== undefined; id = parentOf.get(id)) {
+          const name = byId.get(id).callFrame.functionName || '(anonymous)';
+          if (!seen.has(name)) {
+            seen.add(name);
+            inclusive.set(name, (inclusive.get(name) ?? 0) + (timeDeltas[i] ?? 0));
+          }
+        }
+      }
+      console.log('inclusive time, heaviest 40:');
+      for (const [name, us] of [...inclusive.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) {
+        console.log(`${(us / n).toFixed(1).padStart(8)} µs  ${name.slice(0, 140)}`);
       }
       console.log('top functions:');
       for (const [name, us] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) {

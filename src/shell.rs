@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{event, AbortController, Context, Delay, Env, Method, RequestInit, RequestRedirect};
+use worker::worker_sys::web_sys;
+use worker::{event, Context, Delay, Env};
 
 use crate::config::{self, Coordination, VarValue};
 use crate::faults::DeadlineKv;
@@ -165,41 +166,86 @@ impl Kv for WorkerKv {
     }
 }
 
-struct WorkerFetch;
-
-fn to_worker_headers(h: &Headers) -> worker::Headers {
-    let out = worker::Headers::new();
+/// A `Headers` object for the runtime, built in two calls into JavaScript whatever the
+/// number of fields (the pairs as one JSON text, parsed there and handed to the constructor)
+/// instead of one call per field.
+#[inline(never)]
+fn js_headers(h: &Headers) -> web_sys::Headers {
+    let pairs: Vec<(&str, &str)> = h.iter().collect();
+    if let Some(built) = serde_json::to_string(&pairs)
+        .ok()
+        .and_then(|json| js_sys::JSON::parse(&json).ok())
+        .and_then(|init| web_sys::Headers::new_with_str_sequence_sequence(&init).ok())
+    {
+        return built;
+    }
+    // A value the runtime refuses (not a ByteString) fails the constructor: field by field,
+    // that value is dropped rather than failing the whole answer.
+    let out = web_sys::Headers::new().unwrap_or_else(|_| JsValue::from(js_sys::Object::new()).unchecked_into());
     for (n, v) in h.iter() {
-        // A value the runtime refuses (not a ByteString) is dropped rather than failing.
         let _ = out.append(n, v);
     }
     out
 }
 
-fn from_worker_headers(h: &worker::Headers) -> Headers {
+/// The fields of a `Headers` object in the runtime's order, read in three calls into
+/// JavaScript whatever their number (`Array.from(headers)` as one JSON text) instead of
+/// several calls per field.
+#[inline(never)]
+fn read_js_headers(h: &web_sys::Headers) -> Vec<(String, String)> {
+    let pairs = js_sys::Array::from(h.as_ref());
+    if let Some(pairs) = js_sys::JSON::stringify(&pairs)
+        .ok()
+        .and_then(|text| text.as_string())
+        .and_then(|text| serde_json::from_str::<Vec<(String, String)>>(&text).ok())
+    {
+        return pairs;
+    }
+    worker::Headers(h.clone()).entries().collect()
+}
+
+/// A request's or a response's fields; several `Set-Cookie` lines stay separate.
+fn from_js_headers(h: &web_sys::Headers) -> Headers {
     let mut out = Headers::new();
-    for (n, v) in h.entries() {
+    let mut cookies = false;
+    for (n, v) in read_js_headers(h) {
         if n.eq_ignore_ascii_case("set-cookie") {
+            cookies = true;
             continue;
         }
         out.append(n, v);
     }
-    // Several Set-Cookie lines must stay separate.
-    if let Ok(cookies) = js_sys::Reflect::get(h.as_ref(), &JsValue::from_str("getSetCookie"))
-        .and_then(|f| js_sys::Function::from(f).call0(h.as_ref()))
-    {
-        for c in js_sys::Array::from(&cookies).iter() {
-            if let Some(c) = c.as_string() {
-                out.append("set-cookie", c);
+    if cookies {
+        if let Ok(list) = js_sys::Reflect::get(h.as_ref(), &JsValue::from_str("getSetCookie"))
+            .and_then(|f| js_sys::Function::from(f).call0(h.as_ref()))
+        {
+            for c in js_sys::Array::from(&list).iter() {
+                if let Some(c) = c.as_string() {
+                    out.append("set-cookie", c);
+                }
             }
         }
     }
     out
 }
 
-fn method(m: &str) -> Method {
-    Method::from(m.to_owned())
+/// A JavaScript exception as text, as the `worker` crate words it.
+fn js_error(e: JsValue) -> String {
+    worker::Error::from(e).to_string()
 }
+
+/// A request's whole body.
+async fn read_body(req: &web_sys::Request) -> Result<Vec<u8>, JsValue> {
+    let buffer = wasm_bindgen_futures::JsFuture::from(req.array_buffer()?).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// `fetch` on the Worker's global scope.
+fn global_fetch(request: &web_sys::Request) -> js_sys::Promise {
+    js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(request)
+}
+
+struct WorkerFetch;
 
 impl Fetch for WorkerFetch {
     fn fetch<'a>(
@@ -209,39 +255,44 @@ impl Fetch for WorkerFetch {
         max_body: usize,
     ) -> LocalFuture<'a, Result<Inbound, FetchError>> {
         Box::pin(async move {
-            let controller = AbortController::default();
-            let signal = controller.signal();
+            let controller = web_sys::AbortController::new().ok();
+            let signal = controller.as_ref().map(web_sys::AbortController::signal);
             let work = async {
-                let mut init = RequestInit::new();
-                init.with_method(method(req.method))
-                    .with_headers(to_worker_headers(&req.headers))
-                    .with_redirect(RequestRedirect::Manual);
+                let init = web_sys::RequestInit::new();
+                init.set_method(req.method);
+                init.set_headers(&js_headers(&req.headers));
+                init.set_redirect(web_sys::RequestRedirect::Manual);
+                init.set_signal(signal.as_ref());
                 if let Some(body) = &req.body {
-                    init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+                    init.set_body(&js_sys::Uint8Array::from(body.as_slice()).into());
                 }
-                let request = worker::Request::new_with_init(&req.url, &init)
-                    .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-                let mut resp = worker::Fetch::Request(request)
-                    .send_with_signal(&signal)
+                let unreachable = |e: JsValue| FetchError::Unreachable(js_error(e));
+                let request = web_sys::Request::new_with_str_and_init(&req.url, &init).map_err(unreachable)?;
+                let resp: web_sys::Response = wasm_bindgen_futures::JsFuture::from(global_fetch(&request))
                     .await
-                    .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-                let declared =
-                    resp.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok());
+                    .and_then(JsCast::dyn_into)
+                    .map_err(unreachable)?;
+                let headers = resp.headers();
+                let declared = headers.get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok());
                 if declared.is_some_and(|l| l > max_body) {
                     return Err(FetchError::TooLarge);
                 }
-                let body = resp.bytes().await.map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                let bytes = resp.array_buffer().map_err(unreachable)?;
+                let body = wasm_bindgen_futures::JsFuture::from(bytes).await.map_err(unreachable)?;
+                let body = js_sys::Uint8Array::new(&body).to_vec();
                 if body.len() > max_body {
                     return Err(FetchError::TooLarge);
                 }
-                Ok(Inbound { status: resp.status_code(), headers: from_worker_headers(resp.headers()), body })
+                Ok(Inbound { status: resp.status(), headers: from_js_headers(&headers), body })
             };
             let timeout = Delay::from(Duration::from_millis(timeout_ms));
             futures_util::pin_mut!(work);
             match select(work, timeout).await {
                 Either::Left((r, _)) => r,
                 Either::Right(_) => {
-                    controller.abort();
+                    if let Some(c) = &controller {
+                        c.abort();
+                    }
                     Err(FetchError::Timeout)
                 }
             }
@@ -427,16 +478,24 @@ impl Runtime for WorkerRuntime {
     }
 }
 
-fn to_worker_response(r: Response) -> worker::Result<worker::Response> {
-    Ok(worker::Response::from_bytes(r.body)?.with_status(r.status).with_headers(to_worker_headers(&r.headers)))
+/// The runtime's response for one of the gateway's own.
+#[inline(never)]
+fn js_response(r: Response) -> worker::Result<web_sys::Response> {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(r.status);
+    init.set_headers(&js_headers(&r.headers));
+    // A null-body status takes no body at all, not even an empty one.
+    let body = (!(r.body.is_empty() && matches!(r.status, 101 | 204 | 205 | 304)))
+        .then(|| js_sys::Object::from(js_sys::Uint8Array::from(r.body.as_slice())));
+    Ok(web_sys::Response::new_with_opt_buffer_source_and_init(body.as_ref(), &init)?)
 }
 
-fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
+fn simple(status: u16, text: &str) -> worker::Result<web_sys::Response> {
     let mut r = Response::new(status);
     r.headers.set("content-type", "text/plain; charset=utf-8");
     r.headers.set("cache-control", "no-store");
     r.body = text.as_bytes().to_vec();
-    to_worker_response(r)
+    js_response(r)
 }
 
 /// The request's edge context from `request.cf`. With the test switch on (never in a
@@ -444,14 +503,16 @@ fn simple(status: u16, text: &str) -> worker::Result<worker::Response> {
 /// it, so tests can be a request from another country or with a client certificate; the
 /// header is one the gateway owns and never reaches the origin.
 #[cfg_attr(not(feature = "test-faults"), allow(unused_variables))]
-fn edge_context(req: &worker::Request, headers: &Headers, test_switch: bool) -> crate::http::EdgeContext {
+#[inline(never)]
+fn edge_context(req: &web_sys::Request, headers: &Headers, test_switch: bool) -> crate::http::EdgeContext {
+    use worker::worker_sys::ext::RequestExt;
     #[cfg(feature = "test-faults")]
     if test_switch {
         if let Some(e) = headers.get(faults::TEST_CF_HEADER).and_then(|v| serde_json::from_str(v).ok()) {
             return e;
         }
     }
-    let Some(cf) = req.cf() else {
+    let Some(cf) = req.cf().map(worker::Cf::from) else {
         return Default::default();
     };
     crate::http::EdgeContext {
@@ -471,75 +532,112 @@ enum ForwardError {
 /// Sends the request to the origin and hands its answer back: the body as a stream (never
 /// read into memory), a WebSocket as the client's new connection. Only the wait for the
 /// response headers has a deadline.
-async fn forward(original: &worker::Request, f: Forward) -> Result<worker::Response, ForwardError> {
-    let unreachable = |e: worker::Error| ForwardError::Unreachable(e.to_string());
-    let mut init = RequestInit::new();
-    let m = original.method();
-    init.with_method(m.clone()).with_headers(to_worker_headers(&f.headers)).with_redirect(RequestRedirect::Manual);
-    if !matches!(m, Method::Get | Method::Head) {
-        init.with_body(original.inner().body().map(JsValue::from));
+async fn forward(original: &web_sys::Request, method: &str, f: Forward) -> Result<web_sys::Response, ForwardError> {
+    let unreachable = |e: JsValue| ForwardError::Unreachable(js_error(e));
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_headers(&js_headers(&f.headers));
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    if !matches!(method, "GET" | "HEAD") {
+        if let Some(body) = original.body() {
+            init.set_body(&body);
+        }
     }
-    let request = worker::Request::new_with_init(&f.url, &init).map_err(unreachable)?;
-    let fetch = worker::Fetch::Request(request);
-    let send = Box::pin(fetch.send());
+    let request = web_sys::Request::new_with_str_and_init(&f.url, &init).map_err(unreachable)?;
+    let send = wasm_bindgen_futures::JsFuture::from(global_fetch(&request));
     let deadline = Box::pin(Delay::from(Duration::from_millis(f.timeout_ms)));
-    let resp = match futures_util::future::select(send, deadline).await {
-        futures_util::future::Either::Left((sent, _)) => sent.map_err(unreachable)?,
+    let resp: web_sys::Response = match futures_util::future::select(send, deadline).await {
+        futures_util::future::Either::Left((sent, _)) => sent.and_then(JsCast::dyn_into).map_err(unreachable)?,
         futures_util::future::Either::Right(_) => return Err(ForwardError::TimedOut(f.timeout_ms)),
     };
-    let headers = proxy::downstream_headers(&from_worker_headers(resp.headers()));
-    let status = resp.status_code();
+    let headers = proxy::downstream_headers(&from_js_headers(&resp.headers()));
+    let status = resp.status();
     if status == 101 {
+        let resp = worker::Response::from(resp);
         let Some(ws) = resp.websocket() else {
             return Err(ForwardError::Unreachable("101 from the origin without a WebSocket".into()));
         };
         return Ok(worker::Response::from_websocket(ws)
-            .map_err(unreachable)?
-            .with_headers(to_worker_headers(&headers)));
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?
+            .with_headers(worker::Headers(js_headers(&headers)))
+            .into());
     }
-    Ok(worker::Response::from_body(resp.body().clone())
-        .map_err(unreachable)?
-        .with_status(status)
-        .with_headers(to_worker_headers(&headers)))
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&js_headers(&headers));
+    web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init).map_err(unreachable)
 }
 
 #[event(fetch)]
-pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
-    let gw = gateway(&env);
-    let url = req.url()?;
+pub async fn main(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    // The handler's own future stays small: the engine compiles a function when it first
+    // runs, and the cost of compiling grows faster than the function's size, so the work is
+    // in functions of their own (see BENCHMARKS.md, cold start).
+    (Box::pin(serve(req, env, ctx)) as LocalFuture<'static, worker::Result<web_sys::Response>>).await
+}
+
+/// What the shell reads of a request before the core sees it, or the answer to a request
+/// refused at the door.
+enum Incoming {
+    Read { url: url::Url, headers: Headers, method: String, body_limit: Option<usize> },
+    Refused(worker::Result<web_sys::Response>),
+}
+
+/// The request's URL, fields and method, and the body limit when the body is to be read
+/// (a gateway route other than GET and HEAD); refused when a limit is passed.
+#[inline(never)]
+fn incoming(gw: &Gateway, req: &web_sys::Request) -> Incoming {
+    let url = match url::Url::parse(&req.url()) {
+        Ok(u) => u,
+        Err(e) => return Incoming::Refused(Err(worker::Error::RustError(e.to_string()))),
+    };
     if url.as_str().len() > MAX_URL_BYTES {
-        return simple(414, "URI too long");
+        return Incoming::Refused(simple(414, "URI too long"));
     }
     let mut headers = Headers::new();
-    for (n, v) in req.headers().entries() {
+    for (n, v) in read_js_headers(&req.headers()) {
         headers.append(n, v);
     }
     if headers.byte_size() > MAX_HEADER_BYTES {
-        return simple(431, "Request header fields too large");
+        return Incoming::Refused(simple(431, "Request header fields too large"));
     }
-    let mut body = Vec::new();
-    if gw.is_gateway_route(url.path()) && !matches!(req.method(), Method::Get | Method::Head) {
+    // The method as sent (the `worker` crate's `Method` would read every unknown token as GET).
+    let method = req.method();
+    let mut body_limit = None;
+    if gw.is_gateway_route(url.path()) && !matches!(method.as_str(), "GET" | "HEAD") {
         let declared = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
         let limit = gw.body_limit(url.path());
         if declared > limit {
-            return simple(413, "Request body too large");
+            return Incoming::Refused(simple(413, "Request body too large"));
         }
-        body = req.bytes().await.unwrap_or_default();
+        body_limit = Some(limit);
+    }
+    Incoming::Read { url, headers, method, body_limit }
+}
+
+async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let gw = gateway(&env);
+    let (url, headers, method, body_limit) = match incoming(&gw, &req) {
+        Incoming::Read { url, headers, method, body_limit } => (url, headers, method, body_limit),
+        Incoming::Refused(answer) => return answer,
+    };
+    let mut body = Vec::new();
+    if let Some(limit) = body_limit {
+        body = read_body(&req).await.unwrap_or_default();
         if body.len() > limit {
             return simple(413, "Request body too large");
         }
     }
     let client_ip = headers.get("cf-connecting-ip").map(str::to_owned);
     let edge = edge_context(&req, &headers, test_faults_enabled(&env));
-    // The method as sent: the `worker` crate's `Method` reads every unknown token as GET.
-    let core_req = Request { method: req.inner().method(), url, headers, body, client_ip, edge };
+    let core_req = Request { method, url, headers, body, client_ip, edge };
 
     #[cfg(feature = "test-faults")]
     let fault_switch = test_faults_enabled(&env).then(|| FAULTS.with(Rc::clone));
     #[cfg(feature = "test-faults")]
     if let Some(f) = &fault_switch {
         if core_req.url.path() == format!("{}{}", gw.prefix(), faults::ROUTE) {
-            return to_worker_response(f.route(&core_req.method, &core_req.body));
+            return js_response(f.route(&core_req.method, &core_req.body));
         }
     }
     let store = WorkerKv(env.kv(KV_BINDING).ok());
@@ -571,12 +669,14 @@ pub async fn main(mut req: worker::Request, env: Env, ctx: Context) -> worker::R
     // cold start).
     let outcome = (Box::pin(gw.handle(ports, &core_req)) as LocalFuture<'_, crate::gateway::Outcome>).await;
     let response = match outcome.action {
-        Action::Respond(r) => to_worker_response(r),
-        Action::Forward(f) => match (Box::pin(forward(&req, f)) as LocalFuture<'_, Result<_, ForwardError>>).await {
-            Ok(r) => Ok(r),
-            Err(ForwardError::Unreachable(e)) => to_worker_response(gw.origin_failed(ports, &core_req, &e)),
-            Err(ForwardError::TimedOut(ms)) => to_worker_response(gw.origin_timed_out(ports, &core_req, ms)),
-        },
+        Action::Respond(r) => js_response(r),
+        Action::Forward(f) => {
+            match (Box::pin(forward(&req, &core_req.method, f)) as LocalFuture<'_, Result<_, ForwardError>>).await {
+                Ok(r) => Ok(r),
+                Err(ForwardError::Unreachable(e)) => js_response(gw.origin_failed(ports, &core_req, &e)),
+                Err(ForwardError::TimedOut(ms)) => js_response(gw.origin_timed_out(ports, &core_req, ms)),
+            }
+        }
     };
     let jobs = outcome.deferred;
     if !jobs.is_empty() {
