@@ -14,7 +14,10 @@
 # existing build of the base instead of building it), BENCH_COMPARE_HEAD_BUILD=DIR (the same
 # for the working tree: compare two existing builds), BENCH_COMPARE_LIMIT=PCT (exit 1 when
 # the working tree's first request or gzip size is more than PCT % above the base's;
-# default 10).
+# default 10), BENCH_COMPARE_LATENCY=1 (also `bench-serve.mjs latency` each round, about a
+# minute per build: workerd CPU per proxied request and requests/s with 16 connections, and
+# p99 paced at 1,000 req/s, each beside the JavaScript proxy worker measured in the same run;
+# the CPU per request joins the figures checked against the limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base="${1:-main}"
@@ -64,6 +67,19 @@ measure() {
     /^first request \(new isolate/ { print "first", $(NF-2) >> f }
     /^for comparison: a JS worker/ { print "js_first", $(NF-2) >> f }
     /^wasm / { print "raw", $3 >> f; print "gzip", $6 >> f }'
+  if [ "${BENCH_COMPARE_LATENCY:-0}" = 1 ]; then
+    out="$(PORTCULLIS_BENCH_BUILD="$dir" node scripts/bench-serve.mjs latency 2>&1)" || {
+      echo "$out" >&2
+      exit 1
+    }
+    echo "$out" | awk -v f="$tmp/figures-$name" '
+      function field(after,   i) { for (i = 1; i < NF; i++) if ($i == after) return $(i + 1) }
+      function before(what,   i) { for (i = 2; i <= NF; i++) if ($i == what) return $(i - 1) }
+      /^through the gateway, valid session, 16 concurrent/ { print "cpu", field("CPU") >> f; print "rps", before("req/s") >> f }
+      /^JS proxy worker in the same workerd \(baseline\), 16 concurrent/ { print "js_cpu", field("CPU") >> f; print "js_rps", before("req/s") >> f }
+      /^through the gateway, valid session, 16 connections, paced/ { print "p99", field("p99") >> f }
+      /^JS proxy worker in the same workerd \(baseline\), 16 connections, paced/ { print "js_p99", field("p99") >> f }'
+  fi
 }
 
 for r in $(seq 1 "$rounds"); do
@@ -92,7 +108,13 @@ const rows = [
   ['first request of a new isolate (ms)', 'first'],
   ['process start to listening (ms)', 'listening'],
   ['JS worker first request (ms)', 'js_first'],
-];
+  ['workerd CPU per proxied request, 16 connections (µs)', 'cpu'],
+  ['JS proxy worker: CPU per request, same runs (µs)', 'js_cpu'],
+  ['requests/s through the gateway, 16 connections', 'rps'],
+  ['JS proxy worker: requests/s, same runs', 'js_rps'],
+  ['p99 through the gateway at 1,000 req/s (ms)', 'p99'],
+  ['JS proxy worker: p99 at 1,000 req/s, same runs (ms)', 'js_p99'],
+].filter(([, k]) => b[k] && h[k]);
 console.log(`figure | ${baseRev} | working tree | ratio   (medians of ${b.first.length} rounds; per-round values in brackets)`);
 for (const [label, k] of rows) {
   const bm = median(b[k]);
@@ -100,7 +122,11 @@ for (const [label, k] of rows) {
   console.log(`${label} | ${bm} [${b[k].join(', ')}] | ${hm} [${h[k].join(', ')}] | ${(hm / bm).toFixed(2)}`);
 }
 console.log(`first request against the JS worker's (same runs): ${baseRev} ${(median(b.first) / median(b.js_first)).toFixed(1)}×, working tree ${(median(h.first) / median(h.js_first)).toFixed(1)}× (goal ≤ 3×)`);
-const worse = ['gzip', 'first'].filter((k) => median(h[k]) > median(b[k]) * (1 + Number(limit) / 100));
+if (b.cpu && h.cpu) {
+  const r = (m, k, j) => (median(m[k]) / median(m[j])).toFixed(2);
+  console.log(`against the JS proxy (same runs): CPU ${baseRev} ${r(b, 'cpu', 'js_cpu')}×, working tree ${r(h, 'cpu', 'js_cpu')}× (goal ≤ 1.5×); requests/s ${r(b, 'rps', 'js_rps')}×, ${r(h, 'rps', 'js_rps')}× (goal ≥ 0.7×); p99 ${r(b, 'p99', 'js_p99')}×, ${r(h, 'p99', 'js_p99')}× (goal ≤ 2×)`);
+}
+const worse = ['gzip', 'first', 'cpu'].filter((k) => b[k] && h[k]).filter((k) => median(h[k]) > median(b[k]) * (1 + Number(limit) / 100));
 if (worse.length) {
   console.log(`regression over ${limit} %: ${worse.join(', ')}`);
   process.exit(1);
