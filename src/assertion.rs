@@ -49,8 +49,8 @@ const ED25519_PKCS8_PREFIX: [u8; 16] =
     [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// One DER element at the start of `input`: its tag, its contents and what follows. Lengths
-/// in their shortest definite form only, up to 65,535 bytes (a key document has a few
-/// hundred), as DER requires.
+/// in their shortest definite form only, as DER requires, and below 256 bytes: a P-256 key
+/// document is at most about 150.
 fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
@@ -59,11 +59,6 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         0x81 => {
             let (&len, rest) = rest.split_first()?;
             (len >= 0x80).then_some((usize::from(len), rest))?
-        }
-        0x82 => {
-            let (len, rest) = rest.split_at_checked(2)?;
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            (len >= 0x100).then_some((len, rest))?
         }
         _ => return None,
     };
@@ -318,8 +313,7 @@ mod tests {
             let mut out = vec![tag];
             match body.len() {
                 l @ 0..=0x7f => out.push(l as u8),
-                l @ 0x80..=0xff => out.extend([0x81, l as u8]),
-                l => out.extend([0x82, (l >> 8) as u8, l as u8]),
+                l => out.extend([0x81, u8::try_from(l).unwrap()]),
             }
             out.extend_from_slice(body);
             out
