@@ -37,7 +37,9 @@
 // Knobs (environment): BENCH_REQUESTS (latency rows, profile), BENCH_RATE (the paced rows,
 // default 1000 req/s), BENCH_COLD_RUNS, BENCH_MEMORY_REQUESTS, BENCH_MEMORY_SESSIONS,
 // BENCH_SESSION_CACHE_SIZE, BENCH_MEMORY_CONTROL=0, BENCH_PROFILE_PATH=redirect,
-// BENCH_PROFILE_COLD=1, BENCH_ECHO=1 (workerd's output), BENCH_V8_FLAGS (below).
+// BENCH_PROFILE_COLD=1, BENCH_ECHO=1 (workerd's output), BENCH_V8_FLAGS (below),
+// BENCH_COLD_PROBE=handler|environment|json|deserialise|load (bench build: the first request
+// stops after that stage of the configuration's load; see src/shell.rs, bench_probe).
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -674,7 +676,10 @@ async function main() {
         wd = start();
         await waitListening(port, 20_000, wd.exited);
         const t1 = process.hrtime.bigint();
-        const r1 = await request(port, '/page', navigation, { useAgent: false });
+        // BENCH_COLD_PROBE=STAGE (bench build): the first request stops after one stage of
+        // the configuration's load (src/shell.rs, bench_probe) and answers the same redirect.
+        const probe = process.env.BENCH_COLD_PROBE ? { 'x-portcullis-bench-probe': process.env.BENCH_COLD_PROBE } : {};
+        const r1 = await request(port, '/page', { ...navigation, ...probe }, { useAgent: false });
         const t2 = process.hrtime.bigint();
         const r2 = await request(port, '/page', navigation, { useAgent: false });
         const t3 = process.hrtime.bigint();

@@ -615,7 +615,47 @@ fn incoming(gw: &Gateway, req: &web_sys::Request) -> Incoming {
     Incoming::Read { url, headers, method, body_limit }
 }
 
+/// The bench build's breakdown of a new isolate's first request (`BENCH_COLD_PROBE` in
+/// scripts/bench-serve.mjs): the request stops after one stage of loading the
+/// configuration and answers a redirect, so that the cost of each stage on a first request
+/// can be measured. `None`: not a probe (every request of a deployed build).
+#[cfg(feature = "bench")]
+fn bench_probe(req: &web_sys::Request, env: &Env) -> Option<worker::Result<web_sys::Response>> {
+    let stage = req.headers().get("x-portcullis-bench-probe").ok().flatten()?;
+    let document = || config::choose_document(bundled_config().as_deref(), config_var(env));
+    let secrets = |name: &str| env_string(env, name).map(|s| Secret::new(s.into_bytes()));
+    match stage.as_str() {
+        // The bare handler.
+        "handler" => {}
+        // Reading the document and the secrets it names from the environment.
+        "environment" => {
+            let _ = std::hint::black_box((document(), secrets("COOKIE_KEY"), secrets("ASSERTION_KEY")));
+        }
+        // The document as untyped JSON.
+        "json" => {
+            let _ =
+                std::hint::black_box(document().ok().map(|d| serde_json::from_str::<serde_json::Value>(&d).is_ok()));
+        }
+        // The document deserialised into the configuration's types, not validated.
+        "deserialise" => {
+            let _ = std::hint::black_box(document().ok().map(|d| serde_json::from_str::<config::Config>(&d).is_ok()));
+        }
+        // The whole load: deserialised and validated.
+        "load" => {
+            let _ = std::hint::black_box(document().and_then(|d| config::Config::load(&d, &secrets)).is_ok());
+        }
+        _ => return None,
+    }
+    let mut r = Response::new(302);
+    r.headers.set("location", "/_portcullis/login?rd=%2F");
+    Some(js_response(r))
+}
+
 async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    #[cfg(feature = "bench")]
+    if let Some(answer) = bench_probe(&req, &env) {
+        return answer;
+    }
     let gw = gateway(&env);
     let (url, headers, method, body_limit) = match incoming(&gw, &req) {
         Incoming::Read { url, headers, method, body_limit } => (url, headers, method, body_limit),
