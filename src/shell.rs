@@ -83,16 +83,23 @@ fn config_var(env: &Env) -> VarValue {
     }
 }
 
+/// The configuration document (bundled, or the `PORTCULLIS_CONFIG` binding) with the secrets
+/// it names, loaded and validated.
+fn load_config(env: &Env) -> Result<config::Loaded, config::ConfigErrors> {
+    config::choose_document(bundled_config().as_deref(), config_var(env))
+        .and_then(|document| config::Config::load(&document, &|name| env_secret(env, name)))
+}
+
+fn env_secret(env: &Env, name: &str) -> Option<Secret> {
+    env_string(env, name).map(|s| Secret::new(s.into_bytes()))
+}
+
 /// The gateway for this isolate: configuration loaded and validated once.
 #[inline(never)]
 fn gateway(env: &Env) -> Rc<Gateway> {
     GATEWAY.with(|cell| {
         cell.get_or_init(|| {
-            let secrets = |name: &str| env_string(env, name).map(|s| Secret::new(s.into_bytes()));
-            let gw = Gateway::from_loaded(
-                config::choose_document(bundled_config().as_deref(), config_var(env))
-                    .and_then(|document| config::Config::load(&document, &secrets)),
-            );
+            let gw = Gateway::from_loaded(load_config(env));
             if let Some(line) = gw.startup_log() {
                 worker::console_error!("{line}");
             }
@@ -623,13 +630,12 @@ fn incoming(gw: &Gateway, req: &web_sys::Request) -> Incoming {
 fn bench_probe(req: &web_sys::Request, env: &Env) -> Option<worker::Result<web_sys::Response>> {
     let stage = req.headers().get("x-portcullis-bench-probe").ok().flatten()?;
     let document = || config::choose_document(bundled_config().as_deref(), config_var(env));
-    let secrets = |name: &str| env_string(env, name).map(|s| Secret::new(s.into_bytes()));
     match stage.as_str() {
         // The bare handler.
         "handler" => {}
         // Reading the document and the secrets it names from the environment.
         "environment" => {
-            let _ = std::hint::black_box((document(), secrets("COOKIE_KEY"), secrets("ASSERTION_KEY")));
+            let _ = std::hint::black_box((document(), env_secret(env, "COOKIE_KEY"), env_secret(env, "ASSERTION_KEY")));
         }
         // The document as untyped JSON.
         "json" => {
@@ -642,7 +648,7 @@ fn bench_probe(req: &web_sys::Request, env: &Env) -> Option<worker::Result<web_s
         }
         // The whole load: deserialised and validated.
         "load" => {
-            let _ = std::hint::black_box(document().and_then(|d| config::Config::load(&d, &secrets)).is_ok());
+            let _ = std::hint::black_box(load_config(env).is_ok());
         }
         _ => return None,
     }
